@@ -1,0 +1,1 @@
+"""Numerical analysis: units, structure summaries, metrics."""

@@ -1,0 +1,1 @@
+"""The ``atlas2d`` command line (Typer): parse → service → print."""

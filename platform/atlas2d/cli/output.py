@@ -1,0 +1,67 @@
+"""Printing results as a table, CSV or JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+error_console = Console(stderr=True)
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (pd.Timestamp,)) or hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, float) and pd.isna(value):
+        return None
+    return value
+
+
+def print_frame(frame: pd.DataFrame, fmt: OutputFormat, title: str | None = None) -> None:
+    """Print a DataFrame in the chosen format (CSV and JSON go to stdout unadorned)."""
+    if fmt is OutputFormat.csv:
+        frame.to_csv(sys.stdout, index=False)
+        return
+    if fmt is OutputFormat.json:
+        records = [{k: _jsonable(v) for k, v in row.items()} for row in frame.to_dict("records")]
+        sys.stdout.write(json.dumps(records, indent=2) + "\n")
+        return
+    table = Table(title=title, show_lines=False)
+    for column in frame.columns:
+        table.add_column(str(column))
+    for row in frame.itertuples(index=False):
+        table.add_row(*(_cell(v) for v in row))
+    console.print(table)
+
+
+def print_json(value: Any) -> None:
+    """Print a JSON document (dicts, lists, DataFrames inside are converted)."""
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, pd.DataFrame):
+            return [{k: _jsonable(v) for k, v in r.items()} for r in obj.to_dict("records")]
+        return _jsonable(obj)
+
+    sys.stdout.write(json.dumps(value, indent=2, default=default) + "\n")

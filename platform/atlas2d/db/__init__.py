@@ -1,0 +1,1 @@
+"""Database layer: ORM models, column types, engines and the embedded server."""

@@ -1,0 +1,214 @@
+"""ORM models of the atlas2d schema.
+
+Units (stored canonical form): energies eV (total), lengths Å, forces eV/Å, stress
+eV/Å³ in ASE's convention (positive = tensile). Positions are Cartesian. For 2D
+layers the out-of-plane (vacuum) direction is the cell's c axis, along z.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Double,
+    ForeignKey,
+    Identity,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from atlas2d.db.base import Base
+from atlas2d.db.types import Matrix3, SmallIntArray, Vec3Array
+
+SOURCE_FORMATS = ("vasprun", "outcar", "extxyz", "alexandria-traj", "alexandria-hull", "records")
+METHODS = ("dft", "ml")
+
+
+def _in_list(column: str, values: tuple[str, ...]) -> str:
+    quoted = ", ".join(f"'{v}'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
+class Source(Base):
+    """One ingested file (or in-memory batch): what it was, its hash, who parsed it."""
+
+    __tablename__ = "sources"
+    __table_args__ = (CheckConstraint(_in_list("format", SOURCE_FORMATS), name="format"),)
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    format: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    """sha256 of the file's decompressed bytes (or of the batch's canonical content)."""
+    parser: Mapped[str] = mapped_column(Text)
+    versions: Mapped[dict[str, Any]]
+    """Package versions of the parser (atlas2d, ase, pymatgen, numpy)."""
+    options: Mapped[dict[str, Any]]
+    """Options the ingest ran with (stress unit, group key, material key)."""
+    n_materials: Mapped[int] = mapped_column(Integer)
+    n_relaxations: Mapped[int] = mapped_column(Integer)
+    n_frames: Mapped[int] = mapped_column(Integer)
+    n_entries: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Material(Base):
+    """One compound (a 2D layer or a 3D bulk reference), keyed by an external id."""
+
+    __tablename__ = "materials"
+    __table_args__ = (
+        CheckConstraint("dimensionality IN (0, 1, 2, 3)", name="dimensionality"),
+        CheckConstraint("n_elements = cardinality(elements)", name="n_elements"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    key: Mapped[str] = mapped_column(Text, unique=True)
+    """External key, e.g. an Alexandria ``mat_id``."""
+    formula: Mapped[str] = mapped_column(Text, index=True)
+    """Reduced formula (pymatgen), e.g. ``MoS2``."""
+    chemsys: Mapped[str] = mapped_column(Text, index=True)
+    """Elements sorted alphabetically and joined by ``-``, e.g. ``Mo-S``."""
+    elements: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    n_elements: Mapped[int] = mapped_column(SmallInteger)
+    prototype: Mapped[str | None] = mapped_column(Text)
+    spacegroup_number: Mapped[int | None] = mapped_column(SmallInteger)
+    dimensionality: Mapped[int | None] = mapped_column(SmallInteger)
+    """2 for layers (vacuum along c), 3 for bulk; 0/1 for molecules and wires."""
+    info: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    relaxations: Mapped[list[Relaxation]] = relationship(back_populates="material")
+
+
+class EnergyEntry(Base):
+    """A material's final DFT energy entry from a convex-hull file (pymatgen style).
+
+    The corrected energy is ``energy + correction`` (eV, total).
+    """
+
+    __tablename__ = "energy_entries"
+    __table_args__ = (
+        CheckConstraint(_in_list("method", METHODS), name="method"),
+        CheckConstraint("n_sites > 0", name="n_sites_positive"),
+        CheckConstraint("cardinality(species) = n_sites", name="species_length"),
+        CheckConstraint("octet_length(positions) = 24 * n_sites", name="positions_length"),
+        CheckConstraint("cardinality(cell) = 9", name="cell_shape"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    material_id: Mapped[int] = mapped_column(
+        ForeignKey("materials.id", ondelete="CASCADE"), index=True
+    )
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), index=True)
+    method: Mapped[str] = mapped_column(Text)
+    energy: Mapped[float] = mapped_column(Double)
+    """Uncorrected total energy (eV)."""
+    correction: Mapped[float] = mapped_column(Double)
+    """Energy correction (eV, total), e.g. MP2020 anion/U corrections."""
+    n_sites: Mapped[int] = mapped_column(SmallInteger)
+    species: Mapped[np.ndarray] = mapped_column(SmallIntArray)
+    """Atomic numbers, shape (n_sites,)."""
+    cell: Mapped[np.ndarray] = mapped_column(Matrix3)
+    """Lattice vectors as rows, shape (3, 3), Å."""
+    positions: Mapped[np.ndarray] = mapped_column(Vec3Array)
+    """Cartesian positions, shape (n_sites, 3), Å."""
+    data: Mapped[dict[str, Any]]
+    """The entry's ``data`` dict as published (mat_id, e_above_hull, e_form, spg, …)."""
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Relaxation(Base):
+    """One geometry optimisation of a material, DFT or ML."""
+
+    __tablename__ = "relaxations"
+    __table_args__ = (
+        CheckConstraint(_in_list("method", METHODS), name="method"),
+        CheckConstraint("n_sites > 0", name="n_sites_positive"),
+        CheckConstraint("cardinality(species) = n_sites", name="species_length"),
+        CheckConstraint("cardinality(pbc) = 3", name="pbc_length"),
+        CheckConstraint("n_steps >= 0", name="n_steps_nonnegative"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    material_id: Mapped[int] = mapped_column(
+        ForeignKey("materials.id", ondelete="CASCADE"), index=True
+    )
+    source_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sources.id", ondelete="CASCADE"), index=True
+    )
+    method: Mapped[str] = mapped_column(Text)
+    sequence: Mapped[int] = mapped_column(SmallInteger)
+    """Position among the material's successive relaxations in its source (0, 1, …)."""
+    parameters: Mapped[dict[str, Any]]
+    """INCAR / functional settings (DFT) or optimiser settings (ML)."""
+    n_sites: Mapped[int] = mapped_column(SmallInteger)
+    species: Mapped[np.ndarray] = mapped_column(SmallIntArray)
+    """Atomic numbers, shape (n_sites,)."""
+    pbc: Mapped[list[bool]] = mapped_column(ARRAY(Boolean))
+    n_steps: Mapped[int] = mapped_column(Integer)
+    converged: Mapped[bool | None] = mapped_column(Boolean)
+    final_energy: Mapped[float] = mapped_column(Double)
+    """Total energy of the last step (eV)."""
+    final_energy_per_atom: Mapped[float] = mapped_column(Double)
+    """eV/atom."""
+    final_area_per_atom: Mapped[float] = mapped_column(Double)
+    """|a × b| / N of the last step (Å²/atom)."""
+    wall_time_s: Mapped[float | None] = mapped_column(Double)
+    info: Mapped[dict[str, Any]]
+    """Ingest notes, e.g. the re-orientation applied to put the vacuum along c."""
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    material: Mapped[Material] = relationship(back_populates="relaxations")
+
+
+class Frame(Base):
+    """One ionic step of a relaxation, with summaries computed at ingest."""
+
+    __tablename__ = "frames"
+    __table_args__ = (
+        UniqueConstraint("relaxation_id", "step"),
+        CheckConstraint("n_sites > 0", name="n_sites_positive"),
+        CheckConstraint("step >= 0", name="step_nonnegative"),
+        CheckConstraint("octet_length(positions) = 24 * n_sites", name="positions_length"),
+        CheckConstraint("octet_length(forces) = 24 * n_sites", name="forces_length"),
+        CheckConstraint("cardinality(cell) = 9", name="cell_shape"),
+        CheckConstraint("stress IS NULL OR cardinality(stress) = 9", name="stress_shape"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    relaxation_id: Mapped[int] = mapped_column(ForeignKey("relaxations.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    n_sites: Mapped[int] = mapped_column(SmallInteger)
+    cell: Mapped[np.ndarray] = mapped_column(Matrix3)
+    """Lattice vectors as rows, shape (3, 3), Å."""
+    positions: Mapped[np.ndarray] = mapped_column(Vec3Array)
+    """Cartesian positions, shape (n_sites, 3), Å."""
+    forces: Mapped[np.ndarray] = mapped_column(Vec3Array)
+    """Forces, shape (n_sites, 3), eV/Å."""
+    stress: Mapped[np.ndarray | None] = mapped_column(Matrix3)
+    """Stress, shape (3, 3), eV/Å³, ASE sign (positive = tensile); NULL when not computed."""
+    energy: Mapped[float] = mapped_column(Double)
+    """Total energy (eV)."""
+    energy_per_atom: Mapped[float] = mapped_column(Double)
+    """energy / n_sites (eV/atom)."""
+    max_force: Mapped[float] = mapped_column(Double)
+    """Largest per-atom force norm (eV/Å)."""
+    max_abs_stress: Mapped[float | None] = mapped_column(Double)
+    """Largest |σ_ij| (eV/Å³); NULL when the frame has no stress."""
+    area_per_atom: Mapped[float] = mapped_column(Double)
+    """|a × b| / n_sites (Å²/atom)."""
+    has_isolated_atom: Mapped[bool] = mapped_column(Boolean)
+    """True when some atom has no neighbour (periodic images included) within 5 Å."""

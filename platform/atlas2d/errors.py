@@ -1,0 +1,35 @@
+"""The one error hierarchy of atlas2d.
+
+Messages are full sentences that name the file, record and field at fault and say
+what to do. The CLI prints an ``Atlas2dError`` as one red line and exits with 1.
+"""
+
+from __future__ import annotations
+
+
+class Atlas2dError(Exception):
+    """Base class of every error atlas2d raises on purpose."""
+
+
+class NotFound(Atlas2dError):
+    """A named record (material, training set, model) does not exist."""
+
+
+class AlreadyExists(Atlas2dError):
+    """A record with the same natural key is already stored."""
+
+
+class InvalidInput(Atlas2dError):
+    """A file or record is malformed; nothing was written for it."""
+
+
+class SchemaOutOfDate(Atlas2dError):
+    """The database schema is behind the code: run ``atlas2d db upgrade``."""
+
+
+class MissingExtra(Atlas2dError):
+    """An optional dependency is not installed; the message names the extra."""
+
+
+class DatabaseUnavailable(Atlas2dError):
+    """The database cannot be reached."""

@@ -1,0 +1,1 @@
+"""Readers and writers: VASP, extxyz/ASE, Alexandria JSON. They return plain records."""

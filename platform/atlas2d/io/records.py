@@ -1,0 +1,110 @@
+"""Plain records every reader produces and the ingest service consumes.
+
+Units are the stored canonical ones: eV, Å, eV/Å, eV/Å³ (ASE sign). Readers convert
+at the edge; nothing downstream converts again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Trajectory:
+    """One geometry optimisation as read from a file.
+
+    Attributes:
+        material_key: external key of the material (e.g. Alexandria ``mat_id``).
+        species: (N,) atomic numbers.
+        cells: (F, 3, 3) lattice vectors as rows, Å.
+        positions: (F, N, 3) Cartesian positions, Å.
+        energies: (F,) total energies, eV.
+        forces: (F, N, 3) forces, eV/Å.
+        stresses: (F, 3, 3) stress, eV/Å³, ASE sign; None when the file has none.
+        parameters: calculation settings (INCAR tags, functional, …).
+        record: how error messages name this trajectory ("mat_id agm001, trajectory 2").
+        sequence: index among the material's successive relaxations in the file.
+        converged: whether the optimisation reached its criterion, None when unknown.
+    """
+
+    material_key: str
+    species: np.ndarray
+    cells: np.ndarray
+    positions: np.ndarray
+    energies: np.ndarray
+    forces: np.ndarray
+    stresses: np.ndarray | None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    record: str = ""
+    sequence: int = 0
+    converged: bool | None = None
+    method: str = "dft"
+    pbc: tuple[bool, bool, bool] = (True, True, True)
+    wall_time_s: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.energies)
+
+    @property
+    def n_sites(self) -> int:
+        return len(self.species)
+
+
+@dataclass
+class EnergyEntryRecord:
+    """A final DFT energy entry from a convex-hull file (pymatgen ComputedStructureEntry).
+
+    Attributes:
+        material_key: external key (``data.mat_id``).
+        species: (N,) atomic numbers.
+        cell: (3, 3) lattice vectors as rows, Å.
+        positions: (N, 3) Cartesian positions, Å.
+        energy: uncorrected total energy, eV.
+        correction: energy correction, eV (corrected energy = energy + correction).
+        data: the entry's ``data`` dict as published.
+    """
+
+    material_key: str
+    species: np.ndarray
+    cell: np.ndarray
+    positions: np.ndarray
+    energy: float
+    correction: float
+    data: dict[str, Any] = field(default_factory=dict)
+    record: str = ""
+
+
+@dataclass
+class MaterialRecord:
+    """What a file says about a material beyond its structures (all optional)."""
+
+    key: str
+    dimensionality: int | None = None
+    prototype: str | None = None
+    spacegroup_number: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ParsedFile:
+    """Everything one file (or in-memory batch) brings, validated and in canonical units."""
+
+    path: str
+    format: str
+    sha256: str
+    parser: str
+    options: dict[str, Any] = field(default_factory=dict)
+    trajectories: list[Trajectory] = field(default_factory=list)
+    entries: list[EnergyEntryRecord] = field(default_factory=list)
+    materials: dict[str, MaterialRecord] = field(default_factory=dict)
+
+    def material(self, key: str) -> MaterialRecord:
+        """The material record for ``key``, created empty on first use."""
+        if key not in self.materials:
+            self.materials[key] = MaterialRecord(key=key)
+        return self.materials[key]

@@ -1,0 +1,1 @@
+"""Force-field adapters and relaxation engines; never import atlas2d.db."""

@@ -1,0 +1,1 @@
+"""Plain query functions taking ``session`` first; they never commit."""

@@ -1,0 +1,212 @@
+"""Bulk writes for ingest: set-based SQL and binary COPY. Never commits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from atlas2d.db.copy_binary import COPY_HEADER, COPY_TRAILER
+
+FRAME_COLUMNS = (
+    "relaxation_id, step, n_sites, cell, positions, forces, stress, energy, energy_per_atom,"
+    " max_force, max_abs_stress, area_per_atom, has_isolated_atom"
+)
+COPY_CHUNK_BYTES = 8 << 20
+
+
+def _driver_connection(session: Session) -> Any:
+    """The psycopg connection under the session, inside the session's transaction."""
+    return session.connection().connection.driver_connection
+
+
+def source_id_by_sha256(session: Session, sha256: str) -> int | None:
+    """Id of the source with this content hash, or None."""
+    return session.execute(
+        text("SELECT id FROM sources WHERE sha256 = :sha"), {"sha": sha256}
+    ).scalar_one_or_none()
+
+
+def insert_source(session: Session, row: dict[str, Any]) -> int:
+    """Insert a ``sources`` row (counts filled in later); return its id."""
+    return session.execute(
+        text(
+            "INSERT INTO sources (format, path, sha256, parser, versions, options,"
+            " n_materials, n_relaxations, n_frames, n_entries)"
+            " VALUES (:format, :path, :sha256, :parser, CAST(:versions AS jsonb),"
+            " CAST(:options AS jsonb), 0, 0, 0, 0) RETURNING id"
+        ),
+        {**row, "versions": json.dumps(row["versions"]), "options": json.dumps(row["options"])},
+    ).scalar_one()
+
+
+def update_source_counts(session: Session, source_id: int, counts: dict[str, int]) -> None:
+    """Record how many materials, relaxations, frames and entries a source brought."""
+    session.execute(
+        text(
+            "UPDATE sources SET n_materials = :n_materials, n_relaxations = :n_relaxations,"
+            " n_frames = :n_frames, n_entries = :n_entries WHERE id = :id"
+        ),
+        {**counts, "id": source_id},
+    )
+
+
+@dataclass(frozen=True)
+class StoredMaterial:
+    """A material row as the upsert left it."""
+
+    id: int
+    formula: str
+    inserted: bool
+
+
+def upsert_materials(session: Session, rows: list[dict[str, Any]]) -> dict[str, StoredMaterial]:
+    """Insert new materials; on an existing key fill fields that are still empty.
+
+    Args:
+        rows: dicts with key, formula, chemsys, elements (list[str]), prototype,
+            spacegroup_number, dimensionality, info (dict). Keys must be unique.
+
+    Returns:
+        key → StoredMaterial (``formula`` is the stored one, so callers can check it).
+    """
+    if not rows:
+        return {}
+    params = {
+        "key": [r["key"] for r in rows],
+        "formula": [r["formula"] for r in rows],
+        "chemsys": [r["chemsys"] for r in rows],
+        # text[][] cannot be ragged: pass each elements list as an array literal.
+        "elements": ["{" + ",".join(r["elements"]) + "}" for r in rows],
+        "prototype": [r["prototype"] for r in rows],
+        "spg": [r["spacegroup_number"] for r in rows],
+        "dim": [r["dimensionality"] for r in rows],
+        "info": [json.dumps(r["info"]) for r in rows],
+    }
+    result = session.execute(
+        text(
+            "INSERT INTO materials (key, formula, chemsys, elements, n_elements, prototype,"
+            " spacegroup_number, dimensionality, info)"
+            " SELECT k, f, c, e::text[], cardinality(e::text[]), p, s, d, i::jsonb"
+            " FROM unnest(CAST(:key AS text[]), CAST(:formula AS text[]),"
+            " CAST(:chemsys AS text[]), CAST(:elements AS text[]), CAST(:prototype AS text[]),"
+            " CAST(:spg AS smallint[]), CAST(:dim AS smallint[]), CAST(:info AS text[]))"
+            " AS t(k, f, c, e, p, s, d, i)"
+            " ON CONFLICT (key) DO UPDATE SET"
+            " prototype = COALESCE(materials.prototype, EXCLUDED.prototype),"
+            " spacegroup_number = COALESCE(materials.spacegroup_number, EXCLUDED.spacegroup_number),"
+            " dimensionality = COALESCE(materials.dimensionality, EXCLUDED.dimensionality),"
+            " info = EXCLUDED.info || materials.info"
+            " RETURNING key, id, formula, (xmax = 0) AS inserted"
+        ),
+        params,
+    )
+    return {key: StoredMaterial(id_, formula, inserted) for key, id_, formula, inserted in result}
+
+
+def insert_relaxations(session: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Insert relaxations, skipping content hashes already stored.
+
+    Returns:
+        content_hash → id for the rows inserted now (hashes already present are absent).
+    """
+    if not rows:
+        return {}
+    columns = {
+        "material_id": ("int[]", [r["material_id"] for r in rows]),
+        "source_id": ("int[]", [r["source_id"] for r in rows]),
+        "method": ("text[]", [r["method"] for r in rows]),
+        "sequence": ("smallint[]", [r["sequence"] for r in rows]),
+        "parameters": ("text[]", [json.dumps(r["parameters"]) for r in rows]),
+        "n_sites": ("smallint[]", [r["n_sites"] for r in rows]),
+        "species": ("text[]", ["{" + ",".join(map(str, r["species"])) + "}" for r in rows]),
+        "pbc": ("text[]", ["{" + ",".join("t" if p else "f" for p in r["pbc"]) + "}" for r in rows]),
+        "n_steps": ("int[]", [r["n_steps"] for r in rows]),
+        "converged": ("boolean[]", [r["converged"] for r in rows]),
+        "final_energy": ("float8[]", [float(r["final_energy"]) for r in rows]),
+        "final_energy_per_atom": ("float8[]", [float(r["final_energy_per_atom"]) for r in rows]),
+        "final_area_per_atom": ("float8[]", [float(r["final_area_per_atom"]) for r in rows]),
+        "wall_time_s": ("float8[]", [r["wall_time_s"] for r in rows]),
+        "info": ("text[]", [json.dumps(r["info"]) for r in rows]),
+        "content_hash": ("text[]", [r["content_hash"] for r in rows]),
+    }
+    casts = {"parameters": "::jsonb", "info": "::jsonb", "species": "::smallint[]", "pbc": "::boolean[]"}
+    names = list(columns)
+    unnest = ", ".join(f"CAST(:{n} AS {columns[n][0]})" for n in names)
+    select = ", ".join(f"{n}{casts.get(n, '')}" for n in names)
+    result = session.execute(
+        text(
+            f"INSERT INTO relaxations ({', '.join(names)})"
+            f" SELECT {select} FROM unnest({unnest}) AS t({', '.join(names)})"
+            " ON CONFLICT (content_hash) DO NOTHING RETURNING content_hash, id"
+        ),
+        {n: values for n, (_, values) in columns.items()},
+    )
+    return dict(result.tuples().all())
+
+
+def copy_frames(session: Session, encoded_batches: Iterable[bytes]) -> None:
+    """Stream binary-COPY rows (from ``copy_binary.encode_rows``) into ``frames``."""
+    connection = _driver_connection(session)
+    with connection.cursor() as cursor, cursor.copy(
+        f"COPY frames ({FRAME_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.write(COPY_HEADER)
+        pending: list[bytes] = []
+        size = 0
+        for batch in encoded_batches:
+            pending.append(batch)
+            size += len(batch)
+            if size >= COPY_CHUNK_BYTES:
+                copy.write(b"".join(pending))
+                pending, size = [], 0
+        if pending:
+            copy.write(b"".join(pending))
+        copy.write(COPY_TRAILER)
+
+
+def _matrix_literal(matrix: Any) -> str:
+    """A 3×3 matrix as a PostgreSQL array literal; ``repr`` keeps every float64 bit."""
+    return "{" + ",".join("{" + ",".join(repr(float(v)) for v in row) + "}" for row in matrix) + "}"
+
+
+def insert_entries(session: Session, rows: list[dict[str, Any]]) -> int:
+    """Insert energy entries, skipping content hashes already stored; return rows inserted.
+
+    Args:
+        rows: dicts with material_id, source_id, method, energy, correction, n_sites,
+            species (ints), cell (3, 3), positions (bytes), data (dict), content_hash.
+    """
+    if not rows:
+        return 0
+    result = session.execute(
+        text(
+            "INSERT INTO energy_entries (material_id, source_id, method, energy, correction,"
+            " n_sites, species, cell, positions, data, content_hash)"
+            " SELECT m, s, me, e, c, n, sp::smallint[], ce::float8[], po, d::jsonb, h"
+            " FROM unnest(CAST(:material_id AS int[]), CAST(:source_id AS int[]),"
+            " CAST(:method AS text[]), CAST(:energy AS float8[]), CAST(:correction AS float8[]),"
+            " CAST(:n_sites AS smallint[]), CAST(:species AS text[]), CAST(:cell AS text[]),"
+            " CAST(:positions AS bytea[]), CAST(:data AS text[]), CAST(:content_hash AS text[]))"
+            " AS t(m, s, me, e, c, n, sp, ce, po, d, h)"
+            " ON CONFLICT (content_hash) DO NOTHING RETURNING id"
+        ),
+        {
+            "material_id": [r["material_id"] for r in rows],
+            "source_id": [r["source_id"] for r in rows],
+            "method": [r["method"] for r in rows],
+            "energy": [float(r["energy"]) for r in rows],
+            "correction": [float(r["correction"]) for r in rows],
+            "n_sites": [r["n_sites"] for r in rows],
+            "species": ["{" + ",".join(map(str, r["species"])) + "}" for r in rows],
+            "cell": [_matrix_literal(r["cell"]) for r in rows],
+            "positions": [r["positions"] for r in rows],
+            "data": [json.dumps(r["data"]) for r in rows],
+            "content_hash": [r["content_hash"] for r in rows],
+        },
+    )
+    return len(result.all())

@@ -1,0 +1,1 @@
+"""Use cases; each owns its transaction (``with sessions.begin() as session``)."""

@@ -1,0 +1,252 @@
+"""Ingest use case: read a file, validate everything, write it in one transaction.
+
+One file = one transaction: a bad record aborts that file and nothing of it is
+written. Re-ingesting the same content is a no-op (``sources.sha256``); a trajectory
+already stored through another file is skipped (``relaxations.content_hash``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from atlas2d.errors import AlreadyExists, InvalidInput
+from atlas2d.io.readers import ReadOptions, read_file
+from atlas2d.io.records import ParsedFile
+from atlas2d.io.validate import validate_entry, validate_trajectory
+from atlas2d.queries import ingest_writes
+from atlas2d.services.ingest_prepare import (
+    PreparedEntry,
+    PreparedTrajectory,
+    composition_fields,
+    encode_frames,
+    entry_row,
+    prepare_entry,
+    prepare_trajectory,
+    relaxation_row,
+    spacegroup_number,
+)
+
+INGESTED, ALREADY_PRESENT, REJECTED = "ingested", "already present", "rejected"
+
+
+@dataclass
+class FileResult:
+    """What ingesting one file did."""
+
+    path: str
+    format: str | None
+    status: str
+    materials_new: int = 0
+    relaxations: int = 0
+    relaxations_present: int = 0
+    frames: int = 0
+    entries: int = 0
+    message: str = ""
+
+
+@dataclass
+class IngestSummary:
+    """Totals over the files of one ``ingest`` call."""
+
+    results: list[FileResult] = field(default_factory=list)
+
+    def count(self, attribute: str) -> int:
+        return sum(getattr(r, attribute) for r in self.results)
+
+    def with_status(self, status: str) -> list[FileResult]:
+        return [r for r in self.results if r.status == status]
+
+
+@lru_cache(maxsize=1)
+def parser_versions() -> dict[str, str]:
+    """Versions of the packages that parse and convert input files."""
+    versions = {}
+    for package in ("atlas2d", "ase", "pymatgen", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "unknown"
+    return versions
+
+
+def _material_rows(
+    parsed: ParsedFile, trajectories: list[PreparedTrajectory], entries: list[PreparedEntry]
+) -> list[dict[str, Any]]:
+    """One ``materials`` row per key in the file; compositions must agree within the file."""
+    structures: dict[str, list[tuple[Any, Any, Any, list[int], str]]] = {}
+    for prepared in trajectories:
+        traj = prepared.source
+        structures.setdefault(traj.material_key, []).append(
+            (traj.species, prepared.cells[-1], prepared.positions[-1], prepared.vacuum_axes, traj.record)
+        )
+    for prepared_entry in entries:
+        entry = prepared_entry.source
+        # An entry is the final DFT structure: put it last so its symmetry is used.
+        structures.setdefault(entry.material_key, []).append(
+            (entry.species, prepared_entry.cell, prepared_entry.positions, prepared_entry.vacuum_axes, entry.record)
+        )
+    rows = []
+    for key, items in structures.items():
+        composition = composition_fields(items[0][0])
+        for species, _, _, _, record in items[1:]:
+            other = composition_fields(species)["formula"]
+            if other != composition["formula"]:
+                raise InvalidInput(
+                    f"{parsed.path}: {record}: material {key!r} has formula {other} here but "
+                    f"{composition['formula']} elsewhere in the file. Give the two different "
+                    "keys; nothing from this file was written."
+                )
+        material = parsed.material(key)
+        species, cell, positions, axes, _ = items[-1]
+        dimensionality = material.dimensionality
+        if dimensionality is None:
+            dimensionality = 3 - len(items[0][3])
+        spg = material.spacegroup_number or spacegroup_number(cell, positions, species)
+        rows.append(
+            {
+                "key": key,
+                **composition,
+                "prototype": material.prototype,
+                "spacegroup_number": spg,
+                "dimensionality": dimensionality,
+                "info": material.info,
+            }
+        )
+    return rows
+
+
+def _batch_sha256(trajectories: list[PreparedTrajectory], entries: list[PreparedEntry]) -> str:
+    digest = hashlib.sha256()
+    for item in (*trajectories, *entries):
+        digest.update(item.content_hash.encode())
+    return digest.hexdigest()
+
+
+def ingest_parsed(sessions: sessionmaker[Session], parsed: ParsedFile) -> FileResult:
+    """Validate, prepare and write one parsed file in one transaction.
+
+    Raises:
+        InvalidInput: a record is malformed or contradicts stored data; nothing written.
+    """
+    for traj in parsed.trajectories:
+        validate_trajectory(traj, parsed.path)
+    for entry in parsed.entries:
+        validate_entry(entry, parsed.path)
+    prepared: dict[str, PreparedTrajectory] = {}
+    for traj in parsed.trajectories:
+        item = prepare_trajectory(traj)
+        prepared.setdefault(item.content_hash, item)  # the same run twice in a file counts once
+    trajectories = list(prepared.values())
+    entries = list({e.content_hash: e for e in map(prepare_entry, parsed.entries)}.values())
+    sha256 = parsed.sha256 or _batch_sha256(trajectories, entries)
+    result = FileResult(parsed.path, parsed.format, INGESTED)
+    try:
+        with sessions.begin() as session:
+            if ingest_writes.source_id_by_sha256(session, sha256) is not None:
+                result.status = ALREADY_PRESENT
+                return result
+            _write(session, parsed, sha256, trajectories, entries, result)
+    except IntegrityError as err:
+        if "uq_sources_sha256" in str(err):  # the same file ingested concurrently
+            return FileResult(parsed.path, parsed.format, ALREADY_PRESENT)
+        raise AlreadyExists(f"{parsed.path}: conflicts with stored data: {err.orig}") from err
+    return result
+
+
+def _write(
+    session: Session,
+    parsed: ParsedFile,
+    sha256: str,
+    trajectories: list[PreparedTrajectory],
+    entries: list[PreparedEntry],
+    result: FileResult,
+) -> None:
+    source_id = ingest_writes.insert_source(
+        session,
+        {
+            "format": parsed.format,
+            "path": parsed.path,
+            "sha256": sha256,
+            "parser": parsed.parser,
+            "versions": parser_versions(),
+            "options": parsed.options,
+        },
+    )
+    rows = _material_rows(parsed, trajectories, entries)
+    stored = ingest_writes.upsert_materials(session, rows)
+    for row in rows:
+        if stored[row["key"]].formula != row["formula"]:
+            raise InvalidInput(
+                f"{parsed.path}: material {row['key']!r} has formula {row['formula']} in this "
+                f"file but {stored[row['key']].formula} in the database. Use another key for a "
+                "different compound; nothing from this file was written."
+            )
+    inserted_ids = ingest_writes.insert_relaxations(
+        session,
+        [relaxation_row(t, stored[t.source.material_key].id, source_id) for t in trajectories],
+    )
+    new_trajectories = [t for t in trajectories if t.content_hash in inserted_ids]
+    ingest_writes.copy_frames(
+        session, (encode_frames(t, inserted_ids[t.content_hash]) for t in new_trajectories)
+    )
+    result.entries = ingest_writes.insert_entries(
+        session, [entry_row(e, stored[e.source.material_key].id, source_id) for e in entries]
+    )
+    result.materials_new = sum(m.inserted for m in stored.values())
+    result.relaxations = len(new_trajectories)
+    result.relaxations_present = len(trajectories) - len(new_trajectories)
+    result.frames = sum(t.source.n_frames for t in new_trajectories)
+    ingest_writes.update_source_counts(
+        session,
+        source_id,
+        {
+            "n_materials": len(stored),
+            "n_relaxations": result.relaxations,
+            "n_frames": result.frames,
+            "n_entries": result.entries,
+        },
+    )
+
+
+def ingest_file(sessions: sessionmaker[Session], path: Path, options: ReadOptions) -> FileResult:
+    """Read and ingest one file (see ``ingest_parsed``)."""
+    return ingest_parsed(sessions, read_file(path, options))
+
+
+def ingest_paths(
+    sessions: sessionmaker[Session],
+    paths: Iterable[Path],
+    options: ReadOptions,
+    skip_bad: bool = False,
+    on_file: Callable[[FileResult], None] | None = None,
+) -> IngestSummary:
+    """Ingest files, one transaction per file.
+
+    Without ``skip_bad`` the first bad file stops the run (files before it stay
+    ingested; re-running skips them). With ``skip_bad`` bad files are reported and the
+    rest are ingested.
+
+    Raises:
+        InvalidInput: a file is bad and ``skip_bad`` is False.
+    """
+    summary = IngestSummary()
+    for path in paths:
+        try:
+            result = ingest_file(sessions, path, options)
+        except InvalidInput as err:
+            if not skip_bad:
+                raise
+            result = FileResult(str(path), None, REJECTED, message=str(err))
+        summary.results.append(result)
+        if on_file is not None:
+            on_file(result)
+    return summary
