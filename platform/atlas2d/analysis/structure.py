@@ -19,7 +19,11 @@ Interlayer gaps of bulk van der Waals crystals are about 3 Å."""
 
 def area_per_atom(cells: np.ndarray, n_sites: int) -> np.ndarray:
     """|a × b| / N for each frame (Å²/atom). ``cells`` (F, 3, 3) → (F,)."""
-    return np.linalg.norm(np.cross(cells[:, 0], cells[:, 1]), axis=-1) / n_sites
+    a, b = cells[:, 0], cells[:, 1]
+    cross_z = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+    cross_x = a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1]
+    cross_y = a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2]
+    return np.sqrt(cross_x**2 + cross_y**2 + cross_z**2) / n_sites
 
 
 def max_force_norm(forces: np.ndarray) -> np.ndarray:
@@ -33,10 +37,35 @@ def max_abs_stress(stresses: np.ndarray) -> np.ndarray:
 
 
 def _shortest_lattice_vector(cells: np.ndarray) -> np.ndarray:
-    """Length of the shortest of a, b, c, a±b, a±c, b±c per frame (Å). (F,3,3) → (F,)."""
+    """Length of the shortest of a, b, c, a±b, a±c, b±c per frame (Å). (F, 3, 3) → (F,)."""
     a, b, c = cells[:, 0], cells[:, 1], cells[:, 2]
     candidates = np.stack([a, b, c, a + b, a - b, a + c, a - c, b + c, b - c], axis=1)
-    return np.linalg.norm(candidates, axis=-1).min(axis=1)
+    return np.sqrt(np.einsum("fki,fki->fk", candidates, candidates).min(axis=1))
+
+
+def _minimum_image_partners(
+    cells: np.ndarray, positions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each atom's nearest other atom under the minimum-image convention.
+
+    Args:
+        cells: (R, 3, 3) Å; positions: (R, N, 3) Å.
+
+    Returns:
+        partner (R, N) index, shift (R, N, 3) integer lattice translation of the
+        partner, distance (R, N) Å (inf for a lone atom).
+    """
+    n_sites = positions.shape[1]
+    frac = positions @ np.linalg.inv(cells)
+    delta = frac[:, None, :, :] - frac[:, :, None, :]  # delta[r, i, j] = frac_j − frac_i
+    shift = -np.rint(delta)
+    cart = ((delta + shift).reshape(len(cells), n_sites * n_sites, 3) @ cells).reshape(delta.shape)
+    distance = np.sqrt(np.einsum("rijk,rijk->rij", cart, cart))
+    distance[:, np.arange(n_sites), np.arange(n_sites)] = np.inf
+    partner = distance.argmin(axis=2)
+    nearest = np.take_along_axis(distance, partner[..., None], axis=2)[..., 0]
+    partner_shift = np.take_along_axis(shift, partner[..., None, None], axis=2)[:, :, 0]
+    return partner, partner_shift, nearest
 
 
 def _isolated_exact(cell: np.ndarray, positions: np.ndarray, cutoff: float) -> bool:
@@ -49,68 +78,95 @@ def _isolated_exact(cell: np.ndarray, positions: np.ndarray, cutoff: float) -> b
     return bool(np.unique(first).size < len(positions))
 
 
+def _isolated_in_frame(cell: np.ndarray, positions: np.ndarray, cutoff: float) -> bool:
+    _, _, distance = _minimum_image_partners(cell[None], positions[None])
+    if (distance < cutoff).all():
+        return False
+    return _isolated_exact(cell, positions, cutoff)
+
+
 def has_isolated_atom(
-    cells: np.ndarray, positions: np.ndarray, cutoff: float = ISOLATED_CUTOFF_A
+    cells: np.ndarray,
+    positions: np.ndarray,
+    cutoff: float = ISOLATED_CUTOFF_A,
+    reference: np.ndarray | None = None,
+    frames: np.ndarray | slice | None = None,
 ) -> np.ndarray:
     """Whether any atom of each frame has no neighbour within ``cutoff`` Å.
 
     Periodic images count as neighbours, the atom's own images included, as in the
-    graph a force field builds. Cheap sufficient tests decide almost every frame: a
-    lattice vector shorter than the cutoff gives every atom its own image as a
-    neighbour; a minimum-image distance below the cutoff is a real neighbour. Frames
-    left undecided get an exact neighbour-list check.
+    graph a force field builds. Frames of one relaxation are alike, so cheap sufficient
+    tests decide almost every frame: a lattice vector shorter than the cutoff gives
+    every atom its own image as a neighbour; otherwise each atom's nearest partner (and
+    lattice shift) in a reference frame is re-measured in the frame, and a distance
+    below the cutoff is a real neighbour. Frames left undecided get a full
+    minimum-image search, then an exact neighbour list.
 
     Args:
         cells: (F, 3, 3) lattice vectors as rows, Å.
         positions: (F, N, 3) Cartesian positions, Å.
         cutoff: neighbour radius, Å.
+        reference: (F,) index of each frame's reference frame (the first frame of its
+            relaxation); default: frame 0 for all.
+        frames: which frames to evaluate (indices or a slice); default all.
 
     Returns:
-        (F,) bool.
+        (len(frames),) bool.
     """
-    n_frames, n_sites = positions.shape[:2]
-    isolated = np.zeros(n_frames, dtype=bool)
-    undecided = _shortest_lattice_vector(cells) >= cutoff
-    if not undecided.any():
+    all_frames = np.arange(len(cells))
+    wanted = all_frames if frames is None else all_frames[frames]
+    isolated = np.zeros(wanted.size, dtype=bool)
+    if reference is None:
+        reference = np.zeros(len(cells), dtype=np.int64)
+    undecided = np.flatnonzero(_shortest_lattice_vector(cells[wanted]) >= cutoff)
+    if undecided.size == 0:
         return isolated
-    # Chunk so the (chunk, N, N, 3) distance array stays near 16 MB.
-    chunk = max(1, 2_000_000 // (3 * n_sites * n_sites))
-    undecided_idx = np.flatnonzero(undecided)
-    for start in range(0, undecided_idx.size, chunk):
-        idx = undecided_idx[start : start + chunk]
-        cell_u = cells[idx]
-        frac = np.linalg.solve(
-            np.transpose(cell_u, (0, 2, 1)), np.transpose(positions[idx], (0, 2, 1))
-        )
-        frac = np.transpose(frac, (0, 2, 1))  # (U, N, 3)
-        delta = frac[:, :, None, :] - frac[:, None, :, :]
-        delta -= np.round(delta)
-        dist = np.linalg.norm(np.einsum("uijk,ukl->uijl", delta, cell_u), axis=-1)
-        dist[:, np.arange(n_sites), np.arange(n_sites)] = np.inf
-        lonely = dist.min(axis=2) >= cutoff  # (U, N): no minimum-image neighbour
-        for frame_index in np.flatnonzero(lonely.any(axis=1)):
-            f = idx[frame_index]
-            isolated[f] = _isolated_exact(cells[f], positions[f], cutoff)
+    targets = wanted[undecided]
+    references, which = np.unique(reference[targets], return_inverse=True)
+    near = np.empty((targets.size, positions.shape[1]), dtype=bool)
+    # Chunk so the (R, N, N, 3) pair arrays stay near 16 MB.
+    chunk = max(1, 700_000 // positions.shape[1] ** 2)
+    for start in range(0, references.size, chunk):
+        ref = references[start : start + chunk]
+        partner, shift, distance = _minimum_image_partners(cells[ref], positions[ref])
+        rows = np.flatnonzero((which >= start) & (which < start + chunk))
+        local = which[rows] - start
+        f = targets[rows]
+        pos = positions[f]
+        partner_pos = np.take_along_axis(pos, partner[local][..., None], axis=1)
+        bond = partner_pos + shift[local] @ cells[f] - pos  # (U, N, 3)
+        near[rows] = np.einsum("unk,unk->un", bond, bond) < cutoff * cutoff
+        near[rows] &= np.isfinite(distance[local])  # a lone atom's "partner" is itself
+    for row in np.flatnonzero(~near.all(axis=1)):
+        frame = targets[row]
+        isolated[undecided[row]] = _isolated_in_frame(cells[frame], positions[frame], cutoff)
     return isolated
 
 
-def vacuum_axes(cell: np.ndarray, positions: np.ndarray, min_gap: float = MIN_VACUUM_A) -> list[int]:
-    """Cell axes (0=a, 1=b, 2=c) along which a slab of vacuum ≥ ``min_gap`` Å spans the cell.
+def vacuum_mask(cells: np.ndarray, positions: np.ndarray, min_gap: float = MIN_VACUUM_A) -> np.ndarray:
+    """Which cell axes of each structure have a slab of vacuum ≥ ``min_gap`` Å across the cell.
 
     For each axis the atoms' fractional coordinates along it are sorted and the widest
-    empty interval (periodic) is measured perpendicular to the other two vectors.
+    empty interval (periodic) is measured perpendicular to the other two vectors (the
+    interplanar spacing 1/|b_k|, with b_k the reciprocal vector).
+
+    Args:
+        cells: (T, 3, 3) Å; positions: (T, N, 3) Å.
+
+    Returns:
+        (T, 3) bool: axis a, b, c of each structure.
     """
-    frac = np.linalg.solve(cell.T, positions.T).T % 1.0
-    volume = abs(np.linalg.det(cell))
-    axes = []
-    for axis in range(3):
-        others = [i for i in range(3) if i != axis]
-        spacing = volume / np.linalg.norm(np.cross(cell[others[0]], cell[others[1]]))
-        coords = np.sort(frac[:, axis])
-        gaps = np.diff(np.concatenate([coords, [coords[0] + 1.0]]))
-        if gaps.max() * spacing >= min_gap:
-            axes.append(axis)
-    return axes
+    inverse = np.linalg.inv(cells)
+    frac = np.sort((positions @ inverse) % 1.0, axis=1)  # (T, N, 3)
+    wrapped = np.concatenate([frac, frac[:, :1] + 1.0], axis=1)
+    widest = np.diff(wrapped, axis=1).max(axis=1)  # (T, 3) fractional
+    spacing = 1.0 / np.linalg.norm(inverse, axis=1)  # columns of inv(cell) are the b_k
+    return widest * spacing >= min_gap
+
+
+def vacuum_axes(cell: np.ndarray, positions: np.ndarray, min_gap: float = MIN_VACUUM_A) -> list[int]:
+    """Axes (0=a, 1=b, 2=c) of one structure with vacuum (see ``vacuum_mask``)."""
+    return [int(k) for k in np.flatnonzero(vacuum_mask(cell[None], positions[None], min_gap)[0])]
 
 
 def dimensionality_from_vacuum(n_vacuum_axes: int) -> int:

@@ -40,3 +40,7 @@ def app() -> None:
             err.show()
             sys.exit(err.exit_code)
         raise
+
+
+if __name__ == "__main__":
+    app()

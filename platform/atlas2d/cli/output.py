@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from rich.console import Console
-from rich.table import Table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 console = Console()
 error_console = Console(stderr=True)
@@ -22,7 +23,7 @@ class OutputFormat(str, Enum):
 
 
 def _cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
+    if value is None or (isinstance(value, float) and value != value):  # None or NaN
         return ""
     if isinstance(value, float):
         return f"{value:.6g}"
@@ -30,11 +31,11 @@ def _cell(value: Any) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, (pd.Timestamp,)) or hasattr(value, "isoformat"):
+    if hasattr(value, "isoformat"):  # datetimes and pandas Timestamps
         return value.isoformat()
-    if hasattr(value, "tolist"):
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
         return value.tolist()
-    if isinstance(value, float) and pd.isna(value):
+    if isinstance(value, float) and value != value:  # NaN
         return None
     return value
 
@@ -48,6 +49,8 @@ def print_frame(frame: pd.DataFrame, fmt: OutputFormat, title: str | None = None
         records = [{k: _jsonable(v) for k, v in row.items()} for row in frame.to_dict("records")]
         sys.stdout.write(json.dumps(records, indent=2) + "\n")
         return
+    from rich.table import Table
+
     table = Table(title=title, show_lines=False)
     for column in frame.columns:
         table.add_column(str(column))
@@ -58,6 +61,8 @@ def print_frame(frame: pd.DataFrame, fmt: OutputFormat, title: str | None = None
 
 def print_json(value: Any) -> None:
     """Print a JSON document (dicts, lists, DataFrames inside are converted)."""
+
+    import pandas as pd
 
     def default(obj: Any) -> Any:
         if isinstance(obj, pd.DataFrame):

@@ -34,13 +34,6 @@ def atomic_number(symbol: str, path: str, record: str, field: str, site: int) ->
     return z
 
 
-def _first_bad_step(values: np.ndarray) -> int | None:
-    """Index along axis 0 of the first entry with a NaN or inf, or None."""
-    finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
-    bad = np.flatnonzero(~finite)
-    return int(bad[0]) if bad.size else None
-
-
 def _expect_shape(
     values: np.ndarray, shape: tuple[int, ...], path: str, record: str, field: str
 ) -> None:
@@ -49,7 +42,8 @@ def _expect_shape(
 
 
 def validate_trajectory(traj: Trajectory, path: str) -> None:
-    """Check shapes, species and finiteness of a trajectory.
+    """Check the shapes and species of a trajectory (values are checked per block, see
+    ``services.ingest_prepare``).
 
     Raises:
         InvalidInput: naming the file, record, step and field at fault.
@@ -67,23 +61,8 @@ def validate_trajectory(traj: Trajectory, path: str) -> None:
     _expect_shape(traj.cells, (n_frames, 3, 3), path, record, "cell")
     _expect_shape(traj.positions, (n_frames, n_sites, 3), path, record, "positions")
     _expect_shape(traj.forces, (n_frames, n_sites, 3), path, record, "forces")
-    arrays = {
-        "energy": traj.energies,
-        "cell": traj.cells,
-        "positions": traj.positions,
-        "forces": traj.forces,
-    }
     if traj.stresses is not None:
         _expect_shape(traj.stresses, (n_frames, 3, 3), path, record, "stress")
-        arrays["stress"] = traj.stresses
-    for field, values in arrays.items():
-        step = _first_bad_step(values)
-        if step is not None:
-            raise bad_record(path, record, field, "value is NaN or infinite", step=step)
-    volumes = np.abs(np.linalg.det(traj.cells))
-    if (volumes < 1e-6).any():
-        step = int(np.flatnonzero(volumes < 1e-6)[0])
-        raise bad_record(path, record, "cell", "the lattice vectors are degenerate", step=step)
 
 
 def validate_entry(entry: EnergyEntryRecord, path: str) -> None:

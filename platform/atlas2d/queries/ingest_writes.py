@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -64,6 +65,12 @@ class StoredMaterial:
     inserted: bool
 
 
+def _json_rows(rows: list[dict[str, Any]]) -> str:
+    """Rows as one JSON array: one parameter, parsed server-side by ``jsonb_to_recordset``
+    (much cheaper than adapting one Python list per column)."""
+    return msgspec.json.encode(rows).decode()
+
+
 def upsert_materials(session: Session, rows: list[dict[str, Any]]) -> dict[str, StoredMaterial]:
     """Insert new materials; on an existing key fill fields that are still empty.
 
@@ -76,26 +83,15 @@ def upsert_materials(session: Session, rows: list[dict[str, Any]]) -> dict[str, 
     """
     if not rows:
         return {}
-    params = {
-        "key": [r["key"] for r in rows],
-        "formula": [r["formula"] for r in rows],
-        "chemsys": [r["chemsys"] for r in rows],
-        # text[][] cannot be ragged: pass each elements list as an array literal.
-        "elements": ["{" + ",".join(r["elements"]) + "}" for r in rows],
-        "prototype": [r["prototype"] for r in rows],
-        "spg": [r["spacegroup_number"] for r in rows],
-        "dim": [r["dimensionality"] for r in rows],
-        "info": [json.dumps(r["info"]) for r in rows],
-    }
     result = session.execute(
         text(
             "INSERT INTO materials (key, formula, chemsys, elements, n_elements, prototype,"
             " spacegroup_number, dimensionality, info)"
-            " SELECT k, f, c, e::text[], cardinality(e::text[]), p, s, d, i::jsonb"
-            " FROM unnest(CAST(:key AS text[]), CAST(:formula AS text[]),"
-            " CAST(:chemsys AS text[]), CAST(:elements AS text[]), CAST(:prototype AS text[]),"
-            " CAST(:spg AS smallint[]), CAST(:dim AS smallint[]), CAST(:info AS text[]))"
-            " AS t(k, f, c, e, p, s, d, i)"
+            " SELECT key, formula, chemsys, elements, cardinality(elements), prototype,"
+            " spacegroup_number, dimensionality, info"
+            " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t(key text, formula text,"
+            " chemsys text, elements text[], prototype text, spacegroup_number smallint,"
+            " dimensionality smallint, info jsonb)"
             " ON CONFLICT (key) DO UPDATE SET"
             " prototype = COALESCE(materials.prototype, EXCLUDED.prototype),"
             " spacegroup_number = COALESCE(materials.spacegroup_number, EXCLUDED.spacegroup_number),"
@@ -103,57 +99,52 @@ def upsert_materials(session: Session, rows: list[dict[str, Any]]) -> dict[str, 
             " info = EXCLUDED.info || materials.info"
             " RETURNING key, id, formula, (xmax = 0) AS inserted"
         ),
-        params,
+        {"rows": _json_rows(rows)},
     )
     return {key: StoredMaterial(id_, formula, inserted) for key, id_, formula, inserted in result}
 
 
+RELAXATION_RECORD = (
+    "material_id int, source_id int, method text, sequence smallint, parameters jsonb,"
+    " n_sites smallint, species smallint[], pbc boolean[], n_steps int, converged boolean,"
+    " final_energy float8, final_energy_per_atom float8, final_area_per_atom float8,"
+    " wall_time_s float8, info jsonb, content_hash text"
+)
+
+
 def insert_relaxations(session: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
     """Insert relaxations, skipping content hashes already stored.
+
+    Args:
+        rows: dicts with the columns of ``RELAXATION_RECORD``.
 
     Returns:
         content_hash → id for the rows inserted now (hashes already present are absent).
     """
     if not rows:
         return {}
-    columns = {
-        "material_id": ("int[]", [r["material_id"] for r in rows]),
-        "source_id": ("int[]", [r["source_id"] for r in rows]),
-        "method": ("text[]", [r["method"] for r in rows]),
-        "sequence": ("smallint[]", [r["sequence"] for r in rows]),
-        "parameters": ("text[]", [json.dumps(r["parameters"]) for r in rows]),
-        "n_sites": ("smallint[]", [r["n_sites"] for r in rows]),
-        "species": ("text[]", ["{" + ",".join(map(str, r["species"])) + "}" for r in rows]),
-        "pbc": ("text[]", ["{" + ",".join("t" if p else "f" for p in r["pbc"]) + "}" for r in rows]),
-        "n_steps": ("int[]", [r["n_steps"] for r in rows]),
-        "converged": ("boolean[]", [r["converged"] for r in rows]),
-        "final_energy": ("float8[]", [float(r["final_energy"]) for r in rows]),
-        "final_energy_per_atom": ("float8[]", [float(r["final_energy_per_atom"]) for r in rows]),
-        "final_area_per_atom": ("float8[]", [float(r["final_area_per_atom"]) for r in rows]),
-        "wall_time_s": ("float8[]", [r["wall_time_s"] for r in rows]),
-        "info": ("text[]", [json.dumps(r["info"]) for r in rows]),
-        "content_hash": ("text[]", [r["content_hash"] for r in rows]),
-    }
-    casts = {"parameters": "::jsonb", "info": "::jsonb", "species": "::smallint[]", "pbc": "::boolean[]"}
-    names = list(columns)
-    unnest = ", ".join(f"CAST(:{n} AS {columns[n][0]})" for n in names)
-    select = ", ".join(f"{n}{casts.get(n, '')}" for n in names)
+    columns = ", ".join(c.split()[0] for c in RELAXATION_RECORD.split(","))
     result = session.execute(
         text(
-            f"INSERT INTO relaxations ({', '.join(names)})"
-            f" SELECT {select} FROM unnest({unnest}) AS t({', '.join(names)})"
+            f"INSERT INTO relaxations ({columns}) SELECT {columns}"
+            f" FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t({RELAXATION_RECORD})"
             " ON CONFLICT (content_hash) DO NOTHING RETURNING content_hash, id"
         ),
-        {n: values for n, (_, values) in columns.items()},
+        {"rows": _json_rows(rows)},
     )
     return dict(result.tuples().all())
 
 
 def copy_frames(session: Session, encoded_batches: Iterable[bytes]) -> None:
     """Stream binary-COPY rows (from ``copy_binary.encode_rows``) into ``frames``."""
+    from psycopg.copy import QueuedLibpqWriter
+
     connection = _driver_connection(session)
     with connection.cursor() as cursor, cursor.copy(
-        f"COPY frames ({FRAME_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+        f"COPY frames ({FRAME_COLUMNS}) FROM STDIN (FORMAT BINARY)",
+        # A writer thread sends while this thread encodes the next chunk, so the
+        # server's work overlaps ours (the two cores are both busy).
+        writer=QueuedLibpqWriter(cursor),
     ) as copy:
         copy.write(COPY_HEADER)
         pending: list[bytes] = []

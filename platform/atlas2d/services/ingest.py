@@ -18,21 +18,21 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from atlas2d.analysis.structure import dimensionality_from_vacuum
 from atlas2d.errors import AlreadyExists, InvalidInput
 from atlas2d.io.readers import ReadOptions, read_file
 from atlas2d.io.records import ParsedFile
 from atlas2d.io.validate import validate_entry, validate_trajectory
 from atlas2d.queries import ingest_writes
 from atlas2d.services.ingest_prepare import (
+    FrameBlock,
     PreparedEntry,
-    PreparedTrajectory,
+    build_blocks,
     composition_fields,
     encode_frames,
     entry_row,
     prepare_entry,
-    prepare_trajectory,
     relaxation_row,
-    spacegroup_number,
 )
 
 INGESTED, ALREADY_PRESENT, REJECTED = "ingested", "already present", "rejected"
@@ -78,26 +78,27 @@ def parser_versions() -> dict[str, str]:
     return versions
 
 
-def _material_rows(
-    parsed: ParsedFile, trajectories: list[PreparedTrajectory], entries: list[PreparedEntry]
-) -> list[dict[str, Any]]:
-    """One ``materials`` row per key in the file; compositions must agree within the file."""
-    structures: dict[str, list[tuple[Any, Any, Any, list[int], str]]] = {}
-    for prepared in trajectories:
-        traj = prepared.source
-        structures.setdefault(traj.material_key, []).append(
-            (traj.species, prepared.cells[-1], prepared.positions[-1], prepared.vacuum_axes, traj.record)
-        )
-    for prepared_entry in entries:
-        entry = prepared_entry.source
-        # An entry is the final DFT structure: put it last so its symmetry is used.
+def _material_rows(parsed: ParsedFile, blocks: list[FrameBlock], entries: list[PreparedEntry]) -> list[dict[str, Any]]:
+    """One ``materials`` row per key in the file; compositions must agree within the file.
+
+    Dimensionality comes from the file's own data when it gives one, else from the
+    vacuum detected in the key's first structure.
+    """
+    structures: dict[str, list[tuple[Any, int, str]]] = {}
+    for block in blocks:
+        for t, traj in enumerate(block.trajectories):
+            structures.setdefault(traj.material_key, []).append(
+                (traj.species, int(block.vacuum[t].sum()), traj.record)
+            )
+    for prepared in entries:
+        entry = prepared.source
         structures.setdefault(entry.material_key, []).append(
-            (entry.species, prepared_entry.cell, prepared_entry.positions, prepared_entry.vacuum_axes, entry.record)
+            (entry.species, int(prepared.vacuum.sum()), entry.record)
         )
     rows = []
     for key, items in structures.items():
         composition = composition_fields(items[0][0])
-        for species, _, _, _, record in items[1:]:
+        for species, _, record in items[1:]:
             other = composition_fields(species)["formula"]
             if other != composition["formula"]:
                 raise InvalidInput(
@@ -106,17 +107,15 @@ def _material_rows(
                     "keys; nothing from this file was written."
                 )
         material = parsed.material(key)
-        species, cell, positions, axes, _ = items[-1]
         dimensionality = material.dimensionality
         if dimensionality is None:
-            dimensionality = 3 - len(items[0][3])
-        spg = material.spacegroup_number or spacegroup_number(cell, positions, species)
+            dimensionality = dimensionality_from_vacuum(items[0][1])
         rows.append(
             {
                 "key": key,
                 **composition,
                 "prototype": material.prototype,
-                "spacegroup_number": spg,
+                "spacegroup_number": material.spacegroup_number,
                 "dimensionality": dimensionality,
                 "info": material.info,
             }
@@ -124,10 +123,10 @@ def _material_rows(
     return rows
 
 
-def _batch_sha256(trajectories: list[PreparedTrajectory], entries: list[PreparedEntry]) -> str:
+def _batch_sha256(blocks: list[FrameBlock], entries: list[PreparedEntry]) -> str:
     digest = hashlib.sha256()
-    for item in (*trajectories, *entries):
-        digest.update(item.content_hash.encode())
+    for content_hash in sorted([h for b in blocks for h in b.hashes] + [e.content_hash for e in entries]):
+        digest.update(content_hash.encode())
     return digest.hexdigest()
 
 
@@ -141,20 +140,16 @@ def ingest_parsed(sessions: sessionmaker[Session], parsed: ParsedFile) -> FileRe
         validate_trajectory(traj, parsed.path)
     for entry in parsed.entries:
         validate_entry(entry, parsed.path)
-    prepared: dict[str, PreparedTrajectory] = {}
-    for traj in parsed.trajectories:
-        item = prepare_trajectory(traj)
-        prepared.setdefault(item.content_hash, item)  # the same run twice in a file counts once
-    trajectories = list(prepared.values())
+    blocks = build_blocks(parsed.trajectories, parsed.path)
     entries = list({e.content_hash: e for e in map(prepare_entry, parsed.entries)}.values())
-    sha256 = parsed.sha256 or _batch_sha256(trajectories, entries)
+    sha256 = parsed.sha256 or _batch_sha256(blocks, entries)
     result = FileResult(parsed.path, parsed.format, INGESTED)
     try:
         with sessions.begin() as session:
             if ingest_writes.source_id_by_sha256(session, sha256) is not None:
                 result.status = ALREADY_PRESENT
                 return result
-            _write(session, parsed, sha256, trajectories, entries, result)
+            _write(session, parsed, sha256, blocks, entries, result)
     except IntegrityError as err:
         if "uq_sources_sha256" in str(err):  # the same file ingested concurrently
             return FileResult(parsed.path, parsed.format, ALREADY_PRESENT)
@@ -166,7 +161,7 @@ def _write(
     session: Session,
     parsed: ParsedFile,
     sha256: str,
-    trajectories: list[PreparedTrajectory],
+    blocks: list[FrameBlock],
     entries: list[PreparedEntry],
     result: FileResult,
 ) -> None:
@@ -181,7 +176,7 @@ def _write(
             "options": parsed.options,
         },
     )
-    rows = _material_rows(parsed, trajectories, entries)
+    rows = _material_rows(parsed, blocks, entries)
     stored = ingest_writes.upsert_materials(session, rows)
     for row in rows:
         if stored[row["key"]].formula != row["formula"]:
@@ -190,21 +185,37 @@ def _write(
                 f"file but {stored[row['key']].formula} in the database. Use another key for a "
                 "different compound; nothing from this file was written."
             )
-    inserted_ids = ingest_writes.insert_relaxations(
-        session,
-        [relaxation_row(t, stored[t.source.material_key].id, source_id) for t in trajectories],
-    )
-    new_trajectories = [t for t in trajectories if t.content_hash in inserted_ids]
+    # The same trajectory twice in one file is stored once.
+    seen: set[str] = set()
+    relaxation_rows = []
+    for block in blocks:
+        for t, traj in enumerate(block.trajectories):
+            if block.hashes[t] not in seen:
+                seen.add(block.hashes[t])
+                relaxation_rows.append(relaxation_row(block, t, stored[traj.material_key].id, source_id))
+    inserted = ingest_writes.insert_relaxations(session, relaxation_rows)
+    ids_per_block = []
+    for block in blocks:
+        ids: list[int | None] = []
+        for content_hash in block.hashes:
+            ids.append(inserted.pop(content_hash, None))  # pop: a duplicate gets None
+        ids_per_block.append(ids)
     ingest_writes.copy_frames(
-        session, (encode_frames(t, inserted_ids[t.content_hash]) for t in new_trajectories)
+        session,
+        (chunk for block, ids in zip(blocks, ids_per_block, strict=True) for chunk in encode_frames(block, ids)),
     )
     result.entries = ingest_writes.insert_entries(
         session, [entry_row(e, stored[e.source.material_key].id, source_id) for e in entries]
     )
     result.materials_new = sum(m.inserted for m in stored.values())
-    result.relaxations = len(new_trajectories)
-    result.relaxations_present = len(trajectories) - len(new_trajectories)
-    result.frames = sum(t.source.n_frames for t in new_trajectories)
+    result.relaxations = sum(i is not None for ids in ids_per_block for i in ids)
+    result.relaxations_present = len(relaxation_rows) - result.relaxations
+    result.frames = sum(
+        int(block.offsets[t + 1] - block.offsets[t])
+        for block, ids in zip(blocks, ids_per_block, strict=True)
+        for t, i in enumerate(ids)
+        if i is not None
+    )
     ingest_writes.update_source_counts(
         session,
         source_id,

@@ -1,13 +1,16 @@
 """Turn validated records into rows: orientation, per-frame summaries, hashes, formulas.
 
-Pure numpy and pymatgen; no database. The ingest service calls this before writing.
+Pure numpy and pymatgen; no database. Trajectories sharing a number of sites (and
+whether they carry stress) are concatenated into one ``FrameBlock`` so that every
+summary is computed by a few array operations over all their frames at once.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -17,118 +20,170 @@ from atlas2d.analysis import structure
 from atlas2d.db.copy_binary import Field, encode_rows
 from atlas2d.db.types import vec3_to_bytes
 from atlas2d.io.records import EnergyEntryRecord, Trajectory
+from atlas2d.io.validate import bad_record
+
+ENCODE_CHUNK_FRAMES = 4096
+"""Frames per binary-COPY chunk: small enough to stream, large enough to vectorise."""
+
+
+def composition_fields(species: np.ndarray) -> dict[str, Any]:
+    """Reduced formula (pymatgen's), chemsys and sorted element list of atomic numbers."""
+    numbers, counts = np.unique(np.asarray(species), return_counts=True)
+    return dict(_composition(tuple(zip(numbers.tolist(), counts.tolist(), strict=True))))
+
+
+@lru_cache(maxsize=65536)
+def _composition(counts: tuple[tuple[int, int], ...]) -> tuple[tuple[str, Any], ...]:
+    # Cached: datasets repeat compositions, and pymatgen's Composition is slow to build.
+    from pymatgen.core import Composition
+
+    by_symbol = {chemical_symbols[z]: n for z, n in counts}
+    elements = sorted(by_symbol)
+    return (
+        ("formula", Composition(by_symbol).reduced_formula),
+        ("chemsys", "-".join(elements)),
+        ("elements", elements),
+    )
 
 
 @dataclass
-class PreparedTrajectory:
-    """A trajectory in canonical orientation with its per-frame summaries (shapes as in
-    ``Trajectory``; summaries are (F,))."""
+class FrameBlock:
+    """All frames of trajectories with the same ``n_sites`` and stress presence.
 
-    source: Trajectory
+    Trajectory ``t`` owns frames ``offsets[t]:offsets[t + 1]``. Arrays are in the
+    stored canonical form (layers oriented with vacuum along c, c along z): cells
+    (F, 3, 3) Å, positions (F, N, 3) Å, forces (F, N, 3) eV/Å, stresses (F, 3, 3)
+    eV/Å³ or None, energies (F,) eV. Per-frame summaries are computed chunk by chunk
+    while the frames stream to the database (``encode_frames``).
+    """
+
+    n_sites: int
+    trajectories: list[Trajectory]
+    offsets: np.ndarray
     cells: np.ndarray
     positions: np.ndarray
     forces: np.ndarray
     stresses: np.ndarray | None
-    energy_per_atom: np.ndarray
-    max_force: np.ndarray
-    max_abs_stress: np.ndarray | None
-    area_per_atom: np.ndarray
-    has_isolated_atom: np.ndarray
-    vacuum_axes: list[int]
-    info: dict[str, Any] = field(default_factory=dict)
-    content_hash: str = ""
+    energies: np.ndarray
+    vacuum: np.ndarray
+    """(T, 3) bool: vacuum along a, b, c of each trajectory's first frame (before orienting)."""
+    infos: list[dict[str, Any]]
+    hashes: list[str]
+
+    def frames_of(self, t: int) -> slice:
+        return slice(int(self.offsets[t]), int(self.offsets[t + 1]))
 
 
-def composition_fields(species: np.ndarray) -> dict[str, Any]:
-    """Reduced formula, chemsys and sorted element list of a set of atomic numbers."""
-    from pymatgen.core import Composition
-
-    counts = Counter(chemical_symbols[int(z)] for z in species)
-    elements = sorted(counts)
-    return {
-        "formula": Composition(counts).reduced_formula,
-        "chemsys": "-".join(elements),
-        "elements": elements,
-    }
+def _locate(offsets: np.ndarray, frame: int) -> tuple[int, int]:
+    """(trajectory index, step) of a frame of a block."""
+    t = int(np.searchsorted(offsets, frame, side="right") - 1)
+    return t, frame - int(offsets[t])
 
 
-def spacegroup_number(cell: np.ndarray, positions: np.ndarray, species: np.ndarray) -> int | None:
-    """International space-group number (spglib, symprec 0.1 Å), None if spglib fails."""
-    import spglib
+def _check_values(block: FrameBlock, path: str) -> None:
+    """Refuse NaN/inf values and degenerate cells, naming record, step and field."""
+    arrays = {"energy": block.energies, "cell": block.cells, "positions": block.positions, "forces": block.forces}
+    if block.stresses is not None:
+        arrays["stress"] = block.stresses
+    problems = [(name, np.isfinite(v.reshape(len(v), -1)).all(axis=1), "value is NaN or infinite")
+                for name, v in arrays.items()]
+    problems.append(("cell", np.abs(np.linalg.det(block.cells)) > 1e-6, "the lattice vectors are degenerate"))
+    for name, ok, problem in problems:
+        if not ok.all():
+            t, step = _locate(block.offsets, int(np.flatnonzero(~ok)[0]))
+            traj = block.trajectories[t]
+            raise bad_record(path, traj.record or f"material {traj.material_key}", name, problem, step=step)
 
-    frac = np.linalg.solve(cell.T, positions.T).T % 1.0
-    try:
-        dataset = spglib.get_symmetry_dataset((cell, frac, species), symprec=0.1)
-    except Exception:  # spglib raises on degenerate input; the number is optional
-        return None
-    return None if dataset is None else int(dataset.number)
 
-
-def _orient(
-    cells: np.ndarray,
-    positions: np.ndarray,
-    forces: np.ndarray | None,
-    stresses: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, list[int], dict[str, Any]]:
-    """Put a layer's vacuum along c and c along z; leave bulk structures as they are."""
-    axes = structure.vacuum_axes(cells[0], positions[0])
-    info: dict[str, Any] = {}
-    if len(axes) == 1:
-        order = structure.layer_axis_order(axes[0])
+def _orient_layers(block: FrameBlock) -> None:
+    """Re-orient, in place, every layer whose vacuum is not along c or whose c is not along z."""
+    for t in np.flatnonzero(block.vacuum.sum(axis=1) == 1):
+        frames = block.frames_of(int(t))
+        axis = int(np.flatnonzero(block.vacuum[t])[0])
+        order = structure.layer_axis_order(axis)
+        if order == (0, 1, 2) and not structure.needs_rotation(block.cells[frames]):
+            continue
         cells, positions, forces, stresses, orientation = structure.orient_frames(
-            cells, positions, forces, stresses, order
+            block.cells[frames],
+            block.positions[frames],
+            block.forces[frames],
+            None if block.stresses is None else block.stresses[frames],
+            order,
         )
-        if orientation.changed:
-            info["reoriented"] = {
+        block.cells[frames], block.positions[frames], block.forces[frames] = cells, positions, forces
+        if block.stresses is not None:
+            block.stresses[frames] = stresses
+        block.infos[t] = {
+            **block.infos[t],
+            "reoriented": {
                 "axis_order": list(orientation.axis_order),
                 "rotated": orientation.rotated,
                 "reason": "the platform keeps a layer's vacuum along c, with c along z",
-            }
-    return cells, positions, forces, stresses, axes, info
+            },
+        }
 
 
-def prepare_trajectory(traj: Trajectory) -> PreparedTrajectory:
-    """Orient, summarise and hash one validated trajectory."""
-    cells, positions, forces, stresses, axes, info = _orient(
-        traj.cells, traj.positions, traj.forces, traj.stresses
-    )
-    assert forces is not None
-    n_sites = traj.n_sites
-    prepared = PreparedTrajectory(
-        source=traj,
-        cells=np.ascontiguousarray(cells, dtype=np.float64),
-        positions=np.ascontiguousarray(positions, dtype=np.float64),
-        forces=np.ascontiguousarray(forces, dtype=np.float64),
-        stresses=None if stresses is None else np.ascontiguousarray(stresses, dtype=np.float64),
-        energy_per_atom=traj.energies / n_sites,
-        max_force=structure.max_force_norm(forces),
-        max_abs_stress=None if stresses is None else structure.max_abs_stress(stresses),
-        area_per_atom=structure.area_per_atom(cells, n_sites),
-        has_isolated_atom=structure.has_isolated_atom(cells, positions),
-        vacuum_axes=axes,
-        info={**traj.info, **info},
-    )
-    prepared.content_hash = trajectory_hash(prepared)
-    return prepared
-
-
-def trajectory_hash(prepared: PreparedTrajectory) -> str:
+def _trajectory_hash(block: FrameBlock, t: int) -> str:
     """sha256 of what identifies a relaxation: material, method, species and every array."""
-    traj = prepared.source
+    traj, frames = block.trajectories[t], block.frames_of(t)
     digest = hashlib.sha256()
     digest.update(f"{traj.material_key}\x00{traj.method}\x00".encode())
     digest.update(np.asarray(traj.species, dtype="<i2").tobytes())
-    for values in (prepared.cells, prepared.positions, prepared.forces, traj.energies):
-        digest.update(np.ascontiguousarray(values, dtype="<f8").tobytes())
-    if prepared.stresses is not None:
-        digest.update(prepared.stresses.astype("<f8").tobytes())
+    arrays = [block.cells, block.positions, block.forces, block.energies]
+    if block.stresses is not None:
+        arrays.append(block.stresses)
+    for values in arrays:
+        digest.update(np.ascontiguousarray(values[frames]).data)  # slices of C arrays: no copy
     return digest.hexdigest()
 
 
-def relaxation_row(prepared: PreparedTrajectory, material_id: int, source_id: int) -> dict[str, Any]:
-    """The ``relaxations`` row of a prepared trajectory."""
-    traj = prepared.source
-    last = traj.n_frames - 1
+def build_block(trajectories: list[Trajectory], path: str) -> FrameBlock:
+    """Concatenate, check, orient and hash trajectories of equal size.
+
+    Raises:
+        InvalidInput: a NaN or infinite value or a degenerate cell, naming the record,
+            step and field.
+    """
+    offsets = np.concatenate([[0], np.cumsum([t.n_frames for t in trajectories])])
+    has_stress = trajectories[0].stresses is not None
+
+    def joined(name: str) -> np.ndarray:
+        return np.concatenate([getattr(t, name) for t in trajectories]).astype(np.float64)
+
+    block = FrameBlock(
+        n_sites=trajectories[0].n_sites,
+        trajectories=trajectories,
+        offsets=offsets,
+        cells=joined("cells"),
+        positions=joined("positions"),
+        forces=joined("forces"),
+        stresses=joined("stresses") if has_stress else None,
+        energies=joined("energies"),
+        vacuum=np.empty((0, 3), dtype=bool),
+        infos=[dict(t.info) for t in trajectories],
+        hashes=[],
+    )
+    _check_values(block, path)
+    first = offsets[:-1]
+    block.vacuum = structure.vacuum_mask(block.cells[first], block.positions[first])
+    _orient_layers(block)
+    block.hashes = [_trajectory_hash(block, t) for t in range(len(trajectories))]
+    return block
+
+
+def build_blocks(trajectories: list[Trajectory], path: str) -> list[FrameBlock]:
+    """Group trajectories by (n_sites, has stress) and build one block per group."""
+    groups: dict[tuple[int, bool], list[Trajectory]] = {}
+    for traj in trajectories:
+        groups.setdefault((traj.n_sites, traj.stresses is not None), []).append(traj)
+    return [build_block(group, path) for group in groups.values()]
+
+
+def relaxation_row(block: FrameBlock, t: int, material_id: int, source_id: int) -> dict[str, Any]:
+    """The ``relaxations`` row of trajectory ``t`` of a block."""
+    traj = block.trajectories[t]
+    last = int(block.offsets[t + 1]) - 1
+    final_energy = float(block.energies[last])
     return {
         "material_id": material_id,
         "source_id": source_id,
@@ -140,37 +195,55 @@ def relaxation_row(prepared: PreparedTrajectory, material_id: int, source_id: in
         "pbc": list(traj.pbc),
         "n_steps": traj.n_frames,
         "converged": traj.converged,
-        "final_energy": float(traj.energies[last]),
-        "final_energy_per_atom": float(prepared.energy_per_atom[last]),
-        "final_area_per_atom": float(prepared.area_per_atom[last]),
+        "final_energy": final_energy,
+        "final_energy_per_atom": final_energy / traj.n_sites,
+        "final_area_per_atom": float(structure.area_per_atom(block.cells[last : last + 1], traj.n_sites)[0]),
         "wall_time_s": traj.wall_time_s,
-        "info": prepared.info,
-        "content_hash": prepared.content_hash,
+        "info": block.infos[t],
+        "content_hash": block.hashes[t],
     }
 
 
-def encode_frames(prepared: PreparedTrajectory, relaxation_id: int) -> bytes:
-    """Binary COPY rows of a trajectory's frames (column order of ``FRAME_COLUMNS``)."""
-    traj = prepared.source
-    n_frames = traj.n_frames
-    has_stress = prepared.stresses is not None
-    return encode_rows(
-        [
-            Field("int4", np.full(n_frames, relaxation_id)),
-            Field("int4", np.arange(n_frames)),
-            Field("int2", np.full(n_frames, traj.n_sites)),
-            Field("matrix3", prepared.cells),
-            Field("vec3", prepared.positions),
-            Field("vec3", prepared.forces),
-            Field("matrix3", prepared.stresses) if has_stress else Field("null"),
-            Field("float8", traj.energies),
-            Field("float8", prepared.energy_per_atom),
-            Field("float8", prepared.max_force),
-            Field("float8", prepared.max_abs_stress) if has_stress else Field("null"),
-            Field("float8", prepared.area_per_atom),
-            Field("bool", prepared.has_isolated_atom),
-        ]
-    )
+def encode_frames(block: FrameBlock, relaxation_ids: list[int | None]) -> Iterator[bytes]:
+    """Summarise and encode the block's frames as binary COPY rows, chunk by chunk.
+
+    Trajectories whose id is None (already stored) are skipped. Column order is
+    ``ingest_writes.FRAME_COLUMNS``. Computing summaries here, lazily, lets them overlap
+    with the database writing the previous chunk.
+    """
+    counts = np.diff(block.offsets)
+    ids = np.repeat(np.array([-1 if i is None else i for i in relaxation_ids]), counts)
+    steps = np.arange(len(ids)) - np.repeat(block.offsets[:-1], counts)
+    reference = np.repeat(block.offsets[:-1], counts)
+    keep = np.flatnonzero(ids >= 0)
+    has_stress = block.stresses is not None
+    for start in range(0, keep.size, ENCODE_CHUNK_FRAMES):
+        rows: np.ndarray | slice = keep[start : start + ENCODE_CHUNK_FRAMES]
+        if rows[-1] - rows[0] + 1 == rows.size:  # type: ignore[index]
+            rows = slice(int(rows[0]), int(rows[-1]) + 1)  # type: ignore[index]  # contiguous: views
+        n_rows = len(ids[rows])
+        cells, forces = block.cells[rows], block.forces[rows]
+        stresses = block.stresses[rows] if has_stress else None  # type: ignore[index]
+        yield encode_rows(
+            [
+                Field("int4", ids[rows]),
+                Field("int4", steps[rows]),
+                Field("int2", np.full(n_rows, block.n_sites)),
+                Field("matrix3", cells),
+                Field("vec3", block.positions[rows]),
+                Field("vec3", forces),
+                Field("matrix3", stresses) if has_stress else Field("null"),
+                Field("float8", block.energies[rows]),
+                Field("float8", block.energies[rows] / block.n_sites),
+                Field("float8", structure.max_force_norm(forces)),
+                Field("float8", structure.max_abs_stress(stresses)) if has_stress else Field("null"),  # type: ignore[arg-type]
+                Field("float8", structure.area_per_atom(cells, block.n_sites)),
+                Field(
+                    "bool",
+                    structure.has_isolated_atom(block.cells, block.positions, reference=reference, frames=rows),
+                ),
+            ]
+        )
 
 
 @dataclass
@@ -180,22 +253,25 @@ class PreparedEntry:
     source: EnergyEntryRecord
     cell: np.ndarray
     positions: np.ndarray
-    vacuum_axes: list[int]
+    vacuum: np.ndarray
+    """(3,) bool: vacuum along a, b, c (before orienting)."""
     content_hash: str
 
 
 def prepare_entry(entry: EnergyEntryRecord) -> PreparedEntry:
     """Orient and hash one validated energy entry."""
-    cells, positions, _, _, axes, _ = _orient(
-        entry.cell[None], entry.positions[None], None, None
-    )
+    cell, positions = entry.cell[None], entry.positions[None]
+    vacuum = structure.vacuum_mask(cell, positions)[0]
+    if vacuum.sum() == 1:
+        order = structure.layer_axis_order(int(np.flatnonzero(vacuum)[0]))
+        cell, positions, _, _, _ = structure.orient_frames(cell, positions, None, None, order)
     digest = hashlib.sha256()
     digest.update(f"{entry.material_key}\x00".encode())
     digest.update(np.asarray(entry.species, dtype="<i2").tobytes())
     digest.update(np.asarray([entry.energy, entry.correction], dtype="<f8").tobytes())
-    digest.update(cells[0].astype("<f8").tobytes())
-    digest.update(positions[0].astype("<f8").tobytes())
-    return PreparedEntry(entry, cells[0], positions[0], axes, digest.hexdigest())
+    digest.update(np.ascontiguousarray(cell[0], dtype="<f8").tobytes())
+    digest.update(np.ascontiguousarray(positions[0], dtype="<f8").tobytes())
+    return PreparedEntry(entry, cell[0], positions[0], vacuum, digest.hexdigest())
 
 
 def entry_row(prepared: PreparedEntry, material_id: int, source_id: int) -> dict[str, Any]:

@@ -1,0 +1,61 @@
+"""Shared benchmark plumbing: a fresh database, timing, machine description."""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, text
+
+from atlas2d.db.embedded import embedded_url
+from atlas2d.db.migrate import upgrade
+from atlas2d.db.session import make_engine
+
+
+def fresh_database(workdir: Path) -> tuple[str, Engine]:
+    """A new, migrated database: on ``ATLAS2D_BENCH_DATABASE_URL``'s server if set,
+    else on an embedded PostgreSQL under ``workdir``."""
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    admin_url = os.environ.get("ATLAS2D_BENCH_DATABASE_URL")
+    if admin_url:
+        admin = make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        url = make_engine(admin_url).url.set(database=name).render_as_string(hide_password=False)
+    else:
+        url = embedded_url(workdir / "pgdata", name)
+    engine = make_engine(url)
+    upgrade(engine)
+    return url, engine
+
+
+def stop_embedded_servers(folder: Path) -> None:
+    """Stop the embedded PostgreSQL a benchmark started under ``folder``."""
+    from atlas2d.db.embedded import stop_embedded
+
+    stop_embedded(folder / "pgdata")
+
+
+def workdir() -> Path:
+    """A scratch folder (short path: PostgreSQL's socket path has a length limit)."""
+    return Path(tempfile.mkdtemp(prefix="a2db_", dir="/tmp"))
+
+
+@contextmanager
+def timer() -> Iterator[list[float]]:
+    """``with timer() as t: ...`` then ``t[0]`` is the elapsed wall time in s."""
+    elapsed: list[float] = [0.0]
+    start = time.perf_counter()
+    yield elapsed
+    elapsed[0] = time.perf_counter() - start
+
+
+def machine() -> str:
+    """One line describing this machine."""
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
