@@ -37,7 +37,9 @@ def _url() -> str:
         "ATLAS2D_DATABASE_URL"
     )
     if not url:
-        raise SystemExit("Set ATLAS2D_DATABASE_URL or pass -x url=... (or use `atlas2d db upgrade`).")
+        raise SystemExit(
+            "Set ATLAS2D_DATABASE_URL or pass -x url=... (or use `atlas2d db upgrade`)."
+        )
     return url
 
 

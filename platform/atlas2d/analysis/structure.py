@@ -143,7 +143,9 @@ def has_isolated_atom(
     return isolated
 
 
-def vacuum_mask(cells: np.ndarray, positions: np.ndarray, min_gap: float = MIN_VACUUM_A) -> np.ndarray:
+def vacuum_mask(
+    cells: np.ndarray, positions: np.ndarray, min_gap: float = MIN_VACUUM_A
+) -> np.ndarray:
     """Which cell axes of each structure have a slab of vacuum ≥ ``min_gap`` Å across the cell.
 
     For each axis the atoms' fractional coordinates along it are sorted and the widest
@@ -164,7 +166,9 @@ def vacuum_mask(cells: np.ndarray, positions: np.ndarray, min_gap: float = MIN_V
     return widest * spacing >= min_gap
 
 
-def vacuum_axes(cell: np.ndarray, positions: np.ndarray, min_gap: float = MIN_VACUUM_A) -> list[int]:
+def vacuum_axes(
+    cell: np.ndarray, positions: np.ndarray, min_gap: float = MIN_VACUUM_A
+) -> list[int]:
     """Axes (0=a, 1=b, 2=c) of one structure with vacuum (see ``vacuum_mask``)."""
     return [int(k) for k in np.flatnonzero(vacuum_mask(cell[None], positions[None], min_gap)[0])]
 

@@ -6,7 +6,9 @@ import typer
 
 from atlas2d.cli.output import console
 
-app = typer.Typer(help="The database: upgrade its schema, see its state, get its URL.", no_args_is_help=True)
+app = typer.Typer(
+    help="The database: upgrade its schema, see its state, get its URL.", no_args_is_help=True
+)
 
 
 @app.command()
@@ -37,7 +39,9 @@ def status() -> None:
     with database.engine.connect() as connection:
         revision = current_revision(connection)
         tables = sorted(t for t in inspect(connection).get_table_names() if t != "alembic_version")
-        counts = {t: connection.execute(text(f'SELECT count(*) FROM "{t}"')).scalar_one() for t in tables}
+        counts = {
+            t: connection.execute(text(f'SELECT count(*) FROM "{t}"')).scalar_one() for t in tables
+        }
     head = head_revision()
     console.print(f"URL: {redacted_url(database.url)}")
     state = "up to date" if revision == head else "behind: run `atlas2d db upgrade`"
@@ -69,4 +73,6 @@ def stop() -> None:
         console.print("ATLAS2D_DATABASE_URL is set: there is no embedded server to stop.")
         return
     stopped = stop_embedded(settings.pgdata_dir)
-    console.print("Embedded PostgreSQL stopped." if stopped else "The embedded PostgreSQL was not running.")
+    console.print(
+        "Embedded PostgreSQL stopped." if stopped else "The embedded PostgreSQL was not running."
+    )

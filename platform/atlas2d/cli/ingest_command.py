@@ -24,14 +24,28 @@ class FormatChoice(str, Enum):
 
 def ingest(
     paths: list[Path] = typer.Argument(..., help="Files or directories (plain, .gz, .bz2 or .xz)."),
-    format: FormatChoice = typer.Option(FormatChoice.auto, "--format", help="Input format; auto guesses from names."),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="Ingest the good files and report the bad ones."),
-    stress_unit: StressUnit | None = typer.Option(
-        None, "--stress-unit", help="Stress unit/sign of extxyz or Alexandria files (default: ev-a3 for extxyz, vasp-kbar for Alexandria)."
+    format: FormatChoice = typer.Option(
+        FormatChoice.auto, "--format", help="Input format; auto guesses from names."
     ),
-    group_key: str | None = typer.Option(None, "--group-key", help="extxyz info key grouping frames into relaxations, e.g. material_key."),
-    material_key: str | None = typer.Option(None, "--material-key", help="Material key for a VASP or single-relaxation file."),
-    report: Path | None = typer.Option(None, "--report", help="Write a JSON report of every file's outcome here."),
+    skip_bad: bool = typer.Option(
+        False, "--skip-bad", help="Ingest the good files and report the bad ones."
+    ),
+    stress_unit: StressUnit | None = typer.Option(
+        None,
+        "--stress-unit",
+        help="Stress unit/sign of extxyz or Alexandria files (default: ev-a3 for extxyz, vasp-kbar for Alexandria).",
+    ),
+    group_key: str | None = typer.Option(
+        None,
+        "--group-key",
+        help="extxyz info key grouping frames into relaxations, e.g. material_key.",
+    ),
+    material_key: str | None = typer.Option(
+        None, "--material-key", help="Material key for a VASP or single-relaxation file."
+    ),
+    report: Path | None = typer.Option(
+        None, "--report", help="Write a JSON report of every file's outcome here."
+    ),
 ) -> None:
     """Ingest DFT geometry optimisations (every ionic step) and convex-hull entries.
 
@@ -49,11 +63,18 @@ def ingest(
     files = expand_paths(paths, fmt)
     if not files:
         raise typer.BadParameter("no readable file found under the given paths")
-    options = ReadOptions(format=fmt, stress_unit=stress_unit, group_key=group_key, material_key=material_key)
+    options = ReadOptions(
+        format=fmt, stress_unit=stress_unit, group_key=group_key, material_key=material_key
+    )
     database = connect()
     with Progress(
-        TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.description}"), console=console, transient=True,
+        TextColumn("[bold]ingest"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=True,
     ) as progress:
         task = progress.add_task("", total=len(files))
 
@@ -62,7 +83,9 @@ def ingest(
             if result.status == REJECTED:
                 error_console.print(f"[red]rejected[/red] {result.message}")
 
-        summary = ingest_paths(database.sessions, files, options, skip_bad=skip_bad, on_file=advance)
+        summary = ingest_paths(
+            database.sessions, files, options, skip_bad=skip_bad, on_file=advance
+        )
 
     for result in summary.results:
         if result.status == ALREADY_PRESENT:

@@ -48,7 +48,13 @@ def show_command(
 
     detail = show_material(connect().sessions, key)
     if format is OutputFormat.json:
-        print_json({"material": detail.material, "relaxations": detail.relaxations, "entries": detail.entries})
+        print_json(
+            {
+                "material": detail.material,
+                "relaxations": detail.relaxations,
+                "entries": detail.entries,
+            }
+        )
         return
     m = detail.material
     console.print(

@@ -84,7 +84,9 @@ def _decode(content: bytes, schema: Any, path: str) -> Any:
     try:
         document = json.loads(content)
     except ValueError as err:
-        raise bad_record(path, "", "json", f"not valid JSON, the file may be truncated ({err})") from err
+        raise bad_record(
+            path, "", "json", f"not valid JSON, the file may be truncated ({err})"
+        ) from err
     try:
         return msgspec.convert(document, type=schema)
     except msgspec.ValidationError as err:
@@ -101,12 +103,20 @@ def _steps(value: Any, path: str, record: str) -> list[_Step]:
         raise bad_record(path, record, "steps", f"malformed: {err}") from err
 
 
-def _site_arrays(structure: _Structure, path: str, record: str, step: int | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _site_arrays(
+    structure: _Structure, path: str, record: str, step: int | None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(cell (3, 3) Å, Cartesian positions (N, 3) Å, element symbols) of a structure."""
     cell = np.asarray(structure.lattice.matrix, dtype=np.float64)
     sites = structure.sites
     if any(len(site.species) != 1 for site in sites):
-        raise bad_record(path, record, "structure.sites", "a site is disordered (several species); atlas2d stores ordered structures", step=step)
+        raise bad_record(
+            path,
+            record,
+            "structure.sites",
+            "a site is disordered (several species); atlas2d stores ordered structures",
+            step=step,
+        )
     symbols = [site.species[0].element for site in sites]
     try:
         if all(site.xyz is not None for site in sites):
@@ -114,25 +124,41 @@ def _site_arrays(structure: _Structure, path: str, record: str, step: int | None
         else:
             positions = np.asarray([site.abc for site in sites], dtype=np.float64) @ cell
     except (ValueError, TypeError) as err:
-        raise bad_record(path, record, "structure.sites", f"coordinates are malformed ({err})", step=step) from err
+        raise bad_record(
+            path, record, "structure.sites", f"coordinates are malformed ({err})", step=step
+        ) from err
     if cell.shape != (3, 3) or positions.shape != (len(symbols), 3):
-        raise bad_record(path, record, "structure", "lattice or site coordinates have the wrong shape", step=step)
+        raise bad_record(
+            path, record, "structure", "lattice or site coordinates have the wrong shape", step=step
+        )
     return cell, positions, symbols
 
 
-def _array(value: Any, shape: tuple[int, ...], path: str, record: str, field: str, step: int) -> np.ndarray:
+def _array(
+    value: Any, shape: tuple[int, ...], path: str, record: str, field: str, step: int
+) -> np.ndarray:
     if value is None:
         raise bad_record(path, record, field, "missing", step=step)
     try:
         array = np.asarray(value, dtype=np.float64)
     except (ValueError, TypeError) as err:
-        raise bad_record(path, record, field, f"expected shape {shape}, got a ragged or non-numeric array", step=step) from err
+        raise bad_record(
+            path,
+            record,
+            field,
+            f"expected shape {shape}, got a ragged or non-numeric array",
+            step=step,
+        ) from err
     if array.shape != shape:
-        raise bad_record(path, record, field, f"expected shape {shape}, got {array.shape}", step=step)
+        raise bad_record(
+            path, record, field, f"expected shape {shape}, got {array.shape}", step=step
+        )
     return array
 
 
-def _stacked(values: list[Any], shape: tuple[int, ...], path: str, record: str, field: str) -> np.ndarray:
+def _stacked(
+    values: list[Any], shape: tuple[int, ...], path: str, record: str, field: str
+) -> np.ndarray:
     """Stack per-step arrays into (F, *shape); on failure, name the first bad step."""
     try:
         array = np.asarray(values, dtype=np.float64)
@@ -165,26 +191,44 @@ def _trajectory(
     # Atom order is fixed within a relaxation: species are read from the first and last
     # steps, site counts are checked at every step (by the stacking below).
     if _site_arrays(steps[-1].structure, path, record, len(steps) - 1)[2] != symbols:
-        raise bad_record(path, record, "structure.sites", "species differ from step 0", step=len(steps) - 1)
+        raise bad_record(
+            path, record, "structure.sites", "species differ from step 0", step=len(steps) - 1
+        )
     try:
         cells = np.array([item.structure.lattice.matrix for item in steps], dtype=np.float64)
-        positions = np.array([[site.xyz for site in item.structure.sites] for item in steps], dtype=np.float64)
+        positions = np.array(
+            [[site.xyz for site in item.structure.sites] for item in steps], dtype=np.float64
+        )
         if cells.shape != (len(steps), 3, 3) or positions.shape != (len(steps), n_sites, 3):
             raise ValueError("shapes")
     except (ValueError, TypeError):  # fractional-only sites, or a malformed step: go step by step
-        per_step = [_site_arrays(item.structure, path, record, step) for step, item in enumerate(steps)]
+        per_step = [
+            _site_arrays(item.structure, path, record, step) for step, item in enumerate(steps)
+        ]
         for step, (_, pos, _) in enumerate(per_step):
             if len(pos) != n_sites:
-                raise bad_record(path, record, "structure.sites", f"expected {n_sites} sites, got {len(pos)}", step=step) from None
+                raise bad_record(
+                    path,
+                    record,
+                    "structure.sites",
+                    f"expected {n_sites} sites, got {len(pos)}",
+                    step=step,
+                ) from None
         cells = np.array([c for c, _, _ in per_step])
         positions = np.array([p for _, p, _ in per_step])
-    energies = [_number(item.energy, path, record, "energy", step) for step, item in enumerate(steps)]
+    energies = [
+        _number(item.energy, path, record, "energy", step) for step, item in enumerate(steps)
+    ]
     forces = _stacked([item.forces for item in steps], (n_sites, 3), path, record, "forces")
     raw_stresses = [item.stress for item in steps]
     stresses = None
     if all(s is not None for s in raw_stresses):
-        stresses = stress_to_ev_a3(_stacked(raw_stresses, (3, 3), path, record, "stress"), stress_unit)
-    species = np.array([atomic_number(s, path, record, "structure.sites", i) for i, s in enumerate(symbols)])
+        stresses = stress_to_ev_a3(
+            _stacked(raw_stresses, (3, 3), path, record, "stress"), stress_unit
+        )
+    species = np.array(
+        [atomic_number(s, path, record, "structure.sites", i) for i, s in enumerate(symbols)]
+    )
     parameters = {
         key: msgspec.json.decode(value) if isinstance(value, msgspec.Raw) else value
         for key, value in run.items()
@@ -234,7 +278,9 @@ def _correction(entry: _Entry, path: str, record: str) -> float:
     return 0.0
 
 
-def read_alexandria_hull(content: bytes, path: str) -> tuple[list[EnergyEntryRecord], list[MaterialRecord]]:
+def read_alexandria_hull(
+    content: bytes, path: str
+) -> tuple[list[EnergyEntryRecord], list[MaterialRecord]]:
     """Entries of an Alexandria convex-hull file, with what their ``data`` says of each material.
 
     Raises:
@@ -245,11 +291,15 @@ def read_alexandria_hull(content: bytes, path: str) -> tuple[list[EnergyEntryRec
     for index, entry in enumerate(document.entries):
         data = entry.data
         if not data.get("mat_id"):
-            raise bad_record(path, f"entry {index}", "data.mat_id", "missing; every entry needs its material id")
+            raise bad_record(
+                path, f"entry {index}", "data.mat_id", "missing; every entry needs its material id"
+            )
         mat_id = str(data["mat_id"])
         record = f"entry {index} (mat_id {mat_id})"
         cell, positions, symbols = _site_arrays(entry.structure, path, record, None)
-        species = np.array([atomic_number(s, path, record, "structure.sites", i) for i, s in enumerate(symbols)])
+        species = np.array(
+            [atomic_number(s, path, record, "structure.sites", i) for i, s in enumerate(symbols)]
+        )
         entries.append(
             EnergyEntryRecord(
                 material_key=mat_id,

@@ -38,12 +38,16 @@ def _frame_values(atoms: Any, path: str, record: str, step: int) -> tuple[float,
     if energy is None:
         energy = _first(atoms, ENERGY_KEYS, "info")
     if energy is None:
-        raise bad_record(path, record, "energy", f"missing (looked for {', '.join(ENERGY_KEYS)})", step=step)
+        raise bad_record(
+            path, record, "energy", f"missing (looked for {', '.join(ENERGY_KEYS)})", step=step
+        )
     forces = _calc_result(atoms, "forces")
     if forces is None:
         forces = _first(atoms, FORCES_KEYS, "arrays")
     if forces is None:
-        raise bad_record(path, record, "forces", f"missing (looked for {', '.join(FORCES_KEYS)})", step=step)
+        raise bad_record(
+            path, record, "forces", f"missing (looked for {', '.join(FORCES_KEYS)})", step=step
+        )
     stress = _calc_result(atoms, "stress")
     if stress is None:
         stress = _first(atoms, STRESS_KEYS, "info")
@@ -56,7 +60,9 @@ def _stress_matrix(stress: Any, path: str, record: str, step: int) -> np.ndarray
         return voigt_to_matrix(values)
     if values.size == 9:
         return values.reshape(3, 3)
-    raise bad_record(path, record, "stress", f"expected 6 or 9 components, got {values.size}", step=step)
+    raise bad_record(
+        path, record, "stress", f"expected 6 or 9 components, got {values.size}", step=step
+    )
 
 
 def read_ase_trajectories(
@@ -101,16 +107,30 @@ def read_ase_trajectories(
     return [_trajectory(name, key, frames, stress_unit) for key, frames in groups.items()]
 
 
-def _trajectory(name: str, key: str, frames: list[tuple[int, Any]], stress_unit: StressUnit) -> Trajectory:
+def _trajectory(
+    name: str, key: str, frames: list[tuple[int, Any]], stress_unit: StressUnit
+) -> Trajectory:
     record = f"material {key}"
     species = frames[0][1].numbers.copy()
     energies, forces, stresses = [], [], []
     for step, (index, atoms) in enumerate(frames):
         if not np.array_equal(atoms.numbers, species):
-            raise bad_record(name, f"{record} (frame {index})", "species", "differ from the first frame of the material", step=step)
+            raise bad_record(
+                name,
+                f"{record} (frame {index})",
+                "species",
+                "differ from the first frame of the material",
+                step=step,
+            )
         energy, force, stress = _frame_values(atoms, name, record, step)
         if force.shape != (len(species), 3):
-            raise bad_record(name, record, "forces", f"expected shape {(len(species), 3)}, got {force.shape}", step=step)
+            raise bad_record(
+                name,
+                record,
+                "forces",
+                f"expected shape {(len(species), 3)}, got {force.shape}",
+                step=step,
+            )
         energies.append(energy)
         forces.append(force)
         stresses.append(None if stress is None else _stress_matrix(stress, name, record, step))

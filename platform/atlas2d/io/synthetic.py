@@ -15,7 +15,18 @@ from atlas2d.analysis.units import vasp_kbar_from_ev_a3
 from atlas2d.io.records import Trajectory
 
 # (metal, chalcogen) pairs of common transition-metal dichalcogenides.
-_PAIRS = [(42, 16), (74, 16), (42, 34), (74, 34), (41, 16), (73, 16), (22, 16), (40, 16), (72, 34), (78, 52)]
+_PAIRS = [
+    (42, 16),
+    (74, 16),
+    (42, 34),
+    (74, 34),
+    (41, 16),
+    (73, 16),
+    (22, 16),
+    (40, 16),
+    (72, 34),
+    (78, 52),
+]
 
 
 def synthetic_trajectory(
@@ -25,7 +36,9 @@ def synthetic_trajectory(
     metal, chalcogen = _PAIRS[rng.integers(len(_PAIRS))]
     species = np.where(np.arange(n_sites) % 3 == 0, metal, chalcogen)
     lattice = 3.2 * np.sqrt(max(1, n_sites // 3))
-    cell = np.array([[lattice, 0.0, 0.0], [-lattice / 2, lattice * np.sqrt(3) / 2, 0.0], [0.0, 0.0, 20.0]])
+    cell = np.array(
+        [[lattice, 0.0, 0.0], [-lattice / 2, lattice * np.sqrt(3) / 2, 0.0], [0.0, 0.0, 20.0]]
+    )
     frac = rng.random((n_sites, 3))
     frac[:, 2] = 0.5 + 0.08 * (rng.random(n_sites) - 0.5)  # a layer ~1.6 Å thick
     progress = np.exp(-np.arange(n_steps) / max(1.0, n_steps / 4))[:, None, None]  # (F, 1, 1)
@@ -35,9 +48,9 @@ def synthetic_trajectory(
     positions = np.einsum("ni,fij->fnj", frac, cells) + displacement
     e_min = -4.0 - 3.0 * rng.random()
     energies = n_sites * (e_min + 0.3 * progress[:, 0, 0] + 1e-4 * rng.standard_normal(n_steps))
-    forces = 2.0 * rng.standard_normal((n_steps, n_sites, 3)) * progress + 0.01 * rng.standard_normal(
+    forces = 2.0 * rng.standard_normal(
         (n_steps, n_sites, 3)
-    )
+    ) * progress + 0.01 * rng.standard_normal((n_steps, n_sites, 3))
     stresses = 0.01 * rng.standard_normal((n_steps, 3, 3)) * progress
     stresses = (stresses + np.transpose(stresses, (0, 2, 1))) / 2
     stresses[:, 2, :] = stresses[:, :, 2] = 0.0
@@ -70,7 +83,8 @@ def synthetic_trajectories(
         return value if isinstance(value, int) else int(rng.integers(value[0], value[1] + 1))
 
     return [
-        synthetic_trajectory(rng, f"{key_prefix}-{i:06d}", draw(n_steps), draw(n_sites)) for i in range(n_materials)
+        synthetic_trajectory(rng, f"{key_prefix}-{i:06d}", draw(n_steps), draw(n_sites))
+        for i in range(n_materials)
     ]
 
 

@@ -29,7 +29,10 @@ def atomic_number(symbol: str, path: str, record: str, field: str, site: int) ->
     z = atomic_numbers.get(symbol.strip())
     if not z:  # ASE maps the dummy 'X' to 0
         raise bad_record(
-            path, record, field, f"species {symbol.strip()!r} of site {site} is not a chemical element"
+            path,
+            record,
+            field,
+            f"species {symbol.strip()!r} of site {site} is not a chemical element",
         )
     return z
 

@@ -8,18 +8,19 @@ module in eV/Å³ with ASE's sign (VASP writes kBar, positive = compressive).
 from __future__ import annotations
 
 import io
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from atlas2d.analysis.units import StressUnit, stress_to_ev_a3
+from atlas2d.analysis.units import KBAR_PER_EV_PER_A3, StressUnit, stress_to_ev_a3
 from atlas2d.io.records import Trajectory
 from atlas2d.io.validate import atomic_number, bad_record
 
 ENERGY_TAG = "e_0_energy"
-"""Energy per ionic step: VASP's ``energy(sigma->0)``, as pymatgen's and ASE's readers use."""
+"""Energy per ionic step: VASP's ``energy(sigma->0)``, as ASE's readers report it."""
 
 
 def _parse_incar_value(element: ET.Element) -> Any:
@@ -45,7 +46,9 @@ def _varray(parent: ET.Element, name: str) -> ET.Element | None:
     return None
 
 
-def _matrix(element: ET.Element | None, path: str, record: str, field: str, step: int) -> np.ndarray:
+def _matrix(
+    element: ET.Element | None, path: str, record: str, field: str, step: int
+) -> np.ndarray:
     if element is None:
         raise bad_record(path, record, field, "missing from the ionic step", step=step)
     try:
@@ -87,7 +90,10 @@ def read_vasprun(content: bytes, path: str, material_key: str) -> Trajectory:
             elif element.tag == "atominfo":
                 species = _species(element, path, record)
             elif element.tag == "calculation":
-                cell, frac, force, stress, energy = _ionic_step(element, path, record, step)
+                pstress = float(incar.get("PSTRESS", 0.0) or 0.0)
+                cell, frac, force, stress, energy = _ionic_step(
+                    element, path, record, step, pstress
+                )
                 cells.append(cell)
                 positions.append(frac @ cell)
                 forces.append(force)
@@ -124,8 +130,40 @@ def read_vasprun(content: bytes, path: str, material_key: str) -> Trajectory:
     )
 
 
+def _energies(block: ET.Element | None) -> dict[str, str]:
+    if block is None:
+        return {}
+    return {item.get("name", ""): item.text or "" for item in block.findall("i")}
+
+
+def _sigma0_energy(
+    calc: ET.Element, path: str, record: str, step: int, volume: float, pstress_kbar: float
+) -> float:
+    """Energy(sigma→0) of an ionic step, eV.
+
+    VASP 5 writes a wrong ``e_0_energy`` in the step's own energy block (often 0), so,
+    as ASE does, take the step's ``e_fr_energy``, remove the PSTRESS·V term VASP adds
+    to it, and add the last SCF step's ``e_0_energy − e_fr_energy``.
+    """
+    step_energies = _energies(calc.find("energy"))
+    scsteps = calc.findall("scstep")
+    last_scf = _energies(scsteps[-1].find("energy")) if scsteps else {}
+    try:
+        free = float(step_energies["e_fr_energy"])
+        smearing = (
+            float(last_scf["e_0_energy"]) - float(last_scf["e_fr_energy"]) if last_scf else 0.0
+        )
+    except KeyError as err:
+        raise bad_record(
+            path, record, str(err.args[0]), "missing from the ionic step", step=step
+        ) from err
+    except ValueError as err:
+        raise bad_record(path, record, ENERGY_TAG, f"not a number ({err})", step=step) from err
+    return free - pstress_kbar / KBAR_PER_EV_PER_A3 * volume + smearing
+
+
 def _ionic_step(
-    calc: ET.Element, path: str, record: str, step: int
+    calc: ET.Element, path: str, record: str, step: int, pstress_kbar: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, float]:
     structure = calc.find("structure")
     if structure is None:
@@ -134,19 +172,10 @@ def _ionic_step(
     frac = _matrix(_varray(structure, "positions"), path, record, "positions", step)
     force = _matrix(_varray(calc, "forces"), path, record, "forces", step)
     stress_element = _varray(calc, "stress")
-    stress = None if stress_element is None else _matrix(stress_element, path, record, "stress", step)
-    energy_block = calc.find("energy")  # the step's final energy (not the SCF steps')
-    energy_text = None
-    if energy_block is not None:
-        for item in energy_block.findall("i"):
-            if item.get("name") == ENERGY_TAG:
-                energy_text = item.text
-    if energy_text is None:
-        raise bad_record(path, record, ENERGY_TAG, "missing from the ionic step", step=step)
-    try:
-        energy = float(energy_text)
-    except ValueError as err:
-        raise bad_record(path, record, ENERGY_TAG, f"not a number: {energy_text.strip()!r}", step=step) from err
+    stress = (
+        None if stress_element is None else _matrix(stress_element, path, record, "stress", step)
+    )
+    energy = _sigma0_energy(calc, path, record, step, np.linalg.det(cell), pstress_kbar)
     if force.shape != frac.shape:
         raise bad_record(
             path, record, "forces", f"expected shape {frac.shape}, got {force.shape}", step=step
@@ -164,7 +193,11 @@ def read_outcar(content: bytes, path: str, material_key: str) -> Trajectory:
 
     record = f"material {material_key}"
     try:
-        images = read(io.StringIO(content.decode("utf-8", "replace")), index=":", format="vasp-out")
+        # ASE's reader wants a named file; hand it the decompressed text in a scratch folder.
+        with tempfile.TemporaryDirectory() as scratch:
+            outcar = Path(scratch) / "OUTCAR"
+            outcar.write_bytes(content)
+            images = read(outcar, index=":", format="vasp-out")
     except Exception as err:
         raise bad_record(path, record, "OUTCAR", f"cannot be parsed ({err})") from err
     if not images:

@@ -140,12 +140,15 @@ def copy_frames(session: Session, encoded_batches: Iterable[bytes]) -> None:
     from psycopg.copy import QueuedLibpqWriter
 
     connection = _driver_connection(session)
-    with connection.cursor() as cursor, cursor.copy(
-        f"COPY frames ({FRAME_COLUMNS}) FROM STDIN (FORMAT BINARY)",
-        # A writer thread sends while this thread encodes the next chunk, so the
-        # server's work overlaps ours (the two cores are both busy).
-        writer=QueuedLibpqWriter(cursor),
-    ) as copy:
+    with (
+        connection.cursor() as cursor,
+        cursor.copy(
+            f"COPY frames ({FRAME_COLUMNS}) FROM STDIN (FORMAT BINARY)",
+            # A writer thread sends while this thread encodes the next chunk, so the
+            # server's work overlaps ours (the two cores are both busy).
+            writer=QueuedLibpqWriter(cursor),
+        ) as copy,
+    ):
         copy.write(COPY_HEADER)
         pending: list[bytes] = []
         size = 0

@@ -59,13 +59,17 @@ def list_materials(
 
 def material_row(session: Session, key: str) -> dict[str, Any] | None:
     """The material's own columns, or None."""
-    row = session.execute(
-        text(
-            "SELECT id, key, formula, chemsys, elements, dimensionality, spacegroup_number,"
-            " prototype, info, created_at FROM materials WHERE key = :key"
-        ),
-        {"key": key},
-    ).mappings().one_or_none()
+    row = (
+        session.execute(
+            text(
+                "SELECT id, key, formula, chemsys, elements, dimensionality, spacegroup_number,"
+                " prototype, info, created_at FROM materials WHERE key = :key"
+            ),
+            {"key": key},
+        )
+        .mappings()
+        .one_or_none()
+    )
     return None if row is None else dict(row)
 
 

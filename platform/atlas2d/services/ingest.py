@@ -78,7 +78,9 @@ def parser_versions() -> dict[str, str]:
     return versions
 
 
-def _material_rows(parsed: ParsedFile, blocks: list[FrameBlock], entries: list[PreparedEntry]) -> list[dict[str, Any]]:
+def _material_rows(
+    parsed: ParsedFile, blocks: list[FrameBlock], entries: list[PreparedEntry]
+) -> list[dict[str, Any]]:
     """One ``materials`` row per key in the file; compositions must agree within the file.
 
     Dimensionality comes from the file's own data when it gives one, else from the
@@ -125,7 +127,9 @@ def _material_rows(parsed: ParsedFile, blocks: list[FrameBlock], entries: list[P
 
 def _batch_sha256(blocks: list[FrameBlock], entries: list[PreparedEntry]) -> str:
     digest = hashlib.sha256()
-    for content_hash in sorted([h for b in blocks for h in b.hashes] + [e.content_hash for e in entries]):
+    for content_hash in sorted(
+        [h for b in blocks for h in b.hashes] + [e.content_hash for e in entries]
+    ):
         digest.update(content_hash.encode())
     return digest.hexdigest()
 
@@ -192,7 +196,9 @@ def _write(
         for t, traj in enumerate(block.trajectories):
             if block.hashes[t] not in seen:
                 seen.add(block.hashes[t])
-                relaxation_rows.append(relaxation_row(block, t, stored[traj.material_key].id, source_id))
+                relaxation_rows.append(
+                    relaxation_row(block, t, stored[traj.material_key].id, source_id)
+                )
     inserted = ingest_writes.insert_relaxations(session, relaxation_rows)
     ids_per_block = []
     for block in blocks:
@@ -202,7 +208,11 @@ def _write(
         ids_per_block.append(ids)
     ingest_writes.copy_frames(
         session,
-        (chunk for block, ids in zip(blocks, ids_per_block, strict=True) for chunk in encode_frames(block, ids)),
+        (
+            chunk
+            for block, ids in zip(blocks, ids_per_block, strict=True)
+            for chunk in encode_frames(block, ids)
+        ),
     )
     result.entries = ingest_writes.insert_entries(
         session, [entry_row(e, stored[e.source.material_key].id, source_id) for e in entries]

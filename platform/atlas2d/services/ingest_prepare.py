@@ -82,17 +82,28 @@ def _locate(offsets: np.ndarray, frame: int) -> tuple[int, int]:
 
 def _check_values(block: FrameBlock, path: str) -> None:
     """Refuse NaN/inf values and degenerate cells, naming record, step and field."""
-    arrays = {"energy": block.energies, "cell": block.cells, "positions": block.positions, "forces": block.forces}
+    arrays = {
+        "energy": block.energies,
+        "cell": block.cells,
+        "positions": block.positions,
+        "forces": block.forces,
+    }
     if block.stresses is not None:
         arrays["stress"] = block.stresses
-    problems = [(name, np.isfinite(v.reshape(len(v), -1)).all(axis=1), "value is NaN or infinite")
-                for name, v in arrays.items()]
-    problems.append(("cell", np.abs(np.linalg.det(block.cells)) > 1e-6, "the lattice vectors are degenerate"))
+    problems = [
+        (name, np.isfinite(v.reshape(len(v), -1)).all(axis=1), "value is NaN or infinite")
+        for name, v in arrays.items()
+    ]
+    problems.append(
+        ("cell", np.abs(np.linalg.det(block.cells)) > 1e-6, "the lattice vectors are degenerate")
+    )
     for name, ok, problem in problems:
         if not ok.all():
             t, step = _locate(block.offsets, int(np.flatnonzero(~ok)[0]))
             traj = block.trajectories[t]
-            raise bad_record(path, traj.record or f"material {traj.material_key}", name, problem, step=step)
+            raise bad_record(
+                path, traj.record or f"material {traj.material_key}", name, problem, step=step
+            )
 
 
 def _orient_layers(block: FrameBlock) -> None:
@@ -110,7 +121,11 @@ def _orient_layers(block: FrameBlock) -> None:
             None if block.stresses is None else block.stresses[frames],
             order,
         )
-        block.cells[frames], block.positions[frames], block.forces[frames] = cells, positions, forces
+        block.cells[frames], block.positions[frames], block.forces[frames] = (
+            cells,
+            positions,
+            forces,
+        )
         if block.stresses is not None:
             block.stresses[frames] = stresses
         block.infos[t] = {
@@ -197,7 +212,9 @@ def relaxation_row(block: FrameBlock, t: int, material_id: int, source_id: int) 
         "converged": traj.converged,
         "final_energy": final_energy,
         "final_energy_per_atom": final_energy / traj.n_sites,
-        "final_area_per_atom": float(structure.area_per_atom(block.cells[last : last + 1], traj.n_sites)[0]),
+        "final_area_per_atom": float(
+            structure.area_per_atom(block.cells[last : last + 1], traj.n_sites)[0]
+        ),
         "wall_time_s": traj.wall_time_s,
         "info": block.infos[t],
         "content_hash": block.hashes[t],
@@ -236,11 +253,15 @@ def encode_frames(block: FrameBlock, relaxation_ids: list[int | None]) -> Iterat
                 Field("float8", block.energies[rows]),
                 Field("float8", block.energies[rows] / block.n_sites),
                 Field("float8", structure.max_force_norm(forces)),
-                Field("float8", structure.max_abs_stress(stresses)) if has_stress else Field("null"),  # type: ignore[arg-type]
+                Field("float8", structure.max_abs_stress(stresses))
+                if has_stress
+                else Field("null"),  # type: ignore[arg-type]
                 Field("float8", structure.area_per_atom(cells, block.n_sites)),
                 Field(
                     "bool",
-                    structure.has_isolated_atom(block.cells, block.positions, reference=reference, frames=rows),
+                    structure.has_isolated_atom(
+                        block.cells, block.positions, reference=reference, frames=rows
+                    ),
                 ),
             ]
         )

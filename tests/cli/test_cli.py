@@ -1,0 +1,116 @@
+"""The command line: in-process against the test transaction, and once end to end on a
+fresh embedded PostgreSQL, as a new user would run it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import VASP_DATA
+
+FE2O2 = str(VASP_DATA / "Fe2O2_relax_vasprun.xml.gz")
+X_SPECIES = str(VASP_DATA / "Cl8F88Sb16X8_relax_vasprun.xml.gz")
+
+
+def test_ingest_then_list_and_show(cli) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = cli("ingest", FE2O2)
+    assert code == 0, out
+    assert "1 ingested" in out and "frames: 28" in out
+    code, out, _ = cli("materials", "list", "--format", "json")
+    (material,) = json.loads(out)
+    assert (
+        material["key"],
+        material["formula"],
+        material["n_frames"],
+        material["n_relaxations"],
+    ) == (
+        "Fe2O2_relax",
+        "FeO",
+        28,
+        1,
+    )
+    code, out, _ = cli("materials", "show", "Fe2O2_relax", "--format", "json")
+    detail = json.loads(out)
+    assert detail["material"]["chemsys"] == "Fe-O"
+    assert detail["relaxations"][0]["n_steps"] == 28
+    assert "final_energy_per_atom_ev" in detail["relaxations"][0]
+    code, out, _ = cli("ingest", FE2O2)
+    assert "already present" in out and "0 ingested" in out
+
+
+def test_materials_filters(cli) -> None:  # type: ignore[no-untyped-def]
+    cli("ingest", FE2O2)
+    _, out, _ = cli("materials", "list", "--chemsys", "O-Fe", "--format", "csv")
+    assert [row["key"] for row in csv.DictReader(io.StringIO(out))] == ["Fe2O2_relax"]
+    _, out, _ = cli("materials", "list", "--formula", "MoS2", "--format", "csv")
+    assert list(csv.DictReader(io.StringIO(out))) == []
+
+
+def test_unknown_material_is_a_clear_error(cli) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = cli("materials", "show", "nope")
+    assert code == 1 and "No material has the key 'nope'" in err
+
+
+def test_sql_is_read_only(cli) -> None:  # type: ignore[no-untyped-def]
+    cli("ingest", FE2O2)
+    code, out, _ = cli("sql", "SELECT count(*) AS n FROM frames", "--format", "json")
+    assert code == 0 and json.loads(out) == [{"n": 28}]
+    code, _, err = cli("sql", "DELETE FROM frames")
+    assert code == 1 and "read-only transaction" in err
+    _, out, _ = cli("sql", "SELECT count(*) AS n FROM frames", "--format", "csv")
+    assert out.splitlines() == ["n", "28"]
+
+
+def test_bad_file_exits_non_zero_with_one_line(cli) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = cli("ingest", X_SPECIES)
+    assert code == 1
+    assert "species 'X'" in err and "\n" not in err.strip()
+    code, out, _ = cli("sql", "SELECT count(*) AS n FROM sources", "--format", "csv")
+    assert out.splitlines()[1] == "0"
+
+
+def test_skip_bad_writes_a_report(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    report = tmp_path / "report.json"
+    code, _, _ = cli("ingest", X_SPECIES, FE2O2, "--skip-bad", "--report", str(report))
+    assert code == 1  # something was rejected
+    outcomes = {Path(r["path"]).name: r["status"] for r in json.loads(report.read_text())}
+    assert outcomes == {Path(X_SPECIES).name: "rejected", Path(FE2O2).name: "ingested"}
+
+
+def _atlas2d(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATLAS2D_")}
+    env["ATLAS2D_HOME"] = str(home)
+    return subprocess.run(
+        [sys.executable, "-m", "atlas2d.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_a_new_user_on_the_embedded_database(tmp_path: Path) -> None:
+    home = tmp_path / "a2d"
+    try:
+        ingest = _atlas2d(home, "ingest", FE2O2)
+        assert ingest.returncode == 0, ingest.stderr
+        listing = _atlas2d(home, "materials", "list", "--format", "json")
+        assert listing.returncode == 0, listing.stderr
+        (material,) = json.loads(listing.stdout)
+        assert (material["key"], material["n_frames"]) == ("Fe2O2_relax", 28)
+        status = _atlas2d(home, "db", "status")
+        assert "up to date" in status.stdout and "frames" in status.stdout
+        bad = _atlas2d(home, "ingest", X_SPECIES)
+        assert bad.returncode == 1
+        assert bad.stderr.strip().startswith("error:") and "Traceback" not in bad.stderr
+        assert _atlas2d(home, "db", "url").stdout.startswith("postgresql+psycopg://")
+    finally:
+        _atlas2d(home, "db", "stop")
