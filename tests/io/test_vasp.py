@@ -113,3 +113,13 @@ def test_a_non_numeric_energy_is_named(tmp_path: Path) -> None:
 )
 def test_default_material_key(path: str, key: str) -> None:
     assert default_material_key(Path(path)) == key
+
+
+def test_format_vasp_tells_vasprun_from_outcar_by_content(tmp_path: Path) -> None:
+    odd_names = {"run.dat": FE2O2, "log.txt": LI_OUTCAR}
+    for name, source in odd_names.items():
+        (tmp_path / name).write_bytes(gzip.decompress(source.read_bytes()))
+    assert read_file(tmp_path / "run.dat", ReadOptions(format="vasp")).format == "vasprun"
+    assert read_file(tmp_path / "log.txt", ReadOptions(format="vasp")).format == "outcar"
+    with pytest.raises(InvalidInput, match="cannot tell the format from the file name"):
+        read_file(tmp_path / "run.dat", ReadOptions())

@@ -59,7 +59,7 @@ def ingest(
     from atlas2d.io.readers import ReadOptions
     from atlas2d.services.ingest import ALREADY_PRESENT, INGESTED, REJECTED, ingest_paths
 
-    fmt = {"vasp": "auto"}.get(format.value, format.value)
+    fmt = format.value
     files = expand_paths(paths, fmt)
     if not files:
         raise typer.BadParameter("no readable file found under the given paths")

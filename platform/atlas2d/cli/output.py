@@ -53,7 +53,7 @@ def print_frame(frame: pd.DataFrame, fmt: OutputFormat, title: str | None = None
 
     table = Table(title=title, show_lines=False)
     for column in frame.columns:
-        table.add_column(str(column))
+        table.add_column(str(column), overflow="fold")  # wrap, never cut, values
     for row in frame.itertuples(index=False):
         table.add_row(*(_cell(v) for v in row))
     console.print(table)

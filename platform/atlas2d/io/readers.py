@@ -51,7 +51,11 @@ def read_file(path: Path, options: ReadOptions) -> ParsedFile:
         InvalidInput: unknown format, unreadable or malformed content.
     """
     content = read_bytes(path)
-    fmt = detect_format(path, content) if options.format == "auto" else options.format
+    fmt = options.format
+    if fmt == "auto":
+        fmt = detect_format(path, content)
+    elif fmt == "vasp":  # vasprun.xml or OUTCAR, whatever the file is called
+        fmt = "vasprun" if content.lstrip()[:5] == b"<?xml" else "outcar"
     if fmt not in FORMATS:
         raise InvalidInput(f"{path}: unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
     parsed = ParsedFile(

@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 MATERIAL_LIST_SQL = """
-SELECT m.key, m.formula, m.chemsys, m.dimensionality, m.spacegroup_number, m.prototype,
+SELECT m.key, m.formula, m.chemsys, m.dimensionality AS dim, m.spacegroup_number AS spg,
        COALESCE(r.n_relaxations, 0) AS n_relaxations,
        COALESCE(r.n_frames, 0) AS n_frames,
        e.corrected_energy_per_atom AS entry_energy_per_atom_ev
@@ -77,8 +77,8 @@ def material_relaxations(session: Session, material_id: int) -> pd.DataFrame:
     """The material's relaxations in order, with their final values."""
     result = session.execute(
         text(
-            "SELECT r.id AS relaxation_id, r.method, r.sequence, s.format AS source_format,"
-            " s.path AS source_path, r.n_sites, r.n_steps, r.converged,"
+            "SELECT r.id AS relaxation_id, r.method, r.sequence, s.format AS source,"
+            " r.n_sites, r.n_steps, r.converged,"
             " r.final_energy AS final_energy_ev,"
             " r.final_energy_per_atom AS final_energy_per_atom_ev,"
             " r.final_area_per_atom AS final_area_per_atom_a2,"
