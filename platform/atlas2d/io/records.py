@@ -108,3 +108,29 @@ class ParsedFile:
         if key not in self.materials:
             self.materials[key] = MaterialRecord(key=key)
         return self.materials[key]
+
+
+@dataclass
+class ExportFrame:
+    """One training frame on its way out (canonical units: eV, Å, eV/Å, eV/Å³ ASE sign).
+
+    Attributes:
+        species: (N,) atomic numbers.
+        cell: (3, 3) lattice vectors as rows, Å.
+        positions: (N, 3) Cartesian positions, Å.
+        energy: total energy, eV.
+        forces: (N, 3) eV/Å.
+        stress: (3, 3) eV/Å³, ASE sign, or None. For 2D layers the components with a z
+            index are already zeroed by the caller.
+        info: identifiers that trace the frame back to the database: material_key,
+            relaxation_id, frame_id, step, split (and anything else worth keeping).
+    """
+
+    species: np.ndarray
+    cell: np.ndarray
+    positions: np.ndarray
+    energy: float
+    forces: np.ndarray
+    stress: np.ndarray | None
+    info: dict[str, Any] = field(default_factory=dict)
+    pbc: tuple[bool, bool, bool] = (True, True, True)
