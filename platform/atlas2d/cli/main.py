@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from atlas2d.cli import db_commands, ingest_command, query_commands
+from atlas2d.cli import db_commands, ingest_command, query_commands, trainset_commands
 from atlas2d.errors import Atlas2dError
 
 typer_app = typer.Typer(
@@ -18,6 +18,7 @@ typer_app.add_typer(db_commands.app, name="db")
 typer_app.command()(ingest_command.ingest)
 typer_app.command()(query_commands.sql)
 typer_app.add_typer(query_commands.materials_app, name="materials")
+typer_app.add_typer(trainset_commands.app, name="trainset")
 
 
 def app() -> None:

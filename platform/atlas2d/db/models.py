@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Integer,
+    LargeBinary,
     SmallInteger,
     String,
     Text,
@@ -220,3 +221,50 @@ class Frame(Base):
     """|a × b| / n_sites (Å²/atom)."""
     has_isolated_atom: Mapped[bool] = mapped_column(Boolean)
     """True when some atom has no neighbour (periodic images included) within 5 Å."""
+
+
+SPLITS = ("train", "val", "test")
+RULES = ("ecut", "wang", "all")
+
+
+class TrainingSet(Base):
+    """An immutable snapshot of frames chosen by a rule, filtered, and split by material."""
+
+    __tablename__ = "training_sets"
+    __table_args__ = (CheckConstraint(_in_list("rule", RULES), name="rule"),)
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    rule: Mapped[str] = mapped_column(Text)
+    parameters: Mapped[dict[str, Any]]
+    """Every parameter: rule, ecut (eV/atom), filters, split ratios, seed, grouping, selection."""
+    split_counts: Mapped[dict[str, Any]]
+    """{split: {"frames": n, "materials": m}}."""
+    filter_counts: Mapped[dict[str, Any]]
+    """{filter: {"frames": n, "materials": m}} removed by each outlier filter."""
+    n_frames: Mapped[int] = mapped_column(Integer)
+    n_materials: Mapped[int] = mapped_column(Integer)
+    relaxation_watermark: Mapped[int] = mapped_column(Integer)
+    """Largest relaxation id visible when the set was made; verify re-selects below it."""
+    content_hash: Mapped[str] = mapped_column(String(64))
+    """sha256 over (frame id, split, frame digest) in frame-id order."""
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class TrainingSetFrame(Base):
+    """A frame in a training set, with its split and a digest of its content."""
+
+    __tablename__ = "training_set_frames"
+    __table_args__ = (
+        CheckConstraint(_in_list("split", SPLITS), name="split"),
+        CheckConstraint("octet_length(digest) = 32", name="digest_length"),
+    )
+
+    training_set_id: Mapped[int] = mapped_column(
+        ForeignKey("training_sets.id", ondelete="CASCADE"), primary_key=True
+    )
+    frame_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    """frames.id; no foreign key: verify reports frames deleted since the set was made."""
+    split: Mapped[str] = mapped_column(Text)
+    digest: Mapped[bytes] = mapped_column(LargeBinary)
+    """sha256 of the frame's content (``queries.trainsets.FRAME_DIGEST_SQL``)."""

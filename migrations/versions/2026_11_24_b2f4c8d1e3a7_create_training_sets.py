@@ -1,0 +1,83 @@
+"""Create training_sets and training_set_frames.
+
+Revision ID: b2f4c8d1e3a7
+Revises: 7c1e0a2d4b10
+Create Date: 2026-11-24
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision: str = "b2f4c8d1e3a7"
+down_revision: str | None = "7c1e0a2d4b10"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+IMMUTABLE = """
+CREATE FUNCTION training_sets_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = 'restrict_violation',
+        MESSAGE = 'training sets are immutable: create a new one instead of changing this one';
+END $$;
+CREATE TRIGGER training_sets_immutable BEFORE UPDATE ON training_sets
+    FOR EACH STATEMENT EXECUTE FUNCTION training_sets_immutable();
+CREATE TRIGGER training_set_frames_immutable BEFORE UPDATE ON training_set_frames
+    FOR EACH STATEMENT EXECUTE FUNCTION training_sets_immutable();
+"""
+
+
+def upgrade() -> None:
+    op.create_table(
+        "training_sets",
+        sa.Column("id", sa.Integer(), sa.Identity(always=False), nullable=False),
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("rule", sa.Text(), nullable=False),
+        sa.Column("parameters", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("split_counts", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("filter_counts", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("n_frames", sa.Integer(), nullable=False),
+        sa.Column("n_materials", sa.Integer(), nullable=False),
+        sa.Column("relaxation_watermark", sa.Integer(), nullable=False),
+        sa.Column("content_hash", sa.String(length=64), nullable=False),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+        ),
+        sa.CheckConstraint("rule IN ('ecut', 'wang', 'all')", name=op.f("ck_training_sets_rule")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_training_sets")),
+        sa.UniqueConstraint("name", name=op.f("uq_training_sets_name")),
+    )
+    op.create_table(
+        "training_set_frames",
+        sa.Column("training_set_id", sa.Integer(), nullable=False),
+        # No foreign key to frames on purpose: a training set is a snapshot, and
+        # `trainset verify` reports frames deleted or changed since it was made.
+        sa.Column("frame_id", sa.BigInteger(), nullable=False),
+        sa.Column("split", sa.Text(), nullable=False),
+        sa.Column("digest", sa.LargeBinary(), nullable=False),
+        sa.CheckConstraint(
+            "split IN ('train', 'val', 'test')", name=op.f("ck_training_set_frames_split")
+        ),
+        sa.CheckConstraint(
+            "octet_length(digest) = 32", name=op.f("ck_training_set_frames_digest_length")
+        ),
+        sa.ForeignKeyConstraint(
+            ["training_set_id"],
+            ["training_sets.id"],
+            name=op.f("fk_training_set_frames_training_set_id_training_sets"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("training_set_id", "frame_id", name=op.f("pk_training_set_frames")),
+    )
+    op.execute(IMMUTABLE)
+
+
+def downgrade() -> None:
+    # Unsafe: drops every training set.
+    op.drop_table("training_set_frames")
+    op.drop_table("training_sets")
+    op.execute("DROP FUNCTION training_sets_immutable()")

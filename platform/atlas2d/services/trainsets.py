@@ -1,0 +1,280 @@
+"""Training sets: create (rule, outlier filters, splits), list, show, verify, export.
+
+Python API for notebooks; every function returns plain data (dataclasses, DataFrames,
+paths). The selection runs in SQL (``queries.trainsets``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from atlas2d.analysis.splits import SPLIT_NAMES, assign_splits
+from atlas2d.analysis.structure import ISOLATED_CUTOFF_A, has_isolated_atom
+from atlas2d.db.types import vec3_from_bytes
+from atlas2d.errors import AlreadyExists, InvalidInput, NotFound
+from atlas2d.io.records import ExportFrame
+from atlas2d.queries import trainsets as queries
+from atlas2d.queries.trainsets import SelectionParameters
+
+EXPORT_FORMATS = ("mace", "matgl", "extxyz")
+
+
+@dataclass
+class TrainingSetSummary:
+    """A stored training set: what it holds and how it was made."""
+
+    name: str
+    rule: str
+    parameters: dict[str, Any]
+    split_counts: dict[str, dict[str, int]]
+    filter_counts: dict[str, Any]
+    n_frames: int
+    n_materials: int
+    relaxation_watermark: int
+    content_hash: str
+    created_at: Any = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> TrainingSetSummary:
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass
+class VerifyReport:
+    """Whether a training set reproduces from the stored parameters and data."""
+
+    name: str
+    reproduced: bool
+    stored_hash: str
+    recomputed_hash: str
+    differences: dict[str, Any] = field(default_factory=dict)
+
+
+def _validate(params: SelectionParameters) -> None:
+    problems = []
+    if params.rule not in ("ecut", "wang", "all"):
+        problems.append(f"rule {params.rule!r} is not one of ecut, wang, all")
+    if params.outlier_scope not in ("material", "frame"):
+        problems.append(f"outlier scope {params.outlier_scope!r} is not material or frame")
+    if params.group_by not in ("material", "formula", "chemsys"):
+        problems.append(f"group-by {params.group_by!r} is not material, formula or chemsys")
+    if len(params.split) != 3 or min(params.split) < 0 or abs(sum(params.split) - 100) > 1e-9:
+        problems.append(f"split {params.split} does not sum to 100")
+    if params.ecut < 0:
+        problems.append("ecut must be ≥ 0 eV/atom")
+    if problems:
+        raise InvalidInput("Invalid training-set parameters: " + "; ".join(problems) + ".")
+
+
+def _select(session: Session, params: SelectionParameters, watermark: int) -> dict[str, Any]:
+    """Run the whole selection into ``trainset_selected``; return its counts."""
+    queries.select_candidates(session, params, watermark)
+    if params.isolated_cutoff != ISOLATED_CUTOFF_A:
+        # The stored flag is for 5 Å; another cutoff is computed for the candidates.
+        ids, cells, positions = queries.candidate_geometry(session)
+        flags = np.array(
+            [has_isolated_atom(c[None], p[None], params.isolated_cutoff)[0] for c, p in zip(cells, positions, strict=True)],
+            dtype=bool,
+        )
+        queries.set_isolated_flags(session, ids, flags)
+    candidate_frames, candidate_materials = queries.candidate_totals(session)
+    per_filter = queries.filter_counts(session)
+    groups = queries.surviving_groups(session, params.outlier_scope, params.group_by)
+    split_of_group = assign_splits([key for _, key in groups], params.split, params.seed)
+    queries.fill_selected(session, params.outlier_scope, {m: split_of_group[key] for m, key in groups})
+    split_counts = queries.selected_counts(session)
+    n_frames = sum(c["frames"] for c in split_counts.values())
+    n_materials = sum(c["materials"] for c in split_counts.values())
+    return {
+        "split_counts": split_counts,
+        "filter_counts": {
+            **per_filter,
+            "rule_kept": {"frames": candidate_frames, "materials": candidate_materials},
+            "removed": {"frames": candidate_frames - n_frames, "materials": candidate_materials - n_materials},
+        },
+        "n_frames": n_frames,
+        "n_materials": n_materials,
+    }
+
+
+def create_training_set(
+    sessions: sessionmaker[Session], name: str, params: SelectionParameters
+) -> TrainingSetSummary:
+    """Select, filter, split and store a training set in one transaction.
+
+    Raises:
+        InvalidInput: bad parameters, or no frame survives the selection.
+        AlreadyExists: a training set with this name exists.
+    """
+    _validate(params)
+    try:
+        with sessions.begin() as session:
+            if queries.training_set_row(session, name) is not None:
+                raise AlreadyExists(
+                    f"A training set named {name!r} exists; training sets are immutable, pick another name."
+                )
+            watermark = queries.relaxation_watermark(session)
+            counts = _select(session, params, watermark)
+            if counts["n_frames"] == 0:
+                raise InvalidInput(
+                    f"No frame survives the selection for training set {name!r} "
+                    f"(rule kept {counts['filter_counts']['rule_kept']['frames']} frames before the "
+                    "outlier filters); ingest data or loosen the selection."
+                )
+            row = {
+                "name": name,
+                "rule": params.rule,
+                "parameters": params.to_json(),
+                "watermark": watermark,
+                "content_hash": queries.selected_hash(session),
+                **counts,
+            }
+            queries.insert_training_set(session, row)
+            stored = queries.training_set_row(session, name)
+    except IntegrityError as err:
+        raise AlreadyExists(f"A training set named {name!r} exists; pick another name.") from err
+    assert stored is not None
+    return TrainingSetSummary.from_row(stored)
+
+
+def _get(session: Session, name: str) -> dict[str, Any]:
+    row = queries.training_set_row(session, name)
+    if row is None:
+        raise NotFound(f"No training set is named {name!r}; `atlas2d trainset list` shows them.")
+    return row
+
+
+def show_training_set(sessions: sessionmaker[Session], name: str) -> TrainingSetSummary:
+    """One stored training set. Raises NotFound."""
+    with sessions.begin() as session:
+        return TrainingSetSummary.from_row(_get(session, name))
+
+
+def list_training_sets(sessions: sessionmaker[Session]) -> pd.DataFrame:
+    """One row per training set: name, rule, ecut, frames per split, hash, time."""
+    with sessions.begin() as session:
+        rows = queries.list_training_sets(session)
+    return pd.DataFrame(
+        [
+            {
+                "name": r["name"],
+                "rule": r["rule"],
+                "ecut_ev_per_atom": r["parameters"]["ecut"] if r["rule"] == "ecut" else None,
+                "materials": r["n_materials"],
+                **{f"{s}_frames": r["split_counts"][s]["frames"] for s in SPLIT_NAMES},
+                "content_hash": r["content_hash"][:12],
+                "created_at": f"{r['created_at']:%Y-%m-%d %H:%M}",
+            }
+            for r in rows
+        ],
+        columns=["name", "rule", "ecut_ev_per_atom", "materials", "train_frames", "val_frames", "test_frames", "content_hash", "created_at"],
+    )
+
+
+def verify_training_set(sessions: sessionmaker[Session], name: str) -> VerifyReport:
+    """Re-run the selection with the stored parameters below the stored watermark and
+    compare frames, splits, content and hash with what was stored. Writes nothing (the
+    re-run lives in temporary tables dropped at commit)."""
+    with sessions.begin() as session:
+        row = _get(session, name)
+        params = SelectionParameters.from_json(row["parameters"])
+        _select(session, params, row["relaxation_watermark"])
+        recomputed = queries.selected_hash(session)
+        differences = queries.compare_with_stored(session, row["id"])
+    reproduced = recomputed == row["content_hash"] and not any(d["count"] for d in differences.values())
+    return VerifyReport(name, reproduced, row["content_hash"], recomputed, differences)
+
+
+# --- export ---------------------------------------------------------------------------
+
+EXPORT_SQL = """
+SELECT t.frame_id, t.split, f.step, f.cell, f.positions, f.forces, f.stress, f.energy,
+       r.id AS relaxation_id, r.species, r.pbc, m.key AS material_key, m.dimensionality
+FROM training_set_frames t
+JOIN frames f ON f.id = t.frame_id
+JOIN relaxations r ON r.id = f.relaxation_id
+JOIN materials m ON m.id = r.material_id
+WHERE t.training_set_id = :id AND t.split = :split
+ORDER BY t.frame_id
+"""
+
+
+def zero_out_of_plane(stress: np.ndarray) -> np.ndarray:
+    """A copy of a (3, 3) stress with the components that have a z index set to zero,
+    so a layer's cell relaxes in-plane only (DESIGN.md, 2D)."""
+    in_plane = np.array(stress, dtype=np.float64)
+    in_plane[2, :] = 0.0
+    in_plane[:, 2] = 0.0
+    return in_plane
+
+
+def _export_frames(session: Session, training_set_id: int, name: str, split: str) -> Iterator[ExportFrame]:
+    """Stream a split's frames from the database (server-side cursor)."""
+    result = session.execute(
+        text(EXPORT_SQL).execution_options(stream_results=True, yield_per=2000),
+        {"id": training_set_id, "split": split},
+    )
+    for row in result:
+        stress = None if row.stress is None else np.asarray(row.stress, dtype=np.float64)
+        if stress is not None and row.dimensionality == 2:
+            stress = zero_out_of_plane(stress)
+        yield ExportFrame(
+            species=np.asarray(row.species, dtype=np.int64),
+            cell=np.asarray(row.cell, dtype=np.float64),
+            positions=vec3_from_bytes(row.positions),
+            energy=float(row.energy),
+            forces=vec3_from_bytes(row.forces),
+            stress=stress,
+            info={
+                "material_key": row.material_key,
+                "relaxation_id": row.relaxation_id,
+                "frame_id": row.frame_id,
+                "step": row.step,
+                "split": row.split,
+                "training_set": name,
+            },
+            pbc=tuple(row.pbc),  # type: ignore[arg-type]
+        )
+
+
+def export_training_set(
+    sessions: sessionmaker[Session], name: str, fmt: str, out_dir: Path
+) -> dict[str, tuple[Path, int]]:
+    """Write one file (extxyz, mace) or dataset folder (matgl) per split.
+
+    Returns:
+        split → (path written, frames written); empty splits are skipped.
+
+    Raises:
+        NotFound: no such training set. InvalidInput: unknown format.
+    """
+    from atlas2d.io import exporters
+
+    if fmt not in EXPORT_FORMATS:
+        raise InvalidInput(f"Unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, tuple[Path, int]] = {}
+    with sessions.begin() as session:
+        row = _get(session, name)
+        for split in SPLIT_NAMES:
+            if row["split_counts"][split]["frames"] == 0:
+                continue
+            frames = _export_frames(session, row["id"], name, split)
+            if fmt == "matgl":
+                path = out_dir / split
+                count = exporters.write_matgl_dataset(frames, path)
+            else:
+                path = out_dir / f"{split}.xyz"
+                writer = exporters.write_mace_extxyz if fmt == "mace" else exporters.write_extxyz
+                count = writer(frames, path)
+            written[split] = (path, count)
+    return written
