@@ -182,6 +182,7 @@ def upgrade() -> None:
         sa.Column("final_energy", sa.Double(), nullable=False),
         sa.Column("final_energy_per_atom", sa.Double(), nullable=False),
         sa.Column("final_area_per_atom", sa.Double(), nullable=False),
+        sa.Column("max_energy_change", sa.Double(), nullable=True),
         sa.Column("wall_time_s", sa.Double(), nullable=True),
         _jsonb("info"),
         sa.Column("content_hash", sa.String(length=64), nullable=False),
@@ -223,11 +224,14 @@ def upgrade() -> None:
         _matrix3("stress", nullable=True),
         sa.Column("energy", sa.Double(), nullable=False),
         sa.Column("energy_per_atom", sa.Double(), nullable=False),
+        sa.Column("energy_change", sa.Double(), nullable=True),
         sa.Column("max_force", sa.Double(), nullable=False),
         sa.Column("max_abs_stress", sa.Double(), nullable=True),
         sa.Column("area_per_atom", sa.Double(), nullable=False),
         sa.Column("has_isolated_atom", sa.Boolean(), nullable=False),
+        sa.Column("digest", sa.LargeBinary(), nullable=False),
         sa.CheckConstraint("cardinality(cell) = 9", name=op.f("ck_frames_cell_shape")),
+        sa.CheckConstraint("octet_length(digest) = 16", name=op.f("ck_frames_digest_length")),
         sa.CheckConstraint("n_sites > 0", name=op.f("ck_frames_n_sites_positive")),
         sa.CheckConstraint(
             "octet_length(forces) = 24 * n_sites", name=op.f("ck_frames_forces_length")

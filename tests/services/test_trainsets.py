@@ -238,7 +238,7 @@ def test_training_sets_are_immutable_and_named_once(sessions, alexandria_data) -
     with pytest.raises(AlreadyExists, match="'fixed' exists"):
         create_training_set(sessions, "fixed", SelectionParameters(ecut=0.5))
     with pytest.raises(DBAPIError, match="training sets are immutable"), sessions.begin() as session:
-        session.execute(text("UPDATE training_set_frames SET split = 'test'"))
+        session.execute(text("UPDATE training_set_relaxations SET split = 'test'"))
     with pytest.raises(NotFound, match="No training set is named 'nope'"):
         show_training_set(sessions, "nope")
     listing = list_training_sets(sessions)

@@ -29,9 +29,9 @@ class Field:
     Attributes:
         kind: ``int2``, ``int4``, ``int8``, ``float8``, ``bool``, ``matrix3`` (a 3×3
             ``double precision[]``), ``vec3`` (an (n, 3) float64 array as little-endian
-            ``bytea``) or ``null``.
+            ``bytea``), ``bytes`` (a fixed-length ``bytea``) or ``null``.
         values: (rows,) for scalars, (rows, 3, 3) for matrix3, (rows, n, 3) for vec3,
-            None for null.
+            (rows, k) uint8 for bytes, None for null.
     """
 
     kind: str
@@ -48,6 +48,8 @@ def _field_dtype(field: Field) -> list[tuple[str, Any]]:
     if field.kind == "vec3":
         n_values = int(np.prod(field.values.shape[1:]))
         return [("length", ">i4"), ("value", "<f8", (n_values,))]
+    if field.kind == "bytes":
+        return [("length", ">i4"), ("value", "u1", (field.values.shape[1],))]
     raise ValueError(f"unknown field kind {field.kind!r}")
 
 
@@ -73,6 +75,9 @@ def encode_rows(fields: list[Field]) -> bytes:
             column["elements"]["value"] = np.asarray(field.values, dtype=np.float64).reshape(
                 n_rows, 9
             )
+        elif field.kind == "bytes":
+            column["length"] = field.values.shape[1]
+            column["value"] = field.values
         elif field.kind == "vec3":
             values = np.asarray(field.values, dtype=np.float64).reshape(n_rows, -1)
             column["length"] = values.shape[1] * 8

@@ -166,6 +166,9 @@ class Relaxation(Base):
     """eV/atom."""
     final_area_per_atom: Mapped[float] = mapped_column(Double)
     """|a × b| / N of the last step (Å²/atom)."""
+    max_energy_change: Mapped[float | None] = mapped_column(Double)
+    """Largest |e_i − e_{i+1}| between successive steps (eV/atom); NULL for one step.
+    No step passes the ecut rule when this is ≤ ecut."""
     wall_time_s: Mapped[float | None] = mapped_column(Double)
     info: Mapped[dict[str, Any]]
     """Ingest notes, e.g. the re-orientation applied to put the vacuum along c."""
@@ -191,6 +194,7 @@ class Frame(Base):
         CheckConstraint("octet_length(forces) = 24 * n_sites", name="forces_length"),
         CheckConstraint("cardinality(cell) = 9", name="cell_shape"),
         CheckConstraint("stress IS NULL OR cardinality(stress) = 9", name="stress_shape"),
+        CheckConstraint("octet_length(digest) = 16", name="digest_length"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -213,6 +217,8 @@ class Frame(Base):
     """Total energy (eV)."""
     energy_per_atom: Mapped[float] = mapped_column(Double)
     """energy / n_sites (eV/atom)."""
+    energy_change: Mapped[float | None] = mapped_column(Double)
+    """|e_i − e_{i+1}| to the next step (eV/atom); NULL for the last step."""
     max_force: Mapped[float] = mapped_column(Double)
     """Largest per-atom force norm (eV/Å)."""
     max_abs_stress: Mapped[float | None] = mapped_column(Double)
@@ -221,6 +227,8 @@ class Frame(Base):
     """|a × b| / n_sites (Å²/atom)."""
     has_isolated_atom: Mapped[bool] = mapped_column(Boolean)
     """True when some atom has no neighbour (periodic images included) within 5 Å."""
+    digest: Mapped[bytes] = mapped_column(LargeBinary)
+    """xxh3-128 of the frame's content (``db.digests``), to detect changes."""
 
 
 SPLITS = ("train", "val", "test")
@@ -247,24 +255,29 @@ class TrainingSet(Base):
     relaxation_watermark: Mapped[int] = mapped_column(Integer)
     """Largest relaxation id visible when the set was made; verify re-selects below it."""
     content_hash: Mapped[str] = mapped_column(String(64))
-    """sha256 over (frame id, split, frame digest) in frame-id order."""
+    """sha256 over, in relaxation order, each relaxation's id and split and its selected
+    frames' ids and digests in step order (``queries.trainsets``)."""
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
-class TrainingSetFrame(Base):
-    """A frame in a training set, with its split and a digest of its content."""
+class TrainingSetRelaxation(Base):
+    """The frames a training set takes from one relaxation, and their split.
 
-    __tablename__ = "training_set_frames"
+    The view ``training_set_frames(training_set_id, relaxation_id, frame_id, split)``
+    lists them one per row.
+    """
+
+    __tablename__ = "training_set_relaxations"
     __table_args__ = (
         CheckConstraint(_in_list("split", SPLITS), name="split"),
-        CheckConstraint("octet_length(digest) = 32", name="digest_length"),
+        CheckConstraint("cardinality(frame_ids) > 0", name="frame_ids_not_empty"),
     )
 
     training_set_id: Mapped[int] = mapped_column(
         ForeignKey("training_sets.id", ondelete="CASCADE"), primary_key=True
     )
-    frame_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    """frames.id; no foreign key: verify reports frames deleted since the set was made."""
+    relaxation_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    """relaxations.id; no foreign key: verify reports what was deleted since."""
     split: Mapped[str] = mapped_column(Text)
-    digest: Mapped[bytes] = mapped_column(LargeBinary)
-    """sha256 of the frame's content (``queries.trainsets.FRAME_DIGEST_SQL``)."""
+    frame_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger, dimensions=1))
+    """frames.id of the selected steps, in step order."""

@@ -15,7 +15,7 @@ from atlas2d.db.copy_binary import COPY_HEADER, COPY_TRAILER
 
 FRAME_COLUMNS = (
     "relaxation_id, step, n_sites, cell, positions, forces, stress, energy, energy_per_atom,"
-    " max_force, max_abs_stress, area_per_atom, has_isolated_atom"
+    " energy_change, max_force, max_abs_stress, area_per_atom, has_isolated_atom, digest"
 )
 COPY_CHUNK_BYTES = 8 << 20
 
@@ -108,7 +108,7 @@ RELAXATION_RECORD = (
     "material_id int, source_id int, method text, sequence smallint, parameters jsonb,"
     " n_sites smallint, species smallint[], pbc boolean[], n_steps int, converged boolean,"
     " final_energy float8, final_energy_per_atom float8, final_area_per_atom float8,"
-    " wall_time_s float8, info jsonb, content_hash text"
+    " max_energy_change float8, wall_time_s float8, info jsonb, content_hash text"
 )
 
 

@@ -1,16 +1,22 @@
-"""Training-set selection in SQL: the thesis's step rules with window functions over the
-frames of each relaxation, the outlier filters, and per-frame content digests.
+"""Training-set selection in SQL: the thesis's step rules, the outlier filters, and the
+content hash.
 
-Every function takes ``session`` first and never commits. The selection is left in
-temporary tables of the current transaction:
+The rules need each step's energy change to the next step and whether any step of the
+relaxation passes ecut; ingest stores both (``frames.energy_change``,
+``relaxations.max_energy_change``), so a selection is one pass over the frames with no
+window functions. Every function takes ``session`` first and never commits. The
+selection is left in temporary tables of the current transaction, one row per
+relaxation:
 
-* ``trainset_candidates``: frames the rule keeps, with the outlier flags;
-* ``trainset_selected(frame_id, material_id, split, digest)``: what survives the filters,
-  with its split (filled by ``fill_selected``).
+* ``trainset_candidates``: the frames the rule keeps, outlier counts per filter, and the
+  ids and digests of the frames no filter flags;
+* ``trainset_selected(relaxation_id, material_id, split, frame_ids, digests)``: what
+  survives the filters, with its split (``fill_selected``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,13 +27,6 @@ from sqlalchemy.orm import Session
 from atlas2d.analysis.units import KBAR_PER_EV_PER_A3
 
 FILTERS = ("max_sites", "isolated", "energy_per_atom", "max_force", "max_stress")
-
-FRAME_DIGEST_SQL = (
-    "sha256(int8send(f.id) || int4send(f.step) || float8send(f.energy)"
-    " || convert_to(f.cell::text, 'UTF8') || f.positions || f.forces"
-    " || COALESCE(convert_to(f.stress::text, 'UTF8'), ''::bytea))"
-)
-"""sha256 of a frame's content (``f`` = frames); PostgreSQL prints float8 exactly."""
 
 
 @dataclass(frozen=True)
@@ -86,16 +85,17 @@ class SelectionParameters:
 
 
 _RULES = {
-    "ecut": "qualifies OR (NOT any_qualifies AND i IN (0, (n - 1) / 2, n - 1))"
-    " OR (:include_final AND i = n - 1)",
-    "wang": "i IN (0, n / 3, n - 1)",
+    "ecut": "f.energy_change > :ecut"
+    " OR (r.no_step_passes AND f.step IN (0, (r.n_steps - 1) / 2, r.n_steps - 1))"
+    " OR (:include_final AND f.step = r.n_steps - 1)",
+    "wang": "f.step IN (0, r.n_steps / 3, r.n_steps - 1)",
     "all": "true",
 }
 
-CANDIDATES_SQL = """
-CREATE TEMP TABLE trainset_candidates ON COMMIT DROP AS
+RUNS_CTE = """
 WITH runs AS (
-    SELECT r.id, r.material_id
+    SELECT r.id, r.material_id, r.n_steps,
+           COALESCE(r.max_energy_change, 0) <= :ecut AS no_step_passes
     FROM relaxations r JOIN materials m ON m.id = r.material_id
     WHERE r.method = :method AND r.id <= :watermark
       AND (CAST(:dimensionality AS int) IS NULL OR m.dimensionality = :dimensionality)
@@ -103,25 +103,33 @@ WITH runs AS (
       AND (cardinality(CAST(:sources AS text[])) = 0 OR r.source_id IN (
             SELECT s.id FROM sources s
             WHERE s.path = ANY(CAST(:sources AS text[])) OR s.id::text = ANY(CAST(:sources AS text[]))))
-), indexed AS (
-    SELECT f.id AS frame_id, f.relaxation_id, r.material_id,
-           row_number() OVER w - 1 AS i,
-           count(*) OVER (PARTITION BY f.relaxation_id) AS n,
-           COALESCE(abs(f.energy_per_atom - lead(f.energy_per_atom) OVER w) > :ecut, false) AS qualifies,
-           f.energy_per_atom, f.n_sites, f.max_force, f.max_abs_stress, f.has_isolated_atom
+)"""
+"""The relaxations that enter, and whether any of their steps passes ecut."""
+
+CANDIDATES_SQL = (
+    "CREATE TEMP TABLE trainset_candidates ON COMMIT DROP AS"
+    + RUNS_CTE
+    + """, kept AS (
+    SELECT f.id, f.relaxation_id, r.material_id, f.step, f.digest,
+           f.n_sites > :max_sites AS max_sites,
+           f.has_isolated_atom AS isolated,
+           (f.energy_per_atom > :max_energy_per_atom OR f.energy_per_atom < :min_energy_per_atom) AS energy_per_atom,
+           f.max_force > :max_force AS max_force,
+           COALESCE(f.max_abs_stress * :kbar_per_ev_a3 > :max_stress_kbar, false) AS max_stress
     FROM frames f JOIN runs r ON r.id = f.relaxation_id
-    WINDOW w AS (PARTITION BY f.relaxation_id ORDER BY f.step)
-), ruled AS (
-    SELECT *, bool_or(qualifies) OVER (PARTITION BY relaxation_id) AS any_qualifies FROM indexed
+    WHERE {rule}
 )
-SELECT frame_id, relaxation_id, material_id,
-       n_sites > :max_sites AS off_max_sites,
-       has_isolated_atom AS off_isolated,
-       (energy_per_atom > :max_energy_per_atom OR energy_per_atom < :min_energy_per_atom) AS off_energy_per_atom,
-       max_force > :max_force AS off_max_force,
-       COALESCE(max_abs_stress * :kbar_per_ev_a3 > :max_stress_kbar, false) AS off_max_stress
-FROM ruled WHERE {rule}
+SELECT relaxation_id, material_id, count(*) AS n_kept,
+       {filter_counts},
+       array_agg(id ORDER BY step) FILTER (WHERE NOT ({offending})) AS clean_ids,
+       string_agg(int8send(id) || digest, ''::bytea ORDER BY step) FILTER (WHERE NOT ({offending})) AS clean_digests
+FROM kept GROUP BY relaxation_id, material_id
 """
+)
+
+
+def _offending(prefix: str = "") -> str:
+    return " OR ".join(f"{prefix}{name}" for name in FILTERS)
 
 
 def _reset(session: Session) -> None:
@@ -133,107 +141,130 @@ def relaxation_watermark(session: Session) -> int:
     return session.execute(text("SELECT COALESCE(max(id), 0) FROM relaxations")).scalar_one()
 
 
-def select_candidates(session: Session, params: SelectionParameters, watermark: int) -> None:
-    """Fill ``trainset_candidates`` with the frames the rule keeps and their outlier flags."""
+def select_candidates(
+    session: Session,
+    params: SelectionParameters,
+    watermark: int,
+    isolated_frames: np.ndarray | None = None,
+) -> None:
+    """Fill ``trainset_candidates``: per relaxation, the frames the rule keeps.
+
+    Args:
+        isolated_frames: frame ids with an isolated atom for a cutoff other than the
+            stored 5 Å one (see ``rule_frame_geometry``); None uses the stored flag.
+    """
     _reset(session)
-    # Sorting a million frames by (relaxation, step) fits in memory with this.
+    # Aggregating a million frames fits in memory with this.
     session.execute(text("SET LOCAL work_mem = '256MB'"))
-    session.execute(
-        text(CANDIDATES_SQL.format(rule=_RULES[params.rule])),
-        {
-            "method": params.method,
-            "watermark": watermark,
-            "dimensionality": params.dimensionality,
-            "chemsys": list(params.chemsys),
-            "sources": list(params.sources),
-            "ecut": params.ecut,
-            "include_final": params.include_final,
-            "max_sites": params.max_sites,
-            "max_energy_per_atom": params.max_energy_per_atom,
-            "min_energy_per_atom": params.min_energy_per_atom,
-            "max_force": params.max_force,
-            "kbar_per_ev_a3": KBAR_PER_EV_PER_A3,
-            "max_stress_kbar": params.max_stress_kbar,
-        },
+    sql = CANDIDATES_SQL.format(
+        rule=_RULES[params.rule],
+        filter_counts=", ".join(f"count(*) FILTER (WHERE {name}) AS {name}" for name in FILTERS),
+        offending=_offending(),
     )
+    if isolated_frames is not None:
+        sql = sql.replace(
+            "f.has_isolated_atom AS isolated", "f.id = ANY(CAST(:isolated_ids AS bigint[])) AS isolated"
+        )
+    session.execute(text(sql), {**_parameters(params, watermark), "isolated_ids": [] if isolated_frames is None else isolated_frames.tolist()})
 
 
-def candidate_geometry(session: Session) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Frame ids, cells (F, 3, 3) and positions (list of (N, 3)) of the candidates."""
+def _parameters(params: SelectionParameters, watermark: int) -> dict[str, Any]:
+    return {
+        "method": params.method,
+        "watermark": watermark,
+        "dimensionality": params.dimensionality,
+        "chemsys": list(params.chemsys),
+        "sources": list(params.sources),
+        "ecut": params.ecut,
+        "include_final": params.include_final,
+        "max_sites": params.max_sites,
+        "max_energy_per_atom": params.max_energy_per_atom,
+        "min_energy_per_atom": params.min_energy_per_atom,
+        "max_force": params.max_force,
+        "kbar_per_ev_a3": KBAR_PER_EV_PER_A3,
+        "max_stress_kbar": params.max_stress_kbar,
+    }
+
+
+def rule_frame_geometry(session: Session, params: SelectionParameters, watermark: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(frame ids, cells (F, 3, 3), positions (F, N, 3)) of the frames the rule keeps,
+    one relaxation at a time: for an isolated-atom cutoff other than the stored one."""
     from atlas2d.db.types import vec3_from_bytes
 
     rows = session.execute(
         text(
-            "SELECT c.frame_id, f.cell, f.positions FROM trainset_candidates c"
-            " JOIN frames f ON f.id = c.frame_id ORDER BY c.frame_id"
-        )
-    ).all()
-    ids = np.array([r.frame_id for r in rows], dtype=np.int64)
-    cells = np.array([r.cell for r in rows], dtype=np.float64).reshape(-1, 3, 3)
-    return ids, cells, [vec3_from_bytes(r.positions) for r in rows]
+            f"{RUNS_CTE} SELECT f.id, f.relaxation_id, f.cell, f.positions FROM frames f"
+            f" JOIN runs r ON r.id = f.relaxation_id WHERE {_RULES[params.rule]}"
+            " ORDER BY f.relaxation_id, f.step"
+        ).execution_options(stream_results=True, yield_per=5000),
+        _parameters(params, watermark),
+    )
+    batch: list[Any] = []
+    for row in rows:
+        if batch and row.relaxation_id != batch[-1].relaxation_id:
+            yield _geometry(batch, vec3_from_bytes)
+            batch = []
+        batch.append(row)
+    if batch:
+        yield _geometry(batch, vec3_from_bytes)
 
 
-def set_isolated_flags(session: Session, frame_ids: np.ndarray, isolated: np.ndarray) -> None:
-    """Replace the stored 5 Å isolated-atom flags by ones for another cutoff."""
-    session.execute(
-        text(
-            "UPDATE trainset_candidates c SET off_isolated = u.flag"
-            " FROM unnest(CAST(:ids AS bigint[]), CAST(:flags AS boolean[])) AS u(id, flag)"
-            " WHERE c.frame_id = u.id"
-        ),
-        {"ids": frame_ids.tolist(), "flags": isolated.tolist()},
+def _geometry(rows: list[Any], decode: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (
+        np.array([r.id for r in rows], dtype=np.int64),
+        np.array([r.cell for r in rows], dtype=np.float64),
+        np.stack([decode(r.positions) for r in rows]),
     )
 
 
 def filter_counts(session: Session) -> dict[str, dict[str, int]]:
-    """Frames, and materials with at least one such frame, that each filter flags."""
+    """Frames, and materials with at least one such frame, that each filter flags, and
+    what the rule kept before the filters."""
     columns = ", ".join(
-        f"count(*) FILTER (WHERE off_{name}), count(DISTINCT material_id) FILTER (WHERE off_{name})"
-        for name in FILTERS
+        f"COALESCE(sum({name}), 0), count(DISTINCT material_id) FILTER (WHERE {name} > 0)" for name in FILTERS
     )
-    row = session.execute(text(f"SELECT {columns} FROM trainset_candidates")).one()
-    return {name: {"frames": row[2 * k], "materials": row[2 * k + 1]} for k, name in enumerate(FILTERS)}
+    row = session.execute(
+        text(f"SELECT COALESCE(sum(n_kept), 0), count(DISTINCT material_id), {columns} FROM trainset_candidates")
+    ).one()
+    counts = {"rule_kept": {"frames": int(row[0]), "materials": int(row[1])}}
+    for k, name in enumerate(FILTERS):
+        counts[name] = {"frames": int(row[2 + 2 * k]), "materials": int(row[3 + 2 * k])}
+    return counts
 
 
-def _offending(alias: str = "") -> str:
-    prefix = f"{alias}." if alias else ""
-    return " OR ".join(f"{prefix}off_{name}" for name in FILTERS)
+def _survivors_where(scope: str) -> str:
+    if scope == "material":
+        return (
+            "material_id NOT IN (SELECT material_id FROM trainset_candidates"
+            " WHERE n_kept > COALESCE(cardinality(clean_ids), 0))"
+        )
+    return "clean_ids IS NOT NULL"
 
 
 def surviving_groups(session: Session, scope: str, group_by: str) -> list[tuple[int, str]]:
     """(material id, group key) of every material that keeps at least one frame."""
     group = {"material": "m.id::text", "formula": "m.formula", "chemsys": "m.chemsys"}[group_by]
-    survivors = _survivors_sql(scope)
     return [
         (material_id, key)
         for material_id, key in session.execute(
             text(
-                f"SELECT DISTINCT m.id, {group} FROM ({survivors}) s"
-                " JOIN materials m ON m.id = s.material_id"
+                f"SELECT DISTINCT m.id, {group} FROM trainset_candidates c"
+                f" JOIN materials m ON m.id = c.material_id WHERE {_survivors_where(scope)}"
             )
         )
     ]
 
 
-def _survivors_sql(scope: str) -> str:
-    if scope == "material":
-        return (
-            "SELECT * FROM trainset_candidates WHERE material_id NOT IN"
-            f" (SELECT material_id FROM trainset_candidates WHERE {_offending()})"
-        )
-    return f"SELECT * FROM trainset_candidates WHERE NOT ({_offending()})"
-
-
 def fill_selected(session: Session, scope: str, split_of_material: dict[int, str]) -> None:
-    """Fill ``trainset_selected`` with the surviving frames, their splits and digests."""
+    """Fill ``trainset_selected`` with the surviving relaxations, their splits, frame ids
+    and digests."""
     session.execute(
         text(
             "CREATE TEMP TABLE trainset_selected ON COMMIT DROP AS"
-            f" SELECT s.frame_id, s.material_id, a.split, {FRAME_DIGEST_SQL} AS digest"
-            f" FROM ({_survivors_sql(scope)}) s"
+            " SELECT c.relaxation_id, c.material_id, a.split, c.clean_ids AS frame_ids,"
+            " c.clean_digests AS digests FROM trainset_candidates c"
             " JOIN unnest(CAST(:material_ids AS int[]), CAST(:splits AS text[])) AS a(material_id, split)"
-            " ON a.material_id = s.material_id"
-            " JOIN frames f ON f.id = s.frame_id"
+            f" ON a.material_id = c.material_id WHERE {_survivors_where(scope).replace('material_id NOT IN', 'c.material_id NOT IN')}"
         ),
         {"material_ids": list(split_of_material), "splits": list(split_of_material.values())},
     )
@@ -243,46 +274,30 @@ def selected_counts(session: Session) -> dict[str, dict[str, int]]:
     """{split: {"frames": n, "materials": m}} of ``trainset_selected``."""
     rows = session.execute(
         text(
-            "SELECT split, count(*), count(DISTINCT material_id) FROM trainset_selected GROUP BY split"
+            "SELECT split, sum(cardinality(frame_ids)), count(DISTINCT material_id)"
+            " FROM trainset_selected GROUP BY split"
         )
     ).all()
     counts = {split: {"frames": 0, "materials": 0} for split in ("train", "val", "test")}
     for split, frames, materials in rows:
-        counts[split] = {"frames": frames, "materials": materials}
+        counts[split] = {"frames": int(frames), "materials": int(materials)}
     return counts
 
 
-def candidate_totals(session: Session) -> tuple[int, int]:
-    """(frames, materials) the rule kept before the outlier filters."""
-    frames, materials = session.execute(
-        text("SELECT count(*), count(DISTINCT material_id) FROM trainset_candidates")
-    ).one()
-    return frames, materials
-
-
-HASH_SQL = (
-    "SELECT encode(sha256(COALESCE(string_agg(int8send(frame_id) || convert_to(split, 'UTF8')"
-    " || digest, ''::bytea ORDER BY frame_id), ''::bytea)), 'hex') FROM {table}"
-)
-
-
 def selected_hash(session: Session) -> str:
-    """Content hash of ``trainset_selected``: sha256 over (frame id, split, digest)."""
-    return session.execute(text(HASH_SQL.format(table="trainset_selected"))).scalar_one()
-
-
-def stored_hash(session: Session, training_set_id: int) -> str:
-    """The same hash recomputed from a stored training set's rows."""
+    """sha256 over, in relaxation order, each relaxation's id, split, and its frames' ids
+    and digests in step order."""
     return session.execute(
         text(
-            HASH_SQL.format(table="training_set_frames WHERE training_set_id = :id")
-        ),
-        {"id": training_set_id},
+            "SELECT encode(sha256(COALESCE(string_agg(int4send(relaxation_id)"
+            " || convert_to(split, 'UTF8') || digests, ''::bytea ORDER BY relaxation_id),"
+            " ''::bytea)), 'hex') FROM trainset_selected"
+        )
     ).scalar_one()
 
 
 def insert_training_set(session: Session, row: dict[str, Any]) -> int:
-    """Insert the ``training_sets`` row and copy ``trainset_selected`` under it."""
+    """Insert the ``training_sets`` row and ``trainset_selected`` under it."""
     import json
 
     training_set_id = session.execute(
@@ -302,8 +317,8 @@ def insert_training_set(session: Session, row: dict[str, Any]) -> int:
     ).scalar_one()
     session.execute(
         text(
-            "INSERT INTO training_set_frames (training_set_id, frame_id, split, digest)"
-            " SELECT :id, frame_id, split, digest FROM trainset_selected"
+            "INSERT INTO training_set_relaxations (training_set_id, relaxation_id, split, frame_ids)"
+            " SELECT :id, relaxation_id, split, frame_ids FROM trainset_selected"
         ),
         {"id": training_set_id},
     )
@@ -328,39 +343,64 @@ def list_training_sets(session: Session) -> list[dict[str, Any]]:
     ]
 
 
+STORED_FRAMES = (
+    "SELECT frame_id, split FROM training_set_frames WHERE training_set_id = :id"
+)
+SELECTED_FRAMES = (
+    "SELECT u.frame_id, s.split FROM trainset_selected s"
+    " CROSS JOIN LATERAL unnest(s.frame_ids) AS u(frame_id)"
+)
+
+
 def compare_with_stored(session: Session, training_set_id: int, limit: int = 20) -> dict[str, Any]:
     """Differences between a stored training set and ``trainset_selected``.
 
     Returns:
-        deleted: stored frame ids no longer in ``frames``; changed: stored frames whose
-        content digest differs now; dropped / added: frames the selection no longer
-        / newly picks; moved: frames whose split differs. Each is (count, first ids).
+        deleted: stored frame ids no longer in ``frames``; dropped / added: frames the
+        selection no longer / newly picks; moved: frames whose split differs. Each is
+        {"count": n, "first": [up to ``limit`` ids]}.
     """
 
     def ids(sql: str) -> dict[str, Any]:
         rows = session.execute(text(sql), {"id": training_set_id}).scalars().all()
         return {"count": len(rows), "first": sorted(rows)[:limit]}
 
-    stored = "SELECT frame_id, split, digest FROM training_set_frames WHERE training_set_id = :id"
     return {
         "deleted": ids(
-            f"SELECT t.frame_id FROM ({stored}) t LEFT JOIN frames f ON f.id = t.frame_id"
+            f"SELECT t.frame_id FROM ({STORED_FRAMES}) t LEFT JOIN frames f ON f.id = t.frame_id"
             " WHERE f.id IS NULL"
         ),
-        "changed": ids(
-            f"SELECT t.frame_id FROM ({stored}) t JOIN frames f ON f.id = t.frame_id"
-            f" WHERE {FRAME_DIGEST_SQL} <> t.digest"
-        ),
         "dropped": ids(
-            f"SELECT t.frame_id FROM ({stored}) t LEFT JOIN trainset_selected s"
+            f"SELECT t.frame_id FROM ({STORED_FRAMES}) t LEFT JOIN ({SELECTED_FRAMES}) s"
             " ON s.frame_id = t.frame_id WHERE s.frame_id IS NULL"
         ),
         "added": ids(
-            f"SELECT s.frame_id FROM trainset_selected s LEFT JOIN ({stored}) t"
+            f"SELECT s.frame_id FROM ({SELECTED_FRAMES}) s LEFT JOIN ({STORED_FRAMES}) t"
             " ON t.frame_id = s.frame_id WHERE t.frame_id IS NULL"
         ),
         "moved": ids(
-            f"SELECT s.frame_id FROM trainset_selected s JOIN ({stored}) t"
+            f"SELECT s.frame_id FROM ({SELECTED_FRAMES}) s JOIN ({STORED_FRAMES}) t"
             " ON t.frame_id = s.frame_id WHERE t.split <> s.split"
         ),
     }
+
+
+def stored_frame_contents(session: Session, training_set_id: int) -> Iterator[list[Any]]:
+    """Rows (id, step, energy, cell, positions, forces, stress, digest) of a stored
+    set's frames that still exist, one relaxation at a time (streamed)."""
+    rows = session.execute(
+        text(
+            "SELECT f.id, f.relaxation_id, f.step, f.energy, f.cell, f.positions, f.forces,"
+            " f.stress, f.digest FROM training_set_frames t JOIN frames f ON f.id = t.frame_id"
+            " WHERE t.training_set_id = :id ORDER BY f.relaxation_id, f.step"
+        ).execution_options(stream_results=True, yield_per=5000),
+        {"id": training_set_id},
+    )
+    batch: list[Any] = []
+    for row in rows:
+        if batch and row.relaxation_id != batch[-1].relaxation_id:
+            yield batch
+            batch = []
+        batch.append(row)
+    if batch:
+        yield batch

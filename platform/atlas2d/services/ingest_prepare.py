@@ -18,6 +18,7 @@ from ase.data import chemical_symbols
 
 from atlas2d.analysis import structure
 from atlas2d.db.copy_binary import Field, encode_rows
+from atlas2d.db.digests import frame_digests
 from atlas2d.db.types import vec3_to_bytes
 from atlas2d.io.records import EnergyEntryRecord, Trajectory
 from atlas2d.io.validate import bad_record
@@ -199,6 +200,8 @@ def relaxation_row(block: FrameBlock, t: int, material_id: int, source_id: int) 
     traj = block.trajectories[t]
     last = int(block.offsets[t + 1]) - 1
     final_energy = float(block.energies[last])
+    energies_per_atom = block.energies[block.frames_of(t)] / traj.n_sites
+    changes = np.abs(np.diff(energies_per_atom))
     return {
         "material_id": material_id,
         "source_id": source_id,
@@ -215,6 +218,7 @@ def relaxation_row(block: FrameBlock, t: int, material_id: int, source_id: int) 
         "final_area_per_atom": float(
             structure.area_per_atom(block.cells[last : last + 1], traj.n_sites)[0]
         ),
+        "max_energy_change": float(changes.max()) if changes.size else None,
         "wall_time_s": traj.wall_time_s,
         "info": block.infos[t],
         "content_hash": block.hashes[t],
@@ -230,41 +234,60 @@ def encode_frames(block: FrameBlock, relaxation_ids: list[int | None]) -> Iterat
     """
     counts = np.diff(block.offsets)
     ids = np.repeat(np.array([-1 if i is None else i for i in relaxation_ids]), counts)
-    steps = np.arange(len(ids)) - np.repeat(block.offsets[:-1], counts)
-    reference = np.repeat(block.offsets[:-1], counts)
+    first = np.repeat(block.offsets[:-1], counts)
+    steps = np.arange(len(ids)) - first
+    is_last = np.zeros(len(ids), dtype=bool)
+    is_last[block.offsets[1:] - 1] = True
+    # |e_i − e_{i+1}| per atom to the next step of the same relaxation (eV/atom).
+    energy_per_atom = block.energies / block.n_sites
+    energy_change = np.abs(np.diff(energy_per_atom, append=np.nan))
     keep = np.flatnonzero(ids >= 0)
-    has_stress = block.stresses is not None
     for start in range(0, keep.size, ENCODE_CHUNK_FRAMES):
-        rows: np.ndarray | slice = keep[start : start + ENCODE_CHUNK_FRAMES]
-        if rows[-1] - rows[0] + 1 == rows.size:  # type: ignore[index]
-            rows = slice(int(rows[0]), int(rows[-1]) + 1)  # type: ignore[index]  # contiguous: views
-        n_rows = len(ids[rows])
-        cells, forces = block.cells[rows], block.forces[rows]
-        stresses = block.stresses[rows] if has_stress else None  # type: ignore[index]
-        yield encode_rows(
-            [
-                Field("int4", ids[rows]),
-                Field("int4", steps[rows]),
-                Field("int2", np.full(n_rows, block.n_sites)),
-                Field("matrix3", cells),
-                Field("vec3", block.positions[rows]),
-                Field("vec3", forces),
-                Field("matrix3", stresses) if has_stress else Field("null"),
-                Field("float8", block.energies[rows]),
-                Field("float8", block.energies[rows] / block.n_sites),
-                Field("float8", structure.max_force_norm(forces)),
-                Field("float8", structure.max_abs_stress(stresses))
-                if has_stress
-                else Field("null"),  # type: ignore[arg-type]
-                Field("float8", structure.area_per_atom(cells, block.n_sites)),
-                Field(
-                    "bool",
-                    structure.has_isolated_atom(
-                        block.cells, block.positions, reference=reference, frames=rows
-                    ),
-                ),
-            ]
-        )
+        rows = keep[start : start + ENCODE_CHUNK_FRAMES]
+        # A last step has no next step: its energy_change is NULL, a row of another layout.
+        for last in (False, True):
+            part = rows[is_last[rows] == last]
+            if part.size:
+                yield _encode_part(block, part, ids, steps, first, energy_per_atom, None if last else energy_change)
+
+
+def _encode_part(
+    block: FrameBlock,
+    rows: np.ndarray,
+    ids: np.ndarray,
+    steps: np.ndarray,
+    first: np.ndarray,
+    energy_per_atom: np.ndarray,
+    energy_change: np.ndarray | None,
+) -> bytes:
+    cells, positions, forces = block.cells[rows], block.positions[rows], block.forces[rows]
+    stresses = None if block.stresses is None else block.stresses[rows]
+    has_stress = stresses is not None
+    return encode_rows(
+        [
+            Field("int4", ids[rows]),
+            Field("int4", steps[rows]),
+            Field("int2", np.full(rows.size, block.n_sites)),
+            Field("matrix3", cells),
+            Field("vec3", positions),
+            Field("vec3", forces),
+            Field("matrix3", stresses) if has_stress else Field("null"),
+            Field("float8", block.energies[rows]),
+            Field("float8", energy_per_atom[rows]),
+            Field("float8", energy_change[rows]) if energy_change is not None else Field("null"),
+            Field("float8", structure.max_force_norm(forces)),
+            Field("float8", structure.max_abs_stress(stresses)) if has_stress else Field("null"),  # type: ignore[arg-type]
+            Field("float8", structure.area_per_atom(cells, block.n_sites)),
+            Field(
+                "bool",
+                structure.has_isolated_atom(block.cells, block.positions, reference=first, frames=rows),
+            ),
+            Field(
+                "bytes",
+                frame_digests(steps[rows], block.energies[rows], cells, positions, forces, stresses),
+            ),
+        ]
+    )
 
 
 @dataclass

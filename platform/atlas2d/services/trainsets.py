@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from atlas2d.analysis.splits import SPLIT_NAMES, assign_splits
 from atlas2d.analysis.structure import ISOLATED_CUTOFF_A, has_isolated_atom
+from atlas2d.db.digests import frame_digests
 from atlas2d.db.types import vec3_from_bytes
 from atlas2d.errors import AlreadyExists, InvalidInput, NotFound
 from atlas2d.io.records import ExportFrame
@@ -75,18 +76,21 @@ def _validate(params: SelectionParameters) -> None:
         raise InvalidInput("Invalid training-set parameters: " + "; ".join(problems) + ".")
 
 
+def _isolated_frames(session: Session, params: SelectionParameters, watermark: int) -> np.ndarray | None:
+    """Ids of rule-kept frames with an isolated atom at a cutoff other than the stored
+    5 Å one (computed from the geometry), or None to use the stored flag."""
+    if params.isolated_cutoff == ISOLATED_CUTOFF_A:
+        return None
+    isolated = [
+        ids[has_isolated_atom(cells, positions, params.isolated_cutoff)]
+        for ids, cells, positions in queries.rule_frame_geometry(session, params, watermark)
+    ]
+    return np.concatenate(isolated) if isolated else np.empty(0, dtype=np.int64)
+
+
 def _select(session: Session, params: SelectionParameters, watermark: int) -> dict[str, Any]:
     """Run the whole selection into ``trainset_selected``; return its counts."""
-    queries.select_candidates(session, params, watermark)
-    if params.isolated_cutoff != ISOLATED_CUTOFF_A:
-        # The stored flag is for 5 Å; another cutoff is computed for the candidates.
-        ids, cells, positions = queries.candidate_geometry(session)
-        flags = np.array(
-            [has_isolated_atom(c[None], p[None], params.isolated_cutoff)[0] for c, p in zip(cells, positions, strict=True)],
-            dtype=bool,
-        )
-        queries.set_isolated_flags(session, ids, flags)
-    candidate_frames, candidate_materials = queries.candidate_totals(session)
+    queries.select_candidates(session, params, watermark, _isolated_frames(session, params, watermark))
     per_filter = queries.filter_counts(session)
     groups = queries.surviving_groups(session, params.outlier_scope, params.group_by)
     split_of_group = assign_splits([key for _, key in groups], params.split, params.seed)
@@ -94,12 +98,12 @@ def _select(session: Session, params: SelectionParameters, watermark: int) -> di
     split_counts = queries.selected_counts(session)
     n_frames = sum(c["frames"] for c in split_counts.values())
     n_materials = sum(c["materials"] for c in split_counts.values())
+    kept = per_filter["rule_kept"]
     return {
         "split_counts": split_counts,
         "filter_counts": {
             **per_filter,
-            "rule_kept": {"frames": candidate_frames, "materials": candidate_materials},
-            "removed": {"frames": candidate_frames - n_frames, "materials": candidate_materials - n_materials},
+            "removed": {"frames": kept["frames"] - n_frames, "materials": kept["materials"] - n_materials},
         },
         "n_frames": n_frames,
         "n_materials": n_materials,
@@ -182,16 +186,35 @@ def list_training_sets(sessions: sessionmaker[Session]) -> pd.DataFrame:
 
 def verify_training_set(sessions: sessionmaker[Session], name: str) -> VerifyReport:
     """Re-run the selection with the stored parameters below the stored watermark and
-    compare frames, splits, content and hash with what was stored. Writes nothing (the
-    re-run lives in temporary tables dropped at commit)."""
+    compare frames, splits and hash with what was stored; recompute every stored
+    frame's content digest. Writes nothing (the re-run lives in temporary tables
+    dropped at commit)."""
     with sessions.begin() as session:
         row = _get(session, name)
         params = SelectionParameters.from_json(row["parameters"])
         _select(session, params, row["relaxation_watermark"])
         recomputed = queries.selected_hash(session)
         differences = queries.compare_with_stored(session, row["id"])
+        differences["changed"] = _changed_frames(session, row["id"])
     reproduced = recomputed == row["content_hash"] and not any(d["count"] for d in differences.values())
     return VerifyReport(name, reproduced, row["content_hash"], recomputed, differences)
+
+
+def _changed_frames(session: Session, training_set_id: int, limit: int = 20) -> dict[str, Any]:
+    """Stored frames whose content no longer matches the digest taken at ingest."""
+    changed: list[int] = []
+    for rows in queries.stored_frame_contents(session, training_set_id):
+        stresses = [r.stress for r in rows]
+        digests = frame_digests(
+            np.array([r.step for r in rows]),
+            np.array([r.energy for r in rows], dtype=np.float64),
+            np.array([r.cell for r in rows], dtype=np.float64),
+            np.stack([vec3_from_bytes(r.positions) for r in rows]),
+            np.stack([vec3_from_bytes(r.forces) for r in rows]),
+            None if stresses[0] is None else np.array(stresses, dtype=np.float64),
+        )
+        changed.extend(r.id for r, d in zip(rows, digests, strict=True) if d.tobytes() != bytes(r.digest))
+    return {"count": len(changed), "first": sorted(changed)[:limit]}
 
 
 # --- export ---------------------------------------------------------------------------
