@@ -21,7 +21,6 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import fresh_database, machine, stop_embedded_servers, timer, workdir
-
 from atlas2d.analysis.splits import assign_splits
 from atlas2d.analysis.units import KBAR_PER_EV_PER_A3
 from atlas2d.db.session import make_sessions
@@ -61,7 +60,9 @@ def pandas_selection(engine, params: SelectionParameters) -> int:  # type: ignor
     )
     bad_materials = set(kept.loc[offending, "material_id"])
     survivors = kept[~kept["material_id"].isin(bad_materials)]
-    splits = assign_splits([str(m) for m in survivors["material_id"].unique()], params.split, params.seed)
+    splits = assign_splits(
+        [str(m) for m in survivors["material_id"].unique()], params.split, params.seed
+    )
     survivors = survivors.assign(split=survivors["material_id"].astype(str).map(splits))
     return len(survivors)
 
@@ -80,42 +81,63 @@ def main() -> None:
     with timer() as ingest_s:
         for start in range(0, args.relaxations, BATCH):
             batch = synthetic_trajectories(
-                min(BATCH, args.relaxations - start), args.steps, (3, 20), seed=start, key_prefix=f"b{start}"
+                min(BATCH, args.relaxations - start),
+                args.steps,
+                (3, 20),
+                seed=start,
+                key_prefix=f"b{start}",
             )
-            n_frames += ingest_parsed(sessions, ParsedFile(f"batch-{start}", "records", "", "benchmark", trajectories=batch)).frames
+            n_frames += ingest_parsed(
+                sessions,
+                ParsedFile(f"batch-{start}", "records", "", "benchmark", trajectories=batch),
+            ).frames
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.exec_driver_sql("VACUUM ANALYZE")  # what a maintained database looks like
-    print(f"data: {args.relaxations} relaxations x {args.steps} steps (3-20 atoms) = {n_frames:,} frames, ingested in {ingest_s[0]:.1f} s")
+    print(
+        f"data: {args.relaxations} relaxations x {args.steps} steps (3-20 atoms) = {n_frames:,} frames, ingested in {ingest_s[0]:.1f} s"
+    )
 
     params = SelectionParameters(ecut=0.01)
     with timer() as create_s:
         summary = create_training_set(sessions, "bench-ecut", params)
-    print(f"trainset create, ecut 0.01 eV/atom: {create_s[0]:.2f} s, {summary.n_frames:,} frames selected")
+    print(
+        f"trainset create, ecut 0.01 eV/atom: {create_s[0]:.2f} s, {summary.n_frames:,} frames selected"
+    )
     with timer() as fallback_s:
         fallback = create_training_set(sessions, "bench-fallback", SelectionParameters(ecut=1e6))
-    print(f"trainset create, ecut 1e6: {fallback_s[0]:.2f} s, {fallback.n_frames:,} frames selected")
+    print(
+        f"trainset create, ecut 1e6: {fallback_s[0]:.2f} s, {fallback.n_frames:,} frames selected"
+    )
 
     with timer() as baseline_s:
         baseline_selected = pandas_selection(engine, params)
-    print(f"pandas baseline, ecut 0.01: {baseline_s[0]:.2f} s, {baseline_selected:,} frames selected")
+    print(
+        f"pandas baseline, ecut 0.01: {baseline_s[0]:.2f} s, {baseline_selected:,} frames selected"
+    )
     assert baseline_selected == summary.n_frames, (baseline_selected, summary.n_frames)
 
     with tempfile.TemporaryDirectory() as out, timer() as export_s:
         written = export_training_set(sessions, "bench-fallback", "extxyz", Path(out))
     exported = sum(count for _, count in written.values())
-    print(f"export (extxyz) of {exported:,} frames: {export_s[0]:.1f} s, {exported / export_s[0]:,.0f} frames/s")
+    print(
+        f"export (extxyz) of {exported:,} frames: {export_s[0]:.1f} s, {exported / export_s[0]:,.0f} frames/s"
+    )
 
     stop_embedded_servers(scratch)
-    print(json.dumps({
-        "frames": n_frames,
-        "selected": summary.n_frames,
-        "create_s": round(create_s[0], 3),
-        "create_fallback_s": round(fallback_s[0], 3),
-        "selected_fallback": fallback.n_frames,
-        "export_frames_per_s": round(exported / export_s[0]),
-        "baseline_s": round(baseline_s[0], 3),
-        "ratio": round(baseline_s[0] / create_s[0], 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "frames": n_frames,
+                "selected": summary.n_frames,
+                "create_s": round(create_s[0], 3),
+                "create_fallback_s": round(fallback_s[0], 3),
+                "selected_fallback": fallback.n_frames,
+                "export_frames_per_s": round(exported / export_s[0]),
+                "baseline_s": round(baseline_s[0], 3),
+                "ratio": round(baseline_s[0] / create_s[0], 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

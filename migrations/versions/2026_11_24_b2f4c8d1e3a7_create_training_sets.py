@@ -45,7 +45,10 @@ def upgrade() -> None:
         sa.Column("relaxation_watermark", sa.Integer(), nullable=False),
         sa.Column("content_hash", sa.String(length=64), nullable=False),
         sa.Column(
-            "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
         ),
         sa.CheckConstraint("rule IN ('ecut', 'wang', 'all')", name=op.f("ck_training_sets_rule")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_training_sets")),
@@ -63,7 +66,8 @@ def upgrade() -> None:
             "split IN ('train', 'val', 'test')", name=op.f("ck_training_set_relaxations_split")
         ),
         sa.CheckConstraint(
-            "cardinality(frame_ids) > 0", name=op.f("ck_training_set_relaxations_frame_ids_not_empty")
+            "cardinality(frame_ids) > 0",
+            name=op.f("ck_training_set_relaxations_frame_ids_not_empty"),
         ),
         sa.ForeignKeyConstraint(
             ["training_set_id"],

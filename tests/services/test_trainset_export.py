@@ -47,7 +47,9 @@ def test_exported_vasp_stress_matches_the_kbar_in_the_file(sessions, tmp_path: P
         step = atoms.info["step"]
         # extxyz keeps the symmetric (Voigt) part; VASP prints ~1e-6 kBar asymmetries.
         symmetric = (kbar[step] + kbar[step].T) / 2
-        assert np.allclose(atoms.get_stress(voigt=False), -symmetric / 1602.1766208, rtol=0, atol=1e-12)
+        assert np.allclose(
+            atoms.get_stress(voigt=False), -symmetric / 1602.1766208, rtol=0, atol=1e-12
+        )
     with sessions.begin() as session:
         frame_ids = set(session.execute(text("SELECT frame_id FROM training_set_frames")).scalars())
         relaxation_id = session.execute(text("SELECT id FROM relaxations")).scalar_one()
@@ -67,14 +69,24 @@ def layers(sessions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
 
 def _stored_stress(sessions, frame_id: int) -> np.ndarray:  # type: ignore[no-untyped-def]
     with sessions.begin() as session:
-        return np.asarray(session.execute(text("SELECT stress FROM frames WHERE id = :id"), {"id": frame_id}).scalar_one())
+        return np.asarray(
+            session.execute(
+                text("SELECT stress FROM frames WHERE id = :id"), {"id": frame_id}
+            ).scalar_one()
+        )
 
 
-def test_mace_export_zeroes_out_of_plane_stress_and_loads_in_mace(sessions, layers, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_mace_export_zeroes_out_of_plane_stress_and_loads_in_mace(
+    sessions, layers, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     from mace.data.utils import KeySpecification, load_from_xyz
 
     written = export_training_set(sessions, "layers", "mace", tmp_path)
-    assert {split: count for split, (_, count) in written.items()} == {"train": 18, "val": 9, "test": 9}
+    assert {split: count for split, (_, count) in written.items()} == {
+        "train": 18,
+        "val": 9,
+        "test": 9,
+    }
     for split, (path, count) in written.items():
         _, configs = load_from_xyz(str(path), KeySpecification.from_defaults())
         assert len(configs) == count
@@ -108,7 +120,9 @@ def test_trainset_commands(cli, tmp_path: Path) -> None:  # type: ignore[no-unty
     path = tmp_path / "layers.json"
     path.write_text(json.dumps(alexandria_document(synthetic_trajectories(10, 8, 6, seed=5))))
     assert cli("ingest", str(path))[0] == 0
-    code, out, _ = cli("trainset", "create", "t1", "--ecut", "0.01", "--split", "80:10:10", "--seed", "3")
+    code, out, _ = cli(
+        "trainset", "create", "t1", "--ecut", "0.01", "--split", "80:10:10", "--seed", "3"
+    )
     assert code == 0, out
     assert "content hash:" in out and "kept by the rule" in out and "flagged: max_force" in out
     code, out, _ = cli("trainset", "list", "--format", "json")
@@ -119,11 +133,15 @@ def test_trainset_commands(cli, tmp_path: Path) -> None:  # type: ignore[no-unty
     assert shown["parameters"]["split"] == [80.0, 10.0, 10.0] and shown["parameters"]["seed"] == 3
     code, out, _ = cli("trainset", "verify", "t1")
     assert code == 0 and "reproduced" in out
-    code, out, _ = cli("trainset", "export", "t1", "--format", "extxyz", "--out", str(tmp_path / "out"))
+    code, out, _ = cli(
+        "trainset", "export", "t1", "--format", "extxyz", "--out", str(tmp_path / "out")
+    )
     assert code == 0 and "train:" in out
     code, _, err = cli("trainset", "create", "bad", "--split", "90:20:5")
     assert code == 1 and "summing to 100" in err
-    code, out, _ = cli("sql", "SELECT min(frame_id) AS f FROM training_set_frames", "--format", "csv")
+    code, out, _ = cli(
+        "sql", "SELECT min(frame_id) AS f FROM training_set_frames", "--format", "csv"
+    )
     frame_id = out.splitlines()[1]
     from atlas2d.cli import context
 
@@ -131,4 +149,7 @@ def test_trainset_commands(cli, tmp_path: Path) -> None:  # type: ignore[no-unty
         session.execute(text(f"DELETE FROM frames WHERE id = {frame_id}"))
     code, out, _ = cli("trainset", "verify", "t1")
     assert code == 1
-    assert "does NOT reproduce" in out and f"selected frames deleted from the database: frame ids [{frame_id}]" in out
+    assert (
+        "does NOT reproduce" in out
+        and f"selected frames deleted from the database: frame ids [{frame_id}]" in out
+    )

@@ -51,7 +51,9 @@ def alexandria_data(sessions: sessionmaker[Session], tmp_path: Path) -> list[Tra
     return trajectories
 
 
-def _expected_ecut(energies_per_atom: np.ndarray, ecut: float, include_final: bool = False) -> set[int]:
+def _expected_ecut(
+    energies_per_atom: np.ndarray, ecut: float, include_final: bool = False
+) -> set[int]:
     """The thesis's rule, written plainly."""
     n = len(energies_per_atom)
     keep = {i for i in range(n - 1) if abs(energies_per_atom[i] - energies_per_atom[i + 1]) > ecut}
@@ -87,9 +89,15 @@ def test_ecut_1e6_keeps_the_three_fallback_steps(sessions, alexandria_data) -> N
     assert {len(s) for k, s in selected.items()} == {1, 2, 3}  # N = 1, 2 give fewer
 
 
-@pytest.mark.parametrize(("ecut", "include_final"), [(0.01, False), (0.003, False), (0.01, True), (0.0, False)])
-def test_ecut_keeps_the_steps_the_rule_names(sessions, alexandria_data, ecut, include_final) -> None:  # type: ignore[no-untyped-def]
-    create_training_set(sessions, "rule", SelectionParameters(ecut=ecut, include_final=include_final))
+@pytest.mark.parametrize(
+    ("ecut", "include_final"), [(0.01, False), (0.003, False), (0.01, True), (0.0, False)]
+)
+def test_ecut_keeps_the_steps_the_rule_names(
+    sessions, alexandria_data, ecut, include_final
+) -> None:  # type: ignore[no-untyped-def]
+    create_training_set(
+        sessions, "rule", SelectionParameters(ecut=ecut, include_final=include_final)
+    )
     selected = _selected_steps(sessions, "rule")
     for traj in alexandria_data:
         expected = _expected_ecut(traj.energies / traj.n_sites, ecut, include_final)
@@ -106,7 +114,9 @@ def test_wang_and_all_rules(sessions, alexandria_data) -> None:  # type: ignore[
         assert everything[traj.material_key] == set(range(n))
 
 
-def test_each_relaxation_of_a_material_gets_the_rule(sessions: sessionmaker[Session], tmp_path: Path) -> None:
+def test_each_relaxation_of_a_material_gets_the_rule(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
     first, second = synthetic_trajectories(2, 9, 6, seed=4)
     second.material_key = first.material_key
     second.species = first.species
@@ -117,35 +127,51 @@ def test_each_relaxation_of_a_material_gets_the_rule(sessions: sessionmaker[Sess
     create_training_set(sessions, "two", SelectionParameters(ecut=1e6))
     with sessions.begin() as session:
         steps = session.execute(
-            text("SELECT r.sequence, f.step FROM training_set_frames t JOIN frames f ON f.id = t.frame_id"
-                 " JOIN relaxations r ON r.id = f.relaxation_id ORDER BY 1, 2")
+            text(
+                "SELECT r.sequence, f.step FROM training_set_frames t JOIN frames f ON f.id = t.frame_id"
+                " JOIN relaxations r ON r.id = f.relaxation_id ORDER BY 1, 2"
+            )
         ).all()
     assert [tuple(s) for s in steps] == [(0, 0), (0, 4), (0, 8), (1, 0), (1, 4), (1, 8)]
 
 
 def test_splits_are_by_material_seeded_and_sized(sessions, alexandria_data) -> None:  # type: ignore[no-untyped-def]
-    summary = create_training_set(sessions, "s1", SelectionParameters(rule="all", split=(60.0, 20.0, 20.0), seed=1))
-    again = create_training_set(sessions, "s2", SelectionParameters(rule="all", split=(60.0, 20.0, 20.0), seed=1))
-    other = create_training_set(sessions, "s3", SelectionParameters(rule="all", split=(60.0, 20.0, 20.0), seed=2))
+    summary = create_training_set(
+        sessions, "s1", SelectionParameters(rule="all", split=(60.0, 20.0, 20.0), seed=1)
+    )
+    again = create_training_set(
+        sessions, "s2", SelectionParameters(rule="all", split=(60.0, 20.0, 20.0), seed=1)
+    )
+    other = create_training_set(
+        sessions, "s3", SelectionParameters(rule="all", split=(60.0, 20.0, 20.0), seed=2)
+    )
     assert summary.content_hash == again.content_hash != other.content_hash
     # 18 materials cut at the rounded cumulative ratios: 10.8 → 11, 14.4 → 14.
     assert [summary.split_counts[s]["materials"] for s in ("train", "val", "test")] == [11, 3, 4]
     with sessions.begin() as session:
         shared = session.execute(
-            text("SELECT r.material_id FROM training_set_frames t JOIN training_sets s ON s.id = t.training_set_id"
-                 " JOIN frames f ON f.id = t.frame_id JOIN relaxations r ON r.id = f.relaxation_id"
-                 " WHERE s.name = 's1' GROUP BY r.material_id HAVING count(DISTINCT t.split) > 1")
+            text(
+                "SELECT r.material_id FROM training_set_frames t JOIN training_sets s ON s.id = t.training_set_id"
+                " JOIN frames f ON f.id = t.frame_id JOIN relaxations r ON r.id = f.relaxation_id"
+                " WHERE s.name = 's1' GROUP BY r.material_id HAVING count(DISTINCT t.split) > 1"
+            )
         ).all()
     assert shared == []
 
 
 def test_group_by_formula_keeps_polymorphs_together(sessions, alexandria_data) -> None:  # type: ignore[no-untyped-def]
-    create_training_set(sessions, "byformula", SelectionParameters(rule="all", split=(50.0, 25.0, 25.0), group_by="formula"))
+    create_training_set(
+        sessions,
+        "byformula",
+        SelectionParameters(rule="all", split=(50.0, 25.0, 25.0), group_by="formula"),
+    )
     with sessions.begin() as session:
         split_formulas = session.execute(
-            text("SELECT m.formula, count(DISTINCT t.split) FROM training_set_frames t"
-                 " JOIN frames f ON f.id = t.frame_id JOIN relaxations r ON r.id = f.relaxation_id"
-                 " JOIN materials m ON m.id = r.material_id GROUP BY m.formula")
+            text(
+                "SELECT m.formula, count(DISTINCT t.split) FROM training_set_frames t"
+                " JOIN frames f ON f.id = t.frame_id JOIN relaxations r ON r.id = f.relaxation_id"
+                " JOIN materials m ON m.id = r.material_id GROUP BY m.formula"
+            )
         ).all()
     assert len(split_formulas) > 3 and all(n == 1 for _, n in split_formulas)
 
@@ -183,18 +209,30 @@ def _outlier_trajectories() -> list[Trajectory]:
 
 
 def test_outlier_filters_at_material_and_frame_scope(sessions: sessionmaker[Session]) -> None:
-    ingest_parsed(sessions, ParsedFile("mem", "records", "", "test", trajectories=_outlier_trajectories()))
+    ingest_parsed(
+        sessions, ParsedFile("mem", "records", "", "test", trajectories=_outlier_trajectories())
+    )
     material = create_training_set(sessions, "mat", SelectionParameters(split=(100.0, 0.0, 0.0)))
-    frame = create_training_set(sessions, "frm", SelectionParameters(split=(100.0, 0.0, 0.0), outlier_scope="frame"))
+    frame = create_training_set(
+        sessions, "frm", SelectionParameters(split=(100.0, 0.0, 0.0), outlier_scope="frame")
+    )
     flagged = {name: counts["frames"] for name, counts in material.filter_counts.items()}
     assert flagged == {
-        "max_sites": 4, "isolated": 1, "energy_per_atom": 2, "max_force": 1, "max_stress": 1,
-        "rule_kept": 28, "removed": 24,
+        "max_sites": 4,
+        "isolated": 1,
+        "energy_per_atom": 2,
+        "max_force": 1,
+        "max_stress": 1,
+        "rule_kept": 28,
+        "removed": 24,
     }
     assert material.filter_counts["removed"]["materials"] == 6
     assert material.filter_counts["energy_per_atom"]["materials"] == 2
     assert (material.n_frames, material.n_materials) == (4, 1)  # only the clean material
-    assert frame.filter_counts["removed"] == {"frames": 9, "materials": 1}  # 4 big + 5 single frames
+    assert frame.filter_counts["removed"] == {
+        "frames": 9,
+        "materials": 1,
+    }  # 4 big + 5 single frames
     assert frame.n_frames == 19
     steps = _selected_steps(sessions, "frm")
     assert steps["o-000000"] == {1, 2, 3} and steps["lone-000000"] == {1, 2, 3}
@@ -203,28 +241,51 @@ def test_outlier_filters_at_material_and_frame_scope(sessions: sessionmaker[Sess
 
 
 def test_another_isolated_cutoff_is_computed(sessions: sessionmaker[Session]) -> None:
-    ingest_parsed(sessions, ParsedFile("mem", "records", "", "test", trajectories=_outlier_trajectories()))
+    ingest_parsed(
+        sessions, ParsedFile("mem", "records", "", "test", trajectories=_outlier_trajectories())
+    )
     loose = create_training_set(
-        sessions, "loose", SelectionParameters(split=(100.0, 0.0, 0.0), outlier_scope="frame", isolated_cutoff=9.0)
+        sessions,
+        "loose",
+        SelectionParameters(split=(100.0, 0.0, 0.0), outlier_scope="frame", isolated_cutoff=9.0),
     )
     assert loose.filter_counts["isolated"]["frames"] == 0  # 8 Å away counts as a neighbour
-    with pytest.raises(InvalidInput, match="rule kept 28 frames"):  # no atom has a neighbour within 0.5 Å
+    with pytest.raises(
+        InvalidInput, match="rule kept 28 frames"
+    ):  # no atom has a neighbour within 0.5 Å
         create_training_set(
             sessions, "tight", SelectionParameters(outlier_scope="frame", isolated_cutoff=0.5)
         )
 
 
-def test_verify_reproduces_then_reports_deleted_and_changed_frames(sessions, alexandria_data) -> None:  # type: ignore[no-untyped-def]
+def test_verify_reproduces_then_reports_deleted_and_changed_frames(
+    sessions, alexandria_data
+) -> None:  # type: ignore[no-untyped-def]
     create_training_set(sessions, "v", SelectionParameters(ecut=0.01))
     assert verify_training_set(sessions, "v").reproduced
     # New data after the watermark does not change the answer.
-    ingest_parsed(sessions, ParsedFile("more", "records", "", "test", trajectories=synthetic_trajectories(3, 5, 6, seed=99, key_prefix="late")))
+    ingest_parsed(
+        sessions,
+        ParsedFile(
+            "more",
+            "records",
+            "",
+            "test",
+            trajectories=synthetic_trajectories(3, 5, 6, seed=99, key_prefix="late"),
+        ),
+    )
     assert verify_training_set(sessions, "v").reproduced
     with sessions.begin() as session:
-        changed, deleted = session.execute(
-            text("SELECT frame_id FROM training_set_frames ORDER BY frame_id LIMIT 2")
-        ).scalars().all()
-        session.execute(text("UPDATE frames SET energy = energy + 1e-9 WHERE id = :id"), {"id": changed})
+        changed, deleted = (
+            session.execute(
+                text("SELECT frame_id FROM training_set_frames ORDER BY frame_id LIMIT 2")
+            )
+            .scalars()
+            .all()
+        )
+        session.execute(
+            text("UPDATE frames SET energy = energy + 1e-9 WHERE id = :id"), {"id": changed}
+        )
         session.execute(text("DELETE FROM frames WHERE id = :id"), {"id": deleted})
     report = verify_training_set(sessions, "v")
     assert not report.reproduced
@@ -237,7 +298,10 @@ def test_training_sets_are_immutable_and_named_once(sessions, alexandria_data) -
     create_training_set(sessions, "fixed", SelectionParameters())
     with pytest.raises(AlreadyExists, match="'fixed' exists"):
         create_training_set(sessions, "fixed", SelectionParameters(ecut=0.5))
-    with pytest.raises(DBAPIError, match="training sets are immutable"), sessions.begin() as session:
+    with (
+        pytest.raises(DBAPIError, match="training sets are immutable"),
+        sessions.begin() as session,
+    ):
         session.execute(text("UPDATE training_set_relaxations SET split = 'test'"))
     with pytest.raises(NotFound, match="No training set is named 'nope'"):
         show_training_set(sessions, "nope")
@@ -256,11 +320,19 @@ def test_bad_parameters_and_empty_selections_are_refused(sessions, alexandria_da
 
 def test_selection_by_chemsys_and_dimensionality(sessions, alexandria_data) -> None:  # type: ignore[no-untyped-def]
     with sessions.begin() as session:
-        chemsys = session.execute(text("SELECT chemsys FROM materials ORDER BY key LIMIT 1")).scalar_one()
-        n_expected = session.execute(text("SELECT count(*) FROM materials WHERE chemsys = :c"), {"c": chemsys}).scalar_one()
-    summary = create_training_set(sessions, "one", SelectionParameters(rule="all", chemsys=(chemsys,), split=(100, 0, 0)))
+        chemsys = session.execute(
+            text("SELECT chemsys FROM materials ORDER BY key LIMIT 1")
+        ).scalar_one()
+        n_expected = session.execute(
+            text("SELECT count(*) FROM materials WHERE chemsys = :c"), {"c": chemsys}
+        ).scalar_one()
+    summary = create_training_set(
+        sessions, "one", SelectionParameters(rule="all", chemsys=(chemsys,), split=(100, 0, 0))
+    )
     assert summary.n_materials == n_expected
-    layers = create_training_set(sessions, "layers", SelectionParameters(rule="all", dimensionality=2, split=(100, 0, 0)))
+    layers = create_training_set(
+        sessions, "layers", SelectionParameters(rule="all", dimensionality=2, split=(100, 0, 0))
+    )
     assert layers.n_materials == len(LENGTHS) * 2
     with pytest.raises(InvalidInput, match="No frame survives"):
         create_training_set(sessions, "bulk", SelectionParameters(rule="all", dimensionality=3))

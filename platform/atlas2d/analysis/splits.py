@@ -19,11 +19,15 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
     except ValueError as err:
         raise ValueError(f"split {text!r}: expected three numbers like 90:5:5") from err
     if len(ratios) != 3 or min(ratios) < 0 or abs(sum(ratios) - 100.0) > 1e-9:
-        raise ValueError(f"split {text!r}: expected three non-negative ratios summing to 100, like 90:5:5")
+        raise ValueError(
+            f"split {text!r}: expected three non-negative ratios summing to 100, like 90:5:5"
+        )
     return ratios  # type: ignore[return-value]
 
 
-def assign_splits(groups: list[str], ratios: tuple[float, float, float], seed: int) -> dict[str, str]:
+def assign_splits(
+    groups: list[str], ratios: tuple[float, float, float], seed: int
+) -> dict[str, str]:
     """Assign every group to train, val or test.
 
     Groups are sorted, shuffled with ``numpy.random.default_rng(seed)`` and cut at the

@@ -9,7 +9,10 @@ import typer
 
 from atlas2d.cli.output import OutputFormat, console, print_frame, print_json
 
-app = typer.Typer(help="Training sets: select frames by a rule, filter outliers, split, export.", no_args_is_help=True)
+app = typer.Typer(
+    help="Training sets: select frames by a rule, filter outliers, split, export.",
+    no_args_is_help=True,
+)
 
 
 class Rule(str, Enum):
@@ -48,7 +51,11 @@ def _summary_lines(summary) -> None:  # type: ignore[no-untyped-def]
     console.print(splits)
     scope = summary.parameters["outlier_scope"]
     filters = Table("", "frames", "materials", title=f"outlier filters (scope {scope})")
-    rows = [("kept by the rule", "rule_kept"), *((f"flagged: {f}", f) for f in FILTERS), ("removed", "removed")]
+    rows = [
+        ("kept by the rule", "rule_kept"),
+        *((f"flagged: {f}", f) for f in FILTERS),
+        ("removed", "removed"),
+    ]
     for label, key in rows:
         counts = summary.filter_counts[key]
         filters.add_row(label, f"{counts['frames']:,}", f"{counts['materials']:,}")
@@ -61,20 +68,34 @@ def create(
     name: str = typer.Argument(..., help="A new, unique name."),
     rule: Rule = typer.Option(Rule.ecut, help="ecut (thesis), wang (steps 0, N/3, N-1) or all."),
     ecut: float = typer.Option(0.01, help="eV/atom: keep step i when |e_i - e_(i+1)| > ecut."),
-    include_final: bool = typer.Option(False, "--include-final", help="Also keep every relaxation's last step."),
+    include_final: bool = typer.Option(
+        False, "--include-final", help="Also keep every relaxation's last step."
+    ),
     max_sites: int = typer.Option(20, help="Drop structures with more sites."),
     min_energy_per_atom: float = typer.Option(-20.0, help="eV/atom; drop below."),
     max_energy_per_atom: float = typer.Option(0.0, help="eV/atom; drop above."),
     max_force: float = typer.Option(20.0, help="eV/Å; drop a structure with a larger force norm."),
-    max_stress_kbar: float = typer.Option(500.0, help="kBar; drop a structure with a larger |stress component|."),
-    isolated_cutoff: float = typer.Option(5.0, help="Å; drop structures with an atom without a neighbour this close."),
-    outlier_scope: Scope = typer.Option(Scope.material, help="material: drop a material with any outlier; frame: only the outlier."),
+    max_stress_kbar: float = typer.Option(
+        500.0, help="kBar; drop a structure with a larger |stress component|."
+    ),
+    isolated_cutoff: float = typer.Option(
+        5.0, help="Å; drop structures with an atom without a neighbour this close."
+    ),
+    outlier_scope: Scope = typer.Option(
+        Scope.material, help="material: drop a material with any outlier; frame: only the outlier."
+    ),
     split: str = typer.Option("90:5:5", help="train:val:test percentages."),
     seed: int = typer.Option(0, help="Random seed of the split."),
     group_by: GroupBy = typer.Option(GroupBy.material, help="Keep each group in one split."),
-    dimensionality: int | None = typer.Option(None, help="Only materials of this dimensionality (2 = layers)."),
-    chemsys: list[str] = typer.Option([], help="Only these chemical systems (repeatable), e.g. Mo-S."),
-    source: list[str] = typer.Option([], help="Only relaxations from these sources (path or id; repeatable)."),
+    dimensionality: int | None = typer.Option(
+        None, help="Only materials of this dimensionality (2 = layers)."
+    ),
+    chemsys: list[str] = typer.Option(
+        [], help="Only these chemical systems (repeatable), e.g. Mo-S."
+    ),
+    source: list[str] = typer.Option(
+        [], help="Only relaxations from these sources (path or id; repeatable)."
+    ),
     method: str = typer.Option("dft", help="Relaxation method that enters."),
 ) -> None:
     """Create an immutable training set from the stored relaxations."""
@@ -90,12 +111,23 @@ def create(
     except ValueError as err:
         raise InvalidInput(str(err)) from err
     params = SelectionParameters(
-        rule=rule.value, ecut=ecut, include_final=include_final, max_sites=max_sites,
-        min_energy_per_atom=min_energy_per_atom, max_energy_per_atom=max_energy_per_atom,
-        max_force=max_force, max_stress_kbar=max_stress_kbar, isolated_cutoff=isolated_cutoff,
-        outlier_scope=outlier_scope.value, split=ratios, seed=seed, group_by=group_by.value,
-        method=method, dimensionality=dimensionality,
-        chemsys=tuple(normalise_chemsys(c) or "" for c in chemsys), sources=tuple(source),
+        rule=rule.value,
+        ecut=ecut,
+        include_final=include_final,
+        max_sites=max_sites,
+        min_energy_per_atom=min_energy_per_atom,
+        max_energy_per_atom=max_energy_per_atom,
+        max_force=max_force,
+        max_stress_kbar=max_stress_kbar,
+        isolated_cutoff=isolated_cutoff,
+        outlier_scope=outlier_scope.value,
+        split=ratios,
+        seed=seed,
+        group_by=group_by.value,
+        method=method,
+        dimensionality=dimensionality,
+        chemsys=tuple(normalise_chemsys(c) or "" for c in chemsys),
+        sources=tuple(source),
     )
     summary = create_training_set(connect().sessions, name, params)
     _summary_lines(summary)
@@ -125,7 +157,9 @@ def show(
     if format is OutputFormat.json:
         print_json(asdict(summary))
         return
-    console.print(f"[bold]{summary.name}[/bold]  rule {summary.rule}  created {summary.created_at:%Y-%m-%d %H:%M}")
+    console.print(
+        f"[bold]{summary.name}[/bold]  rule {summary.rule}  created {summary.created_at:%Y-%m-%d %H:%M}"
+    )
     console.print(f"parameters: {summary.parameters}")
     console.print(f"relaxation watermark: {summary.relaxation_watermark}")
     _summary_lines(summary)
@@ -160,8 +194,12 @@ def verify(name: str = typer.Argument(...)) -> None:
 @app.command()
 def export(
     name: str = typer.Argument(...),
-    format: ExportFormat = typer.Option(..., "--format", help="mace (extxyz, REF_* keys), matgl (dataset folder) or extxyz."),
-    out: Path = typer.Option(..., "--out", help="Folder to write one file or dataset per split into."),
+    format: ExportFormat = typer.Option(
+        ..., "--format", help="mace (extxyz, REF_* keys), matgl (dataset folder) or extxyz."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Folder to write one file or dataset per split into."
+    ),
 ) -> None:
     """Export a training set, one file (or dataset folder) per split, streaming from the database."""
     from atlas2d.cli.context import connect

@@ -48,5 +48,7 @@ def frame_digests(
     view = memoryview(rows)
     digests = np.empty((n_frames, DIGEST_BYTES), dtype=np.uint8)
     for f in range(n_frames):
-        digests[f] = np.frombuffer(xxhash.xxh3_128_digest(view[f * size : (f + 1) * size]), dtype=np.uint8)
+        digests[f] = np.frombuffer(
+            xxhash.xxh3_128_digest(view[f * size : (f + 1) * size]), dtype=np.uint8
+        )
     return digests

@@ -96,20 +96,33 @@ RUNS_CTE = """
 WITH runs AS (
     SELECT r.id, r.material_id, r.n_steps,
            COALESCE(r.max_energy_change, 0) <= :ecut AS no_step_passes
-    FROM relaxations r JOIN materials m ON m.id = r.material_id
-    WHERE r.method = :method AND r.id <= :watermark
-      AND (CAST(:dimensionality AS int) IS NULL OR m.dimensionality = :dimensionality)
-      AND (cardinality(CAST(:chemsys AS text[])) = 0 OR m.chemsys = ANY(CAST(:chemsys AS text[])))
-      AND (cardinality(CAST(:sources AS text[])) = 0 OR r.source_id IN (
-            SELECT s.id FROM sources s
-            WHERE s.path = ANY(CAST(:sources AS text[])) OR s.id::text = ANY(CAST(:sources AS text[]))))
+    FROM relaxations r
+    WHERE r.method = :method AND r.id <= :watermark {conditions}
 )"""
-"""The relaxations that enter, and whether any of their steps passes ecut."""
+"""The relaxations that enter, and whether any of their steps passes ecut. Materials are
+joined only when a selection needs them, so that the plan stays a merge join in
+(relaxation, step) order over the covering index of frames."""
 
-CANDIDATES_SQL = (
-    "CREATE TEMP TABLE trainset_candidates ON COMMIT DROP AS"
-    + RUNS_CTE
-    + """, kept AS (
+RUN_CONDITIONS = {
+    "dimensionality": "r.material_id IN (SELECT id FROM materials WHERE dimensionality = :dimensionality)",
+    "chemsys": "r.material_id IN (SELECT id FROM materials WHERE chemsys = ANY(CAST(:chemsys AS text[])))",
+    "sources": "r.source_id IN (SELECT s.id FROM sources s WHERE s.path = ANY(CAST(:sources AS text[]))"
+    " OR s.id::text = ANY(CAST(:sources AS text[])))",
+}
+
+
+def _runs_cte(params: SelectionParameters) -> str:
+    used = {
+        "dimensionality": params.dimensionality is not None,
+        "chemsys": bool(params.chemsys),
+        "sources": bool(params.sources),
+    }
+    return RUNS_CTE.format(
+        conditions="".join(f" AND {RUN_CONDITIONS[k]}" for k, on in used.items() if on)
+    )
+
+
+CANDIDATES_SQL = """, kept AS (
     SELECT f.id, f.relaxation_id, r.material_id, f.step, f.digest,
            f.n_sites > :max_sites AS max_sites,
            f.has_isolated_atom AS isolated,
@@ -119,13 +132,14 @@ CANDIDATES_SQL = (
     FROM frames f JOIN runs r ON r.id = f.relaxation_id
     WHERE {rule}
 )
-SELECT relaxation_id, material_id, count(*) AS n_kept,
+SELECT relaxation_id, min(material_id) AS material_id, count(*) AS n_kept,
        {filter_counts},
        array_agg(id ORDER BY step) FILTER (WHERE NOT ({offending})) AS clean_ids,
        string_agg(int8send(id) || digest, ''::bytea ORDER BY step) FILTER (WHERE NOT ({offending})) AS clean_digests
-FROM kept GROUP BY relaxation_id, material_id
+FROM kept GROUP BY relaxation_id
 """
-)
+"""Per relaxation: the frames the rule keeps, counted per outlier filter, with the ids and
+digests of those no filter flags (appended to the runs CTE)."""
 
 
 def _offending(prefix: str = "") -> str:
@@ -156,16 +170,29 @@ def select_candidates(
     _reset(session)
     # Aggregating a million frames fits in memory with this.
     session.execute(text("SET LOCAL work_mem = '256MB'"))
-    sql = CANDIDATES_SQL.format(
-        rule=_RULES[params.rule],
-        filter_counts=", ".join(f"count(*) FILTER (WHERE {name}) AS {name}" for name in FILTERS),
-        offending=_offending(),
+    sql = (
+        "CREATE TEMP TABLE trainset_candidates ON COMMIT DROP AS"
+        + _runs_cte(params)
+        + CANDIDATES_SQL.format(
+            rule=_RULES[params.rule],
+            filter_counts=", ".join(
+                f"count(*) FILTER (WHERE {name}) AS {name}" for name in FILTERS
+            ),
+            offending=_offending(),
+        )
     )
     if isolated_frames is not None:
         sql = sql.replace(
-            "f.has_isolated_atom AS isolated", "f.id = ANY(CAST(:isolated_ids AS bigint[])) AS isolated"
+            "f.has_isolated_atom AS isolated",
+            "f.id = ANY(CAST(:isolated_ids AS bigint[])) AS isolated",
         )
-    session.execute(text(sql), {**_parameters(params, watermark), "isolated_ids": [] if isolated_frames is None else isolated_frames.tolist()})
+    session.execute(
+        text(sql),
+        {
+            **_parameters(params, watermark),
+            "isolated_ids": [] if isolated_frames is None else isolated_frames.tolist(),
+        },
+    )
 
 
 def _parameters(params: SelectionParameters, watermark: int) -> dict[str, Any]:
@@ -186,14 +213,16 @@ def _parameters(params: SelectionParameters, watermark: int) -> dict[str, Any]:
     }
 
 
-def rule_frame_geometry(session: Session, params: SelectionParameters, watermark: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def rule_frame_geometry(
+    session: Session, params: SelectionParameters, watermark: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(frame ids, cells (F, 3, 3), positions (F, N, 3)) of the frames the rule keeps,
     one relaxation at a time: for an isolated-atom cutoff other than the stored one."""
     from atlas2d.db.types import vec3_from_bytes
 
     rows = session.execute(
         text(
-            f"{RUNS_CTE} SELECT f.id, f.relaxation_id, f.cell, f.positions FROM frames f"
+            f"{_runs_cte(params)} SELECT f.id, f.relaxation_id, f.cell, f.positions FROM frames f"
             f" JOIN runs r ON r.id = f.relaxation_id WHERE {_RULES[params.rule]}"
             " ORDER BY f.relaxation_id, f.step"
         ).execution_options(stream_results=True, yield_per=5000),
@@ -221,10 +250,13 @@ def filter_counts(session: Session) -> dict[str, dict[str, int]]:
     """Frames, and materials with at least one such frame, that each filter flags, and
     what the rule kept before the filters."""
     columns = ", ".join(
-        f"COALESCE(sum({name}), 0), count(DISTINCT material_id) FILTER (WHERE {name} > 0)" for name in FILTERS
+        f"COALESCE(sum({name}), 0), count(DISTINCT material_id) FILTER (WHERE {name} > 0)"
+        for name in FILTERS
     )
     row = session.execute(
-        text(f"SELECT COALESCE(sum(n_kept), 0), count(DISTINCT material_id), {columns} FROM trainset_candidates")
+        text(
+            f"SELECT COALESCE(sum(n_kept), 0), count(DISTINCT material_id), {columns} FROM trainset_candidates"
+        )
     ).one()
     counts = {"rule_kept": {"frames": int(row[0]), "materials": int(row[1])}}
     for k, name in enumerate(FILTERS):
@@ -327,9 +359,11 @@ def insert_training_set(session: Session, row: dict[str, Any]) -> int:
 
 def training_set_row(session: Session, name: str) -> dict[str, Any] | None:
     """A stored training set's row by name, or None."""
-    row = session.execute(
-        text("SELECT * FROM training_sets WHERE name = :name"), {"name": name}
-    ).mappings().one_or_none()
+    row = (
+        session.execute(text("SELECT * FROM training_sets WHERE name = :name"), {"name": name})
+        .mappings()
+        .one_or_none()
+    )
     return None if row is None else dict(row)
 
 
@@ -343,9 +377,7 @@ def list_training_sets(session: Session) -> list[dict[str, Any]]:
     ]
 
 
-STORED_FRAMES = (
-    "SELECT frame_id, split FROM training_set_frames WHERE training_set_id = :id"
-)
+STORED_FRAMES = "SELECT frame_id, split FROM training_set_frames WHERE training_set_id = :id"
 SELECTED_FRAMES = (
     "SELECT u.frame_id, s.split FROM trainset_selected s"
     " CROSS JOIN LATERAL unnest(s.frame_ids) AS u(frame_id)"

@@ -248,7 +248,9 @@ def encode_frames(block: FrameBlock, relaxation_ids: list[int | None]) -> Iterat
         for last in (False, True):
             part = rows[is_last[rows] == last]
             if part.size:
-                yield _encode_part(block, part, ids, steps, first, energy_per_atom, None if last else energy_change)
+                yield _encode_part(
+                    block, part, ids, steps, first, energy_per_atom, None if last else energy_change
+                )
 
 
 def _encode_part(
@@ -280,11 +282,15 @@ def _encode_part(
             Field("float8", structure.area_per_atom(cells, block.n_sites)),
             Field(
                 "bool",
-                structure.has_isolated_atom(block.cells, block.positions, reference=first, frames=rows),
+                structure.has_isolated_atom(
+                    block.cells, block.positions, reference=first, frames=rows
+                ),
             ),
             Field(
                 "bytes",
-                frame_digests(steps[rows], block.energies[rows], cells, positions, forces, stresses),
+                frame_digests(
+                    steps[rows], block.energies[rows], cells, positions, forces, stresses
+                ),
             ),
         ]
     )

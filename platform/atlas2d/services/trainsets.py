@@ -76,7 +76,9 @@ def _validate(params: SelectionParameters) -> None:
         raise InvalidInput("Invalid training-set parameters: " + "; ".join(problems) + ".")
 
 
-def _isolated_frames(session: Session, params: SelectionParameters, watermark: int) -> np.ndarray | None:
+def _isolated_frames(
+    session: Session, params: SelectionParameters, watermark: int
+) -> np.ndarray | None:
     """Ids of rule-kept frames with an isolated atom at a cutoff other than the stored
     5 Å one (computed from the geometry), or None to use the stored flag."""
     if params.isolated_cutoff == ISOLATED_CUTOFF_A:
@@ -90,11 +92,15 @@ def _isolated_frames(session: Session, params: SelectionParameters, watermark: i
 
 def _select(session: Session, params: SelectionParameters, watermark: int) -> dict[str, Any]:
     """Run the whole selection into ``trainset_selected``; return its counts."""
-    queries.select_candidates(session, params, watermark, _isolated_frames(session, params, watermark))
+    queries.select_candidates(
+        session, params, watermark, _isolated_frames(session, params, watermark)
+    )
     per_filter = queries.filter_counts(session)
     groups = queries.surviving_groups(session, params.outlier_scope, params.group_by)
     split_of_group = assign_splits([key for _, key in groups], params.split, params.seed)
-    queries.fill_selected(session, params.outlier_scope, {m: split_of_group[key] for m, key in groups})
+    queries.fill_selected(
+        session, params.outlier_scope, {m: split_of_group[key] for m, key in groups}
+    )
     split_counts = queries.selected_counts(session)
     n_frames = sum(c["frames"] for c in split_counts.values())
     n_materials = sum(c["materials"] for c in split_counts.values())
@@ -103,7 +109,10 @@ def _select(session: Session, params: SelectionParameters, watermark: int) -> di
         "split_counts": split_counts,
         "filter_counts": {
             **per_filter,
-            "removed": {"frames": kept["frames"] - n_frames, "materials": kept["materials"] - n_materials},
+            "removed": {
+                "frames": kept["frames"] - n_frames,
+                "materials": kept["materials"] - n_materials,
+            },
         },
         "n_frames": n_frames,
         "n_materials": n_materials,
@@ -180,7 +189,17 @@ def list_training_sets(sessions: sessionmaker[Session]) -> pd.DataFrame:
             }
             for r in rows
         ],
-        columns=["name", "rule", "ecut_ev_per_atom", "materials", "train_frames", "val_frames", "test_frames", "content_hash", "created_at"],
+        columns=[
+            "name",
+            "rule",
+            "ecut_ev_per_atom",
+            "materials",
+            "train_frames",
+            "val_frames",
+            "test_frames",
+            "content_hash",
+            "created_at",
+        ],
     )
 
 
@@ -196,7 +215,9 @@ def verify_training_set(sessions: sessionmaker[Session], name: str) -> VerifyRep
         recomputed = queries.selected_hash(session)
         differences = queries.compare_with_stored(session, row["id"])
         differences["changed"] = _changed_frames(session, row["id"])
-    reproduced = recomputed == row["content_hash"] and not any(d["count"] for d in differences.values())
+    reproduced = recomputed == row["content_hash"] and not any(
+        d["count"] for d in differences.values()
+    )
     return VerifyReport(name, reproduced, row["content_hash"], recomputed, differences)
 
 
@@ -213,7 +234,9 @@ def _changed_frames(session: Session, training_set_id: int, limit: int = 20) -> 
             np.stack([vec3_from_bytes(r.forces) for r in rows]),
             None if stresses[0] is None else np.array(stresses, dtype=np.float64),
         )
-        changed.extend(r.id for r, d in zip(rows, digests, strict=True) if d.tobytes() != bytes(r.digest))
+        changed.extend(
+            r.id for r, d in zip(rows, digests, strict=True) if d.tobytes() != bytes(r.digest)
+        )
     return {"count": len(changed), "first": sorted(changed)[:limit]}
 
 
@@ -240,7 +263,9 @@ def zero_out_of_plane(stress: np.ndarray) -> np.ndarray:
     return in_plane
 
 
-def _export_frames(session: Session, training_set_id: int, name: str, split: str) -> Iterator[ExportFrame]:
+def _export_frames(
+    session: Session, training_set_id: int, name: str, split: str
+) -> Iterator[ExportFrame]:
     """Stream a split's frames from the database (server-side cursor)."""
     result = session.execute(
         text(EXPORT_SQL).execution_options(stream_results=True, yield_per=2000),
@@ -283,7 +308,9 @@ def export_training_set(
     from atlas2d.io import exporters
 
     if fmt not in EXPORT_FORMATS:
-        raise InvalidInput(f"Unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}.")
+        raise InvalidInput(
+            f"Unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}."
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, tuple[Path, int]] = {}
     with sessions.begin() as session:
