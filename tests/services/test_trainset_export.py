@@ -3,9 +3,7 @@ trainset commands end to end."""
 
 from __future__ import annotations
 
-import gzip
 import json
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -22,18 +20,9 @@ from atlas2d.queries.trainsets import SelectionParameters
 from atlas2d.services.ingest import ingest_file
 from atlas2d.services.trainsets import create_training_set, export_training_set
 from tests.conftest import VASP_DATA
+from tests.io.test_vasp import _raw_stresses_kbar
 
 FE2O2 = VASP_DATA / "Fe2O2_relax_vasprun.xml.gz"
-
-
-def _raw_kbar(path: Path) -> np.ndarray:
-    root = ET.fromstring(gzip.decompress(path.read_bytes()))
-    return np.array(
-        [
-            [[float(x) for x in v.text.split()] for v in calc.find("varray[@name='stress']")]
-            for calc in root.iter("calculation")
-        ]
-    )
 
 
 def test_exported_vasp_stress_matches_the_kbar_in_the_file(sessions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -42,7 +31,7 @@ def test_exported_vasp_stress_matches_the_kbar_in_the_file(sessions, tmp_path: P
     written = export_training_set(sessions, "fe", "extxyz", tmp_path)
     assert set(written) == {"train"} and written["train"][1] == 28
     frames = read(written["train"][0], ":")
-    kbar = _raw_kbar(FE2O2)  # FeO bulk: no component is zeroed
+    kbar = _raw_stresses_kbar(FE2O2)  # FeO bulk: no component is zeroed
     for atoms in frames:
         step = atoms.info["step"]
         # extxyz keeps the symmetric (Voigt) part; VASP prints ~1e-6 kBar asymmetries.
