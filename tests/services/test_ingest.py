@@ -280,3 +280,13 @@ def test_a_directory_is_walked(sessions: sessionmaker[Session], tmp_path: Path) 
     with sessions.begin() as session:
         assert session.execute(text("SELECT key FROM materials")).scalar_one() == "FeO-relax"
     assert summary.count("frames") == 28
+
+
+def test_a_file_without_records_is_refused(
+    sessions: sessionmaker[Session], count_rows, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "empty.json"
+    path.write_text("{}")
+    with pytest.raises(InvalidInput, match="holds no trajectory and no energy entry"):
+        ingest_file(sessions, path, ReadOptions())
+    assert count_rows("sources") == 0

@@ -25,7 +25,7 @@ def bad_record(
 
 
 def atomic_number(symbol: str, path: str, record: str, field: str, site: int) -> int:
-    """Atomic number of an element symbol; refuses placeholders such as ``X``."""
+    """Atomic number of an element symbol; refuses dummy symbols such as ``X``."""
     z = atomic_numbers.get(symbol.strip())
     if not z:  # ASE maps the dummy 'X' to 0
         raise bad_record(

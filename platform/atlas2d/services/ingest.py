@@ -140,6 +140,10 @@ def ingest_parsed(sessions: sessionmaker[Session], parsed: ParsedFile) -> FileRe
     Raises:
         InvalidInput: a record is malformed or contradicts stored data; nothing written.
     """
+    if not parsed.trajectories and not parsed.entries:
+        raise InvalidInput(
+            f"{parsed.path}: holds no trajectory and no energy entry; check the file and --format."
+        )
     for traj in parsed.trajectories:
         validate_trajectory(traj, parsed.path)
     for entry in parsed.entries:
