@@ -29,7 +29,6 @@ FRAMES_SELECTION_COLUMNS = [
     "max_force",
     "max_abs_stress",
     "has_isolated_atom",
-    "digest",
 ]
 
 FRAMES_REFERENCE_TRIGGERS = """

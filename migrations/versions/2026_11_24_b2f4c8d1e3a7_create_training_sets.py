@@ -31,6 +31,34 @@ CREATE TRIGGER training_set_relaxations_immutable BEFORE UPDATE ON training_set_
 """
 
 
+REFERENCE_TRIGGERS = """
+CREATE FUNCTION training_set_relaxations_check_set() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    missing integer;
+BEGIN
+    SELECT n.training_set_id INTO missing FROM new_rows n
+    WHERE NOT EXISTS (SELECT 1 FROM training_sets s WHERE s.id = n.training_set_id) LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'foreign_key_violation',
+            MESSAGE = format('training_set_relaxations.training_set_id %s refers to no training set', missing);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER training_set_relaxations_check_set AFTER INSERT ON training_set_relaxations
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION training_set_relaxations_check_set();
+
+CREATE FUNCTION training_sets_delete_relaxations() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM training_set_relaxations t USING old_sets o WHERE t.training_set_id = o.id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER training_sets_delete_relaxations AFTER DELETE ON training_sets
+    REFERENCING OLD TABLE AS old_sets
+    FOR EACH STATEMENT EXECUTE FUNCTION training_sets_delete_relaxations();
+"""
+
+
 def upgrade() -> None:
     op.create_table(
         "training_sets",
@@ -69,12 +97,6 @@ def upgrade() -> None:
             "cardinality(frame_ids) > 0",
             name=op.f("ck_training_set_relaxations_frame_ids_not_empty"),
         ),
-        sa.ForeignKeyConstraint(
-            ["training_set_id"],
-            ["training_sets.id"],
-            name=op.f("fk_training_set_relaxations_training_set_id_training_sets"),
-            ondelete="CASCADE",
-        ),
         sa.PrimaryKeyConstraint(
             "training_set_id", "relaxation_id", name=op.f("pk_training_set_relaxations")
         ),
@@ -87,6 +109,9 @@ def upgrade() -> None:
         " FROM training_set_relaxations t CROSS JOIN LATERAL unnest(t.frame_ids) AS u(frame_id)"
     )
     op.execute(IMMUTABLE)
+    # training_set_relaxations.training_set_id → training_sets.id, enforced per statement:
+    # a row-level foreign key cost more than the rest of storing a set.
+    op.execute(REFERENCE_TRIGGERS)
 
 
 def downgrade() -> None:
@@ -94,4 +119,6 @@ def downgrade() -> None:
     op.execute("DROP VIEW training_set_frames")
     op.drop_table("training_set_relaxations")
     op.drop_table("training_sets")
+    op.execute("DROP FUNCTION training_set_relaxations_check_set()")
+    op.execute("DROP FUNCTION training_sets_delete_relaxations()")
     op.execute("DROP FUNCTION training_sets_immutable()")

@@ -336,3 +336,17 @@ def test_selection_by_chemsys_and_dimensionality(sessions, alexandria_data) -> N
     assert layers.n_materials == len(LENGTHS) * 2
     with pytest.raises(InvalidInput, match="No frame survives"):
         create_training_set(sessions, "bulk", SelectionParameters(rule="all", dimensionality=3))
+
+
+def test_stored_rows_belong_to_a_training_set(sessions, alexandria_data) -> None:  # type: ignore[no-untyped-def]
+    create_training_set(sessions, "kept", SelectionParameters())
+    with pytest.raises(DBAPIError, match="refers to no training set"), sessions.begin() as session:
+        session.execute(
+            text("INSERT INTO training_set_relaxations VALUES (999999, 1, 'train', '{1}')")
+        )
+    with sessions.begin() as session:
+        assert session.execute(text("SELECT count(*) FROM training_set_frames")).scalar_one() > 0
+        session.execute(text("DELETE FROM training_sets WHERE name = 'kept'"))
+        assert (
+            session.execute(text("SELECT count(*) FROM training_set_relaxations")).scalar_one() == 0
+        )

@@ -272,8 +272,8 @@ class TrainingSet(Base):
     relaxation_watermark: Mapped[int] = mapped_column(Integer)
     """Largest relaxation id visible when the set was made; verify re-selects below it."""
     content_hash: Mapped[str] = mapped_column(String(64))
-    """sha256 over, in relaxation order, each relaxation's id and split and its selected
-    frames' ids and digests in step order (``queries.trainsets``)."""
+    """sha256 over, in relaxation order, each relaxation's id, split, selected frame ids
+    and content hash (``queries.trainsets.selected_hash``)."""
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
@@ -290,9 +290,9 @@ class TrainingSetRelaxation(Base):
         CheckConstraint("cardinality(frame_ids) > 0", name="frame_ids_not_empty"),
     )
 
-    training_set_id: Mapped[int] = mapped_column(
-        ForeignKey("training_sets.id", ondelete="CASCADE"), primary_key=True
-    )
+    training_set_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    """training_sets.id, enforced by statement-level triggers (as ``frames.relaxation_id``):
+    the per-row foreign-key check cost more than the rest of the insert."""
     relaxation_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     """relaxations.id; no foreign key: verify reports what was deleted since."""
     split: Mapped[str] = mapped_column(Text)

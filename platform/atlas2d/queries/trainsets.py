@@ -9,9 +9,9 @@ selection is left in temporary tables of the current transaction, one row per
 relaxation:
 
 * ``trainset_candidates``: the frames the rule keeps, outlier counts per filter, and the
-  ids and digests of the frames no filter flags;
-* ``trainset_selected(relaxation_id, material_id, split, frame_ids, digests)``: what
-  survives the filters, with its split (``fill_selected``).
+  ids of the frames no filter flags;
+* ``trainset_selected(relaxation_id, material_id, split, frame_ids)``: what survives
+  the filters, with its split (``fill_selected``).
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def _runs_cte(params: SelectionParameters) -> str:
 
 
 CANDIDATES_SQL = """, kept AS (
-    SELECT f.id, f.relaxation_id, r.material_id, f.step, f.digest,
+    SELECT f.id, f.relaxation_id, r.material_id, f.step,
            f.n_sites > :max_sites AS max_sites,
            f.has_isolated_atom AS isolated,
            (f.energy_per_atom > :max_energy_per_atom OR f.energy_per_atom < :min_energy_per_atom) AS energy_per_atom,
@@ -134,12 +134,11 @@ CANDIDATES_SQL = """, kept AS (
 )
 SELECT relaxation_id, min(material_id) AS material_id, count(*) AS n_kept,
        {filter_counts},
-       array_agg(id ORDER BY step) FILTER (WHERE NOT ({offending})) AS clean_ids,
-       string_agg(int8send(id) || digest, ''::bytea ORDER BY step) FILTER (WHERE NOT ({offending})) AS clean_digests
+       array_agg(id ORDER BY step) FILTER (WHERE NOT ({offending})) AS clean_ids
 FROM kept GROUP BY relaxation_id
 """
-"""Per relaxation: the frames the rule keeps, counted per outlier filter, with the ids and
-digests of those no filter flags (appended to the runs CTE)."""
+"""Per relaxation: the frames the rule keeps, counted per outlier filter, with the ids of
+those no filter flags (appended to the runs CTE)."""
 
 
 def _offending(prefix: str = "") -> str:
@@ -275,7 +274,14 @@ def _survivors_where(scope: str) -> str:
 
 def surviving_groups(session: Session, scope: str, group_by: str) -> list[tuple[int, str]]:
     """(material id, group key) of every material that keeps at least one frame."""
-    group = {"material": "m.id::text", "formula": "m.formula", "chemsys": "m.chemsys"}[group_by]
+    if group_by == "material":  # no join needed
+        ids = session.execute(
+            text(
+                f"SELECT DISTINCT material_id FROM trainset_candidates WHERE {_survivors_where(scope)}"
+            )
+        ).scalars()
+        return [(material_id, str(material_id)) for material_id in ids]
+    group = {"formula": "m.formula", "chemsys": "m.chemsys"}[group_by]
     return [
         (material_id, key)
         for material_id, key in session.execute(
@@ -293,8 +299,8 @@ def fill_selected(session: Session, scope: str, split_of_material: dict[int, str
     session.execute(
         text(
             "CREATE TEMP TABLE trainset_selected ON COMMIT DROP AS"
-            " SELECT c.relaxation_id, c.material_id, a.split, c.clean_ids AS frame_ids,"
-            " c.clean_digests AS digests FROM trainset_candidates c"
+            " SELECT c.relaxation_id, c.material_id, a.split, c.clean_ids AS frame_ids"
+            " FROM trainset_candidates c"
             " JOIN unnest(CAST(:material_ids AS int[]), CAST(:splits AS text[])) AS a(material_id, split)"
             f" ON a.material_id = c.material_id WHERE {_survivors_where(scope).replace('material_id NOT IN', 'c.material_id NOT IN')}"
         ),
@@ -317,13 +323,14 @@ def selected_counts(session: Session) -> dict[str, dict[str, int]]:
 
 
 def selected_hash(session: Session) -> str:
-    """sha256 over, in relaxation order, each relaxation's id, split, and its frames' ids
-    and digests in step order."""
+    """sha256 over, in relaxation order, each selected relaxation's id, split, selected
+    frame ids (step order) and content hash (sha256 of all its arrays, from ingest)."""
     return session.execute(
         text(
-            "SELECT encode(sha256(COALESCE(string_agg(int4send(relaxation_id)"
-            " || convert_to(split, 'UTF8') || digests, ''::bytea ORDER BY relaxation_id),"
-            " ''::bytea)), 'hex') FROM trainset_selected"
+            "SELECT encode(sha256(COALESCE(string_agg(int4send(s.relaxation_id)"
+            " || convert_to(s.split, 'UTF8') || array_send(s.frame_ids)"
+            " || convert_to(r.content_hash, 'UTF8'), ''::bytea ORDER BY s.relaxation_id),"
+            " ''::bytea)), 'hex') FROM trainset_selected s JOIN relaxations r ON r.id = s.relaxation_id"
         )
     ).scalar_one()
 
