@@ -21,16 +21,6 @@ depends_on: str | Sequence[str] | None = None
 SOURCE_FORMATS = "'vasprun', 'outcar', 'extxyz', 'alexandria-traj', 'alexandria-hull', 'records'"
 
 
-FRAMES_SELECTION_COLUMNS = [
-    "id",
-    "energy_change",
-    "energy_per_atom",
-    "n_sites",
-    "max_force",
-    "max_abs_stress",
-    "has_isolated_atom",
-]
-
 FRAMES_REFERENCE_TRIGGERS = """
 CREATE FUNCTION frames_check_relaxation() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -254,15 +244,8 @@ def upgrade() -> None:
             "stress IS NULL OR cardinality(stress) = 9", name=op.f("ck_frames_stress_shape")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_frames")),
-    )
-    # Unique (relaxation, step), and covering: the training-set selection reads only this
-    # index (an index-only scan in step order, a tenth of the table's size).
-    op.create_index(
-        "uq_frames_relaxation_id_step",
-        "frames",
-        ["relaxation_id", "step"],
-        unique=True,
-        postgresql_include=FRAMES_SELECTION_COLUMNS,
+        # Also the index for "the frames of a relaxation in step order".
+        sa.UniqueConstraint("relaxation_id", "step", name=op.f("uq_frames_relaxation_id_step")),
     )
     # frames.relaxation_id → relaxations.id, enforced per statement: a row-level foreign
     # key runs one lookup per inserted frame and halved COPY throughput. These triggers

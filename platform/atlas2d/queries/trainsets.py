@@ -100,8 +100,7 @@ WITH runs AS (
     WHERE r.method = :method AND r.id <= :watermark {conditions}
 )"""
 """The relaxations that enter, and whether any of their steps passes ecut. Materials are
-joined only when a selection needs them, so that the plan stays a merge join in
-(relaxation, step) order over the covering index of frames."""
+joined only when a selection needs them."""
 
 RUN_CONDITIONS = {
     "dimensionality": "r.material_id IN (SELECT id FROM materials WHERE dimensionality = :dimensionality)",

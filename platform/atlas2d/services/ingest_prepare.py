@@ -164,7 +164,7 @@ def build_block(trajectories: list[Trajectory], path: str) -> FrameBlock:
     has_stress = trajectories[0].stresses is not None
 
     def joined(name: str) -> np.ndarray:
-        return np.concatenate([getattr(t, name) for t in trajectories]).astype(np.float64)
+        return np.concatenate([getattr(t, name) for t in trajectories], dtype=np.float64)
 
     block = FrameBlock(
         n_sites=trajectories[0].n_sites,
