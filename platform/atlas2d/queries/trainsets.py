@@ -140,8 +140,9 @@ FROM kept GROUP BY relaxation_id
 those no filter flags (appended to the runs CTE)."""
 
 
-def _offending(prefix: str = "") -> str:
-    return " OR ".join(f"{prefix}{name}" for name in FILTERS)
+def _offending() -> str:
+    """SQL: the frame is flagged by some outlier filter."""
+    return " OR ".join(FILTERS)
 
 
 def _reset(session: Session) -> None:
