@@ -16,26 +16,18 @@ class Settings(BaseSettings):
         database_url: SQLAlchemy URL of an external PostgreSQL
             (``postgresql+psycopg://user:password@host/db``). Unset: the embedded
             PostgreSQL under ``home/pgdata`` is used.
-        home: Folder for the embedded database and for artifacts.
-        num_threads: Threads per process for BLAS/OpenMP/torch (one per process,
-            scale with processes).
+        home: Folder for the embedded database.
     """
 
     model_config = SettingsConfigDict(env_prefix="ATLAS2D_", extra="ignore")
 
     database_url: str | None = None
     home: Path = Field(default_factory=lambda: Path.home() / ".local" / "share" / "atlas2d")
-    num_threads: int = 1
 
     @property
     def pgdata_dir(self) -> Path:
         """Data directory of the embedded PostgreSQL."""
         return self.home / "pgdata"
-
-    @property
-    def artifacts_dir(self) -> Path:
-        """Folder holding model checkpoints and exported training sets."""
-        return self.home / "artifacts"
 
 
 @lru_cache(maxsize=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SPLIT_NAMES = ("train", "val", "test")
+from atlas2d.db.models import SPLITS as SPLIT_NAMES
 
 
 def parse_ratios(text: str) -> tuple[float, float, float]:

@@ -210,6 +210,12 @@ def layer_axis_order(vacuum_axis: int) -> tuple[int, int, int]:
     return ((vacuum_axis + 1) % 3, (vacuum_axis + 2) % 3, vacuum_axis)
 
 
+def layer_order_from_vacuum(vacuum: np.ndarray) -> tuple[int, int, int] | None:
+    """The axis order of a layer (exactly one vacuum axis in the (3,) mask), else None."""
+    axes = np.flatnonzero(vacuum)
+    return layer_axis_order(int(axes[0])) if axes.size == 1 else None
+
+
 def needs_rotation(cells: np.ndarray, tol: float = 1e-6) -> bool:
     """Whether a or b of any frame leaves the xy plane (so c is not along z)."""
     return bool(np.abs(cells[:, :2, 2]).max() > tol)

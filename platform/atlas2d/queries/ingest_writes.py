@@ -163,17 +163,19 @@ def copy_frames(session: Session, encoded_batches: Iterable[bytes]) -> None:
         copy.write(COPY_TRAILER)
 
 
-def _matrix_literal(matrix: Any) -> str:
-    """A 3×3 matrix as a PostgreSQL array literal; ``repr`` keeps every float64 bit."""
-    return "{" + ",".join("{" + ",".join(repr(float(v)) for v in row) + "}" for row in matrix) + "}"
+ENTRY_RECORD = (
+    "material_id int, source_id int, method text, energy float8, correction float8,"
+    " n_sites smallint, species smallint[], cell float8[], positions text, data jsonb,"
+    " content_hash text"
+)
 
 
 def insert_entries(session: Session, rows: list[dict[str, Any]]) -> int:
     """Insert energy entries, skipping content hashes already stored; return rows inserted.
 
     Args:
-        rows: dicts with material_id, source_id, method, energy, correction, n_sites,
-            species (ints), cell (3, 3), positions (bytes), data (dict), content_hash.
+        rows: dicts with the columns of ``ENTRY_RECORD``; ``cell`` a (3, 3) nested list,
+            ``positions`` the little-endian bytes as hex.
     """
     if not rows:
         return 0
@@ -181,26 +183,11 @@ def insert_entries(session: Session, rows: list[dict[str, Any]]) -> int:
         text(
             "INSERT INTO energy_entries (material_id, source_id, method, energy, correction,"
             " n_sites, species, cell, positions, data, content_hash)"
-            " SELECT m, s, me, e, c, n, sp::smallint[], ce::float8[], po, d::jsonb, h"
-            " FROM unnest(CAST(:material_id AS int[]), CAST(:source_id AS int[]),"
-            " CAST(:method AS text[]), CAST(:energy AS float8[]), CAST(:correction AS float8[]),"
-            " CAST(:n_sites AS smallint[]), CAST(:species AS text[]), CAST(:cell AS text[]),"
-            " CAST(:positions AS bytea[]), CAST(:data AS text[]), CAST(:content_hash AS text[]))"
-            " AS t(m, s, me, e, c, n, sp, ce, po, d, h)"
+            " SELECT material_id, source_id, method, energy, correction, n_sites, species, cell,"
+            " decode(positions, 'hex'), data, content_hash"
+            f" FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t({ENTRY_RECORD})"
             " ON CONFLICT (content_hash) DO NOTHING RETURNING id"
         ),
-        {
-            "material_id": [r["material_id"] for r in rows],
-            "source_id": [r["source_id"] for r in rows],
-            "method": [r["method"] for r in rows],
-            "energy": [float(r["energy"]) for r in rows],
-            "correction": [float(r["correction"]) for r in rows],
-            "n_sites": [r["n_sites"] for r in rows],
-            "species": ["{" + ",".join(map(str, r["species"])) + "}" for r in rows],
-            "cell": [_matrix_literal(r["cell"]) for r in rows],
-            "positions": [r["positions"] for r in rows],
-            "data": [json.dumps(r["data"]) for r in rows],
-            "content_hash": [r["content_hash"] for r in rows],
-        },
+        {"rows": _json_rows(rows)},
     )
     return len(result.all())

@@ -16,7 +16,7 @@ relaxation:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from atlas2d.analysis.units import KBAR_PER_EV_PER_A3
+from atlas2d.db.models import SPLITS
 
 FILTERS = ("max_sites", "isolated", "energy_per_atom", "max_force", "max_stress")
 
@@ -124,7 +125,7 @@ def _runs_cte(params: SelectionParameters) -> str:
 CANDIDATES_SQL = """, kept AS (
     SELECT f.id, f.relaxation_id, r.material_id, f.step,
            f.n_sites > :max_sites AS max_sites,
-           f.has_isolated_atom AS isolated,
+           {isolated} AS isolated,
            (f.energy_per_atom > :max_energy_per_atom OR f.energy_per_atom < :min_energy_per_atom) AS energy_per_atom,
            f.max_force > :max_force AS max_force,
            COALESCE(f.max_abs_stress * :kbar_per_ev_a3 > :max_stress_kbar, false) AS max_stress
@@ -174,17 +175,16 @@ def select_candidates(
         + _runs_cte(params)
         + CANDIDATES_SQL.format(
             rule=_RULES[params.rule],
+            # The stored flag is for 5 Å; another cutoff comes as a list of frame ids.
+            isolated="f.has_isolated_atom"
+            if isolated_frames is None
+            else "f.id = ANY(CAST(:isolated_ids AS bigint[]))",
             filter_counts=", ".join(
                 f"count(*) FILTER (WHERE {name}) AS {name}" for name in FILTERS
             ),
             offending=_offending(),
         )
     )
-    if isolated_frames is not None:
-        sql = sql.replace(
-            "f.has_isolated_atom AS isolated",
-            "f.id = ANY(CAST(:isolated_ids AS bigint[])) AS isolated",
-        )
     session.execute(
         text(sql),
         {
@@ -227,22 +227,24 @@ def rule_frame_geometry(
         ).execution_options(stream_results=True, yield_per=5000),
         _parameters(params, watermark),
     )
+    for batch in _by_relaxation(rows):
+        yield (
+            np.array([r.id for r in batch], dtype=np.int64),
+            np.array([r.cell for r in batch], dtype=np.float64),
+            np.stack([vec3_from_bytes(r.positions) for r in batch]),
+        )
+
+
+def _by_relaxation(rows: Iterable[Any]) -> Iterator[list[Any]]:
+    """Consecutive rows with the same ``relaxation_id``, as lists (rows ordered by it)."""
     batch: list[Any] = []
     for row in rows:
         if batch and row.relaxation_id != batch[-1].relaxation_id:
-            yield _geometry(batch, vec3_from_bytes)
+            yield batch
             batch = []
         batch.append(row)
     if batch:
-        yield _geometry(batch, vec3_from_bytes)
-
-
-def _geometry(rows: list[Any], decode: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return (
-        np.array([r.id for r in rows], dtype=np.int64),
-        np.array([r.cell for r in rows], dtype=np.float64),
-        np.stack([decode(r.positions) for r in rows]),
-    )
+        yield batch
 
 
 def filter_counts(session: Session) -> dict[str, dict[str, int]]:
@@ -316,7 +318,7 @@ def selected_counts(session: Session) -> dict[str, dict[str, int]]:
             " FROM trainset_selected GROUP BY split"
         )
     ).all()
-    counts = {split: {"frames": 0, "materials": 0} for split in ("train", "val", "test")}
+    counts = {split: {"frames": 0, "materials": 0} for split in SPLITS}
     for split, frames, materials in rows:
         counts[split] = {"frames": int(frames), "materials": int(materials)}
     return counts
@@ -435,11 +437,4 @@ def stored_frame_contents(session: Session, training_set_id: int) -> Iterator[li
         ).execution_options(stream_results=True, yield_per=5000),
         {"id": training_set_id},
     )
-    batch: list[Any] = []
-    for row in rows:
-        if batch and row.relaxation_id != batch[-1].relaxation_id:
-            yield batch
-            batch = []
-        batch.append(row)
-    if batch:
-        yield batch
+    yield from _by_relaxation(rows)

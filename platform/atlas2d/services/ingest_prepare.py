@@ -109,11 +109,12 @@ def _check_values(block: FrameBlock, path: str) -> None:
 
 def _orient_layers(block: FrameBlock) -> None:
     """Re-orient, in place, every layer whose vacuum is not along c or whose c is not along z."""
-    for t in np.flatnonzero(block.vacuum.sum(axis=1) == 1):
-        frames = block.frames_of(int(t))
-        axis = int(np.flatnonzero(block.vacuum[t])[0])
-        order = structure.layer_axis_order(axis)
-        if order == (0, 1, 2) and not structure.needs_rotation(block.cells[frames]):
+    for t, vacuum in enumerate(block.vacuum):
+        order = structure.layer_order_from_vacuum(vacuum)
+        frames = block.frames_of(t)
+        if order is None or (
+            order == (0, 1, 2) and not structure.needs_rotation(block.cells[frames])
+        ):
             continue
         cells, positions, forces, stresses, orientation = structure.orient_frames(
             block.cells[frames],
@@ -312,8 +313,8 @@ def prepare_entry(entry: EnergyEntryRecord) -> PreparedEntry:
     """Orient and hash one validated energy entry."""
     cell, positions = entry.cell[None], entry.positions[None]
     vacuum = structure.vacuum_mask(cell, positions)[0]
-    if vacuum.sum() == 1:
-        order = structure.layer_axis_order(int(np.flatnonzero(vacuum)[0]))
+    order = structure.layer_order_from_vacuum(vacuum)
+    if order is not None:
         cell, positions, _, _, _ = structure.orient_frames(cell, positions, None, None, order)
     digest = hashlib.sha256()
     digest.update(f"{entry.material_key}\x00".encode())
@@ -335,8 +336,8 @@ def entry_row(prepared: PreparedEntry, material_id: int, source_id: int) -> dict
         "correction": entry.correction,
         "n_sites": len(entry.species),
         "species": [int(z) for z in entry.species],
-        "cell": prepared.cell,
-        "positions": vec3_to_bytes(prepared.positions),
+        "cell": prepared.cell.tolist(),
+        "positions": vec3_to_bytes(prepared.positions).hex(),
         "data": entry.data,
         "content_hash": prepared.content_hash,
     }

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from atlas2d.analysis.splits import SPLIT_NAMES, assign_splits
 from atlas2d.analysis.structure import ISOLATED_CUTOFF_A, has_isolated_atom
 from atlas2d.db.digests import frame_digests
+from atlas2d.db.models import RULES
 from atlas2d.db.types import vec3_from_bytes
 from atlas2d.errors import AlreadyExists, InvalidInput, NotFound
 from atlas2d.io.records import ExportFrame
@@ -62,7 +63,7 @@ class VerifyReport:
 
 def _validate(params: SelectionParameters) -> None:
     problems = []
-    if params.rule not in ("ecut", "wang", "all"):
+    if params.rule not in RULES:
         problems.append(f"rule {params.rule!r} is not one of ecut, wang, all")
     if params.outlier_scope not in ("material", "frame"):
         problems.append(f"outlier scope {params.outlier_scope!r} is not material or frame")
