@@ -36,23 +36,39 @@ def _server_url(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, object |
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A fresh, migrated database for this test run; dropped at the end."""
+def database_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """An engine on a server where test databases can be created (AUTOCOMMIT)."""
     server_url, server = _server_url(tmp_path_factory)
     admin = make_engine(server_url).execution_options(isolation_level="AUTOCOMMIT")
-    name = f"atlas2d_test_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_engine(server_url).url.set(database=name).render_as_string(hide_password=False)
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    yield admin
     admin.dispose()
     if server is not None:
         server.cleanup()  # type: ignore[attr-defined]
+
+
+def _migrated_database(admin: Engine, prefix: str) -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return url
+
+
+def _drop_database(admin: Engine, url: str) -> None:
+    name = make_engine(url).url.database
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def database_url(database_server: Engine) -> Iterator[str]:
+    """A fresh, migrated database for this test run; dropped at the end."""
+    url = _migrated_database(database_server, "atlas2d_test")
+    yield url
+    _drop_database(database_server, url)
 
 
 @pytest.fixture(scope="session")
@@ -114,3 +130,69 @@ def cli(sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch, databa
         return result.exit_code, result.stdout, result.stderr
 
     return run
+
+
+# --- trained models (shared by the registry, contract and CLI tests) ---------------------
+
+TINY_M3GNET = {"cutoff": 4.0, "threebody_cutoff": 3.5, "units": 8, "nblocks": 1, "max_n": 2, "max_l": 2}
+TINY_MACE = {"r_max": 4.0, "max_L": 0, "channels": 8, "num_interactions": 2, "correlation": 2, "max_ell": 2}
+
+
+def tiny_options(architecture: str, **overrides: object):  # type: ignore[no-untyped-def]
+    """Training options for a tiny model that trains in seconds on the CPU."""
+    from atlas2d.mlff.training import M3GNetSize, MACESize, TrainOptions
+
+    return TrainOptions(
+        architecture=architecture,
+        epochs=2,
+        batch_size=4,
+        seed=7,
+        m3gnet=M3GNetSize(**TINY_M3GNET),  # type: ignore[arg-type]
+        mace=MACESize(**TINY_MACE),  # type: ignore[arg-type]
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+class TrainedRegistry:
+    """A committed database holding a training set ``layers`` and two ready models,
+    ``tiny-m3gnet:1`` and ``tiny-mace:1``, with their artifacts."""
+
+    def __init__(self, url: str, artifacts_dir: Path) -> None:
+        from atlas2d.db.session import make_sessions
+
+        self.url = url
+        self.engine = make_engine(url)
+        self.sessions = make_sessions(self.engine)
+        self.artifacts_dir = artifacts_dir
+
+
+@pytest.fixture(scope="session")
+def trained_registry(
+    database_server: Engine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TrainedRegistry]:
+    """Ingest synthetic layers, make a training set and train both architectures once
+    per test run, in a database of their own (the runs commit)."""
+    import json
+
+    from atlas2d.io.readers import ReadOptions
+    from atlas2d.io.synthetic import alexandria_document, synthetic_trajectories
+    from atlas2d.queries.trainsets import SelectionParameters
+    from atlas2d.services.ingest import ingest_file
+    from atlas2d.services.trainsets import create_training_set
+    from atlas2d.services.training import TrainRequest, train_model
+
+    url = _migrated_database(database_server, "atlas2d_models")
+    root = tmp_path_factory.mktemp("registry")
+    registry = TrainedRegistry(url, root / "artifacts")
+    path = root / "layers.json"
+    path.write_text(json.dumps(alexandria_document(synthetic_trajectories(16, 6, 6, seed=21))))
+    ingest_file(registry.sessions, path, ReadOptions())
+    create_training_set(
+        registry.sessions, "layers", SelectionParameters(ecut=1e6, split=(50.0, 25.0, 25.0), seed=1)
+    )
+    for architecture in ("m3gnet", "mace"):
+        request = TrainRequest(f"tiny-{architecture}", "layers", tiny_options(architecture))
+        train_model(registry.sessions, request, registry.artifacts_dir)
+    yield registry
+    registry.engine.dispose()
+    _drop_database(database_server, url)

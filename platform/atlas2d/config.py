@@ -16,18 +16,26 @@ class Settings(BaseSettings):
         database_url: SQLAlchemy URL of an external PostgreSQL
             (``postgresql+psycopg://user:password@host/db``). Unset: the embedded
             PostgreSQL under ``home/pgdata`` is used.
-        home: Folder for the embedded database.
+        home: Folder for the embedded database and the artifacts (model files).
+        num_threads: BLAS/OpenMP/torch threads per process (``ATLAS2D_NUM_THREADS``,
+            applied by ``atlas2d.threads`` before numpy and torch load).
     """
 
     model_config = SettingsConfigDict(env_prefix="ATLAS2D_", extra="ignore")
 
     database_url: str | None = None
     home: Path = Field(default_factory=lambda: Path.home() / ".local" / "share" / "atlas2d")
+    num_threads: int = Field(default=1, ge=1)
 
     @property
     def pgdata_dir(self) -> Path:
         """Data directory of the embedded PostgreSQL."""
         return self.home / "pgdata"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Model files and training exports, referenced from the database by relative path."""
+        return self.home / "artifacts"
 
 
 @lru_cache(maxsize=1)

@@ -33,3 +33,11 @@ class MissingExtra(Atlas2dError):
 
 class DatabaseUnavailable(Atlas2dError):
     """The database cannot be reached."""
+
+
+class ArtifactChanged(Atlas2dError):
+    """A model file on disk no longer matches the sha256 in the registry."""
+
+
+class TrainingFailed(Atlas2dError):
+    """A training run failed; its model version is recorded as ``failed``."""

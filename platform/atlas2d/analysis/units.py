@@ -16,6 +16,8 @@ GPA_PER_EV_PER_A3 = 160.21766208
 KBAR_PER_GPA = 10.0
 KBAR_PER_EV_PER_A3 = KBAR_PER_GPA * GPA_PER_EV_PER_A3
 """1 eV/Å³ = 1602.1766208 kBar."""
+MEV_PER_EV = 1000.0
+"""Errors are reported in meV (per atom, per Å): 1 eV = 1000 meV."""
 
 
 class StressUnit(str, Enum):

@@ -1,1 +1,13 @@
-"""The ``atlas2d`` command line (Typer): parse → service → print."""
+"""The ``atlas2d`` command line (Typer): parse → service → print.
+
+The thread limit is applied here, when the package is imported and before the
+commands import numpy or torch (see ``atlas2d.threads``); a bad
+``ATLAS2D_NUM_THREADS`` is reported by ``atlas2d.cli.main.app``.
+"""
+
+from atlas2d.threads import apply_threads
+
+try:
+    apply_threads()
+except ValueError:
+    pass

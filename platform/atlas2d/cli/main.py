@@ -6,7 +6,13 @@ import sys
 
 import typer
 
-from atlas2d.cli import db_commands, ingest_command, query_commands, trainset_commands
+from atlas2d.cli import (
+    db_commands,
+    ingest_command,
+    model_commands,
+    query_commands,
+    trainset_commands,
+)
 from atlas2d.errors import Atlas2dError
 
 typer_app = typer.Typer(
@@ -19,12 +25,21 @@ typer_app.command()(ingest_command.ingest)
 typer_app.command()(query_commands.sql)
 typer_app.add_typer(query_commands.materials_app, name="materials")
 typer_app.add_typer(trainset_commands.app, name="trainset")
+typer_app.command()(model_commands.train)
+typer_app.command()(model_commands.predict)
+typer_app.add_typer(model_commands.models_app, name="models")
 
 
 def app() -> None:
     """Entry point: run the CLI; an ``Atlas2dError`` becomes one red line and exit code 1."""
     from atlas2d.cli.output import error_console
+    from atlas2d.threads import configured_threads
 
+    try:
+        configured_threads()
+    except ValueError as err:
+        error_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        sys.exit(1)
     try:
         typer_app(standalone_mode=False)
     except Atlas2dError as err:

@@ -26,7 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from atlas2d.db.base import Base
@@ -284,3 +284,82 @@ class TrainingSetRelaxation(Base):
     split: Mapped[str] = mapped_column(Text)
     frame_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger, dimensions=1))
     """frames.id of the selected steps, in step order."""
+
+
+ARCHITECTURES = ("m3gnet", "mace")
+MODEL_STATUSES = ("training", "ready", "failed")
+
+
+class ModelVersion(Base):
+    """One trained force field: a version of a named model, with everything that made it.
+
+    A version is ``ready`` only with its artifact and sha256; a run that fails or is
+    interrupted stays ``failed`` with the reason, and is never loaded.
+    """
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint("name", "version"),
+        CheckConstraint(_in_list("architecture", ARCHITECTURES), name="architecture"),
+        CheckConstraint(_in_list("status", MODEL_STATUSES), name="status"),
+        CheckConstraint("version > 0", name="version_positive"),
+        CheckConstraint(
+            "status <> 'ready' OR (artifact_path IS NOT NULL AND artifact_sha256 IS NOT NULL"
+            " AND finished_at IS NOT NULL)",
+            name="ready_has_artifact",
+        ),
+        CheckConstraint("status <> 'failed' OR error IS NOT NULL", name="failed_has_error"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer)
+    """1, 2, … per name; ``NAME`` alone means the latest ready version."""
+    architecture: Mapped[str] = mapped_column(Text)
+    training_set_id: Mapped[int] = mapped_column(
+        ForeignKey("training_sets.id", ondelete="RESTRICT"), index=True
+    )
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="RESTRICT"), index=True
+    )
+    """The version this one was fine-tuned from (transfer learning); NULL from scratch."""
+    hyperparameters: Mapped[dict[str, Any]]
+    """Every training setting: lr, batch size, epochs, seed, loss weights, architecture sizes."""
+    artifact_path: Mapped[str | None] = mapped_column(Text)
+    """Path of the model file, relative to ``$ATLAS2D_HOME/artifacts`` unless absolute."""
+    artifact_sha256: Mapped[str | None] = mapped_column(String(64))
+    metrics: Mapped[dict[str, Any]]
+    """{split: {energy_mae_mev_per_atom, force_mae_mev_per_a, stress_mae_gpa, n_frames}}."""
+    training_curve: Mapped[list[Any]] = mapped_column(JSONB)
+    """One dict per epoch: epoch, train_loss, val_loss, validation MAEs (units in the keys)."""
+    environment: Mapped[dict[str, Any]]
+    """Package versions, git commit, device, threads, seed, host."""
+    status: Mapped[str] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    finished_at: Mapped[datetime | None]
+
+
+class FramePrediction(Base):
+    """A model version's direct prediction on a stored frame (no relaxation)."""
+
+    __tablename__ = "frame_predictions"
+    __table_args__ = (
+        CheckConstraint("octet_length(forces) = 24 * n_sites", name="forces_length"),
+        CheckConstraint("stress IS NULL OR cardinality(stress) = 9", name="stress_shape"),
+    )
+
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    frame_id: Mapped[int] = mapped_column(
+        ForeignKey("frames.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    n_sites: Mapped[int] = mapped_column(SmallInteger)
+    energy: Mapped[float] = mapped_column(Double)
+    """Total energy (eV)."""
+    forces: Mapped[np.ndarray] = mapped_column(Vec3Array)
+    """Forces, shape (n_sites, 3), eV/Å."""
+    stress: Mapped[np.ndarray | None] = mapped_column(Matrix3)
+    """Stress, shape (3, 3), eV/Å³, ASE sign; NULL when the model computes none."""
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())

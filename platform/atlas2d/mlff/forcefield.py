@@ -1,0 +1,110 @@
+"""The interface every force-field adapter implements: an ASE calculator for one
+structure and a batch API for many.
+
+Units everywhere: energies eV (total), forces eV/Å, stress eV/Å³ with ASE's sign
+(σ = (1/V) ∂E/∂ε, positive = tensile), full 3×3.
+
+Structures are always evaluated as 3D periodic. Layers are stored with the vacuum
+along c and were labelled (DFT) and trained as 3D-periodic cells; a layer flagged
+``pbc = (T, T, F)`` would make MACE replace c by a fictitious long vector
+(``mace/data/neighborhood.py``) and divide its strain derivative by the wrong volume.
+The vacuum keeps the periodic images apart, as in the DFT run.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+
+@dataclass
+class Predictions:
+    """A batch of predictions, in the order of the structures given.
+
+    Attributes:
+        energies: shape (B,), eV (total).
+        forces: B arrays of shape (n_i, 3), eV/Å.
+        stresses: shape (B, 3, 3), eV/Å³, ASE sign.
+    """
+
+    energies: np.ndarray
+    forces: list[np.ndarray]
+    stresses: np.ndarray
+
+
+def as_periodic(atoms: Atoms) -> Atoms:
+    """A copy of ``atoms`` (no calculator) flagged periodic along a, b and c."""
+    periodic = Atoms(
+        numbers=atoms.get_atomic_numbers(),
+        positions=atoms.get_positions(),
+        cell=atoms.get_cell(),
+        pbc=True,
+    )
+    return periodic
+
+
+class ForceField(ABC):
+    """A loaded model version: ``calculator()`` for ASE, ``predict()`` for batches."""
+
+    architecture: ClassVar[str]
+    cutoff: float
+    """Neighbour cutoff radius (Å)."""
+    element_symbols: tuple[str, ...]
+    """The elements the model knows."""
+
+    @abstractmethod
+    def framework_calculator(self) -> Calculator:
+        """The framework's own ASE calculator, with stress in eV/Å³ (ASE sign)."""
+
+    @abstractmethod
+    def predict(self, structures: Sequence[Atoms], batch_size: int = 32) -> Predictions:
+        """Energies, forces and stresses of many structures, ``batch_size`` per model call."""
+
+    def calculator(self) -> Calculator:
+        """An ASE calculator that evaluates every structure as 3D periodic."""
+        return PeriodicCalculator(self.framework_calculator())
+
+    def check_elements(self, structures: Sequence[Atoms]) -> None:
+        """Raise ValueError naming the elements the model was not trained on."""
+        known = set(self.element_symbols)
+        unknown = sorted({s for atoms in structures for s in atoms.get_chemical_symbols()} - known)
+        if unknown:
+            raise ValueError(
+                f"The {self.architecture} model knows {', '.join(self.element_symbols)}; "
+                f"it cannot evaluate {', '.join(unknown)}."
+            )
+
+
+class PeriodicCalculator(Calculator):
+    """Delegates to a framework calculator on a 3D-periodic copy of the structure."""
+
+    implemented_properties: ClassVar[list[str]] = ["energy", "free_energy", "forces", "stress"]
+
+    def __init__(self, inner: Calculator, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.inner = inner
+
+    def calculate(
+        self,
+        atoms: Atoms | None = None,
+        properties: Sequence[str] = ("energy",),
+        system_changes: Sequence[str] = tuple(all_changes),
+    ) -> None:
+        super().calculate(atoms, properties, system_changes)
+        periodic = as_periodic(self.atoms)
+        periodic.calc = self.inner
+        energy = float(periodic.get_potential_energy())
+        stress = np.asarray(periodic.get_stress(voigt=False), dtype=np.float64)
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "forces": np.asarray(periodic.get_forces(), dtype=np.float64),
+            "stress": full_3x3_to_voigt_6_stress(stress),
+        }

@@ -1,0 +1,103 @@
+"""M3GNet (matgl 4.x, PyG backend): the model file, and a :class:`ForceField` over it.
+
+The model file is one uncompressed tar of what ``Potential.save`` writes
+(``model.json``, ``model.pt`` with the constructor arguments, ``state.pt`` with the
+weights), so one sha256 covers the whole model and ``Potential.load`` reads it back.
+
+matgl's ``Potential`` returns stress in GPa with ASE's sign (see
+``atlas2d.io.exporters``); the adapters convert it to eV/Å³ (``PESCalculator`` with
+``stress_unit="eV/A3"``, and :data:`~atlas2d.analysis.units.GPA_PER_EV_PER_A3` in
+:meth:`M3GNetForceField.predict`).
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+
+from atlas2d.analysis.units import GPA_PER_EV_PER_A3
+from atlas2d.mlff.forcefield import ForceField, Predictions, as_periodic
+
+MODEL_FILES = ("model.json", "model.pt", "state.pt")
+
+
+def use_float64() -> None:
+    """Switch matgl (graphs and new models) to float64: finite-difference checks need it."""
+    import matgl
+
+    matgl.set_default_dtype("float", 64)
+
+
+def save_potential(potential: Any, path: Path) -> None:
+    """Write a matgl ``Potential`` as one tar file at ``path``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        potential.save(tmp)
+        with tarfile.open(path, "w") as archive:
+            for name in MODEL_FILES:
+                archive.add(Path(tmp) / name, arcname=name)
+
+
+def load_potential(data: bytes) -> Any:
+    """A matgl ``Potential`` from the bytes of a file written by :func:`save_potential`."""
+    from matgl.apps.pes import Potential
+
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        archive.extractall(tmp, members=[archive.getmember(n) for n in MODEL_FILES], filter="data")
+        return Potential.load(tmp)
+
+
+class M3GNetForceField(ForceField):
+    """A trained matgl ``Potential`` (M3GNet) as a force field."""
+
+    architecture = "m3gnet"
+
+    def __init__(self, potential: Any, device: str = "cpu") -> None:
+        import matgl
+
+        potential.calc_stresses = True  # trained with stress weight 0 it may be off
+        self.device = device
+        self.potential = potential.to(device=device, dtype=matgl.float_th).eval()
+        self.cutoff = float(potential.model.cutoff)
+        self.element_symbols = tuple(potential.model.element_types)
+
+    def framework_calculator(self) -> Calculator:
+        from matgl.ext.ase import PESCalculator
+
+        return PESCalculator(self.potential, stress_unit="eV/A3")
+
+    def predict(self, structures: Sequence[Atoms], batch_size: int = 32) -> Predictions:
+        import torch
+        from matgl.ext.ase import Atoms2Graph
+        from torch_geometric.data import Batch
+
+        self.check_elements(structures)
+        converter = Atoms2Graph(self.element_symbols, self.cutoff)
+        energies: list[np.ndarray] = []
+        forces: list[np.ndarray] = []
+        stresses: list[np.ndarray] = []
+        for start in range(0, len(structures), batch_size):
+            chunk = structures[start : start + batch_size]
+            graphs, lattices, states = zip(
+                *(converter.get_graph(as_periodic(atoms)) for atoms in chunk), strict=True
+            )
+            batch = Batch.from_data_list(list(graphs)).to(self.device)
+            lattice = torch.cat(lattices).to(self.device)  # (B, 3, 3)
+            state = torch.stack([torch.as_tensor(s) for s in states]).to(self.device)
+            energy, force, stress = self.potential(batch, lattice, state)[:3]
+            energies.append(energy.detach().cpu().numpy().reshape(-1))
+            splits = np.cumsum([len(atoms) for atoms in chunk])[:-1]
+            forces.extend(np.split(force.detach().cpu().numpy(), splits))
+            stresses.append(stress.detach().cpu().numpy().reshape(-1, 3, 3) / GPA_PER_EV_PER_A3)
+        return Predictions(
+            energies=np.concatenate(energies).astype(np.float64),
+            forces=[f.astype(np.float64) for f in forces],
+            stresses=np.concatenate(stresses).astype(np.float64),
+        )

@@ -1,0 +1,217 @@
+"""Train or fine-tune MACE with MACE's own training script (``mace.cli.run_train``,
+the ``mace_run_train`` command) on extxyz files exported by
+``atlas2d.io.exporters.write_mace_extxyz`` (``REF_*`` keys, stress eV/Å³, ASE sign).
+
+The script runs in a child process: it sets process-wide state (torch's default
+dtype, logging handlers) that must not leak into ours, and a run past ``max_time_s``
+can be stopped without leaving the parent in an unknown state. With several GPUs it
+runs under ``torchrun`` with MACE's ``--distributed``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from atlas2d.analysis.units import GPA_PER_EV_PER_A3, MEV_PER_EV
+from atlas2d.mlff.training import TrainedModel, TrainOptions
+from atlas2d.threads import thread_environment
+
+RUN_NAME = "model"
+KEYS = ["--energy_key", "REF_energy", "--forces_key", "REF_forces", "--stress_key", "REF_stress"]
+
+
+class MACETrainingError(RuntimeError):
+    """``mace_run_train`` exited with an error or ran past its time limit."""
+
+
+def mace_arguments(
+    files: dict[str, Path],
+    options: TrainOptions,
+    work_dir: Path,
+    parent_file: Path | None,
+    atomic_numbers: tuple[int, ...],
+) -> list[str]:
+    """The ``mace_run_train`` command-line arguments for this run.
+
+    Args:
+        files: ``train``, ``val`` and optionally ``test`` extxyz files.
+        parent_file: a verified copy of the parent model (fine-tuning), or None.
+        atomic_numbers: every element of every split (a new model's element table;
+            MACE would otherwise take only the training split's elements).
+    """
+    resolved = options.resolved()
+    size = options.mace
+    args = [
+        "--name", RUN_NAME,
+        "--work_dir", str(work_dir),
+        "--train_file", str(files["train"]),
+        "--valid_file", str(files["val"]),
+        *(["--test_file", str(files["test"])] if "test" in files else []),
+        *KEYS,
+        "--model", "MACE",
+        "--batch_size", str(options.batch_size),
+        "--valid_batch_size", str(options.batch_size),
+        "--max_num_epochs", str(options.epochs),
+        "--lr", str(resolved.lr),
+        "--loss", "stress",
+        "--energy_weight", str(resolved.energy_weight),
+        "--forces_weight", str(resolved.force_weight),
+        "--stress_weight", str(resolved.stress_weight),
+        "--seed", str(options.seed),
+        "--device", options.device,
+        "--default_dtype", "float64",
+        "--eval_interval", "1",
+        "--error_table", "PerAtomMAE",
+        "--save_cpu",
+    ]  # fmt: skip
+    if parent_file is None:
+        args += [
+            "--atomic_numbers", str(list(atomic_numbers)),
+            "--E0s", "average",
+            "--r_max", str(size.r_max),
+            "--max_L", str(size.max_L),
+            "--num_channels", str(size.channels),
+            "--num_interactions", str(size.num_interactions),
+            "--correlation", str(size.correlation),
+            "--max_ell", str(size.max_ell),
+        ]  # fmt: skip
+    else:
+        # MACE's fine-tuning from a local file; its multi-head replay needs the
+        # foundation model's pretraining data, which a local model does not have.
+        args += [
+            "--foundation_model", str(parent_file),
+            "--multiheads_finetuning", "False",
+            "--E0s", "foundation",
+        ]  # fmt: skip
+    if options.freeze:
+        args += ["--freeze", str(options.freeze)]
+    if size.swa_start is not None:
+        args += [
+            "--swa",
+            "--start_swa", str(size.swa_start),
+            "--swa_energy_weight", str(size.swa_energy_weight),
+            "--swa_lr", str(size.swa_lr),
+        ]  # fmt: skip
+    if options.devices > 1:
+        args += ["--distributed"]
+    return args
+
+
+def mace_command(args: list[str], devices: int) -> list[str]:
+    """The full command: the script in this Python, under torchrun for several GPUs."""
+    if devices > 1:
+        return [
+            sys.executable, "-m", "torch.distributed.run", "--standalone",
+            "--nproc_per_node", str(devices), "-m", "mace.cli.run_train", *args,
+        ]  # fmt: skip
+    return [sys.executable, "-m", "mace.cli.run_train", *args]
+
+
+def read_curve(results_file: Path) -> list[dict[str, Any]]:
+    """One dict per epoch from MACE's results log (JSON lines).
+
+    MACE logs one ``opt`` line per batch (loss, seconds) and one ``eval`` line per
+    validation (energy MAE eV/atom, force MAE eV/Å, stress MAE eV/Å³).
+    """
+    train_losses: dict[int, list[float]] = {}
+    seconds: dict[int, float] = {}
+    evals: dict[int, dict[str, Any]] = {}
+    for line in results_file.read_text().splitlines():
+        record = json.loads(line)
+        epoch = record.get("epoch")
+        if epoch is None:
+            continue  # the evaluation before the first epoch
+        if record["mode"] == "opt":
+            train_losses.setdefault(epoch, []).append(record["loss"])
+            seconds[epoch] = seconds.get(epoch, 0.0) + record["time"]
+        elif record["mode"] == "eval":
+            evals[epoch] = record
+
+    def scaled(record: dict[str, Any], key: str, factor: float) -> float | None:
+        value = record.get(key)
+        return None if value is None else value * factor
+
+    curve = []
+    for epoch in sorted(train_losses):
+        record = evals.get(epoch, {})
+        losses = train_losses[epoch]
+        curve.append(
+            {
+                "epoch": epoch,
+                "train_loss": sum(losses) / len(losses),
+                "val_loss": record.get("loss"),
+                "val_energy_mae_mev_per_atom": scaled(record, "mae_e_per_atom", MEV_PER_EV),
+                "val_force_mae_mev_per_a": scaled(record, "mae_f", MEV_PER_EV),
+                "val_stress_mae_gpa": scaled(record, "mae_stress", GPA_PER_EV_PER_A3),
+                "epoch_seconds": seconds[epoch],
+            }
+        )
+    return curve
+
+
+def train_mace(
+    files: dict[str, Path],
+    options: TrainOptions,
+    work_dir: Path,
+    atomic_numbers: tuple[int, ...],
+    parent_file: Path | None = None,
+) -> TrainedModel:
+    """Run ``mace_run_train`` and collect its model file and curve.
+
+    Args:
+        files: ``train``, ``val`` (and ``test``) extxyz files from the MACE exporter.
+        options: the run's settings (``options.mace`` sizes a new model; a parent's
+            own size is kept when fine-tuning).
+        work_dir: MACE's work directory (logs, checkpoints, results, model).
+        atomic_numbers: the elements of all splits (ignored with a parent, whose own
+            element table is kept).
+        parent_file: a verified copy of the model to fine-tune, or None.
+
+    Raises:
+        MACETrainingError: the script failed (with the end of its log) or ran past
+            ``options.max_time_s``.
+    """
+    args = mace_arguments(files, options, work_dir, parent_file, atomic_numbers)
+    env = {**os.environ, **thread_environment(options.num_threads)}
+    log_path = work_dir / "mace_run_train.log"
+    started = time.perf_counter()
+    with log_path.open("w") as log:
+        try:
+            completed = subprocess.run(
+                mace_command(args, options.devices),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                timeout=options.max_time_s,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as err:
+            raise MACETrainingError(
+                f"mace_run_train ran past --max-time {options.max_time_s:g} s and was stopped "
+                "(MACE has no graceful time limit); give more time or fewer epochs."
+            ) from err
+    train_seconds = time.perf_counter() - started
+    if completed.returncode != 0:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+        raise MACETrainingError(
+            f"mace_run_train exited with status {completed.returncode}; full log in "
+            f"{log_path}. Last lines:\n{tail}"
+        )
+    stage_two = work_dir / f"{RUN_NAME}_stagetwo.model"
+    artifact = stage_two if stage_two.is_file() else work_dir / f"{RUN_NAME}.model"
+    results = sorted((work_dir / "results").glob(f"{RUN_NAME}_run-*_train.txt"))
+    curve = read_curve(results[-1]) if results else []
+    return TrainedModel(
+        artifact=artifact,
+        curve=curve,
+        epochs_run=len(curve),
+        stopped_by=None,
+        train_seconds=train_seconds,
+        hyperparameters={"mace_arguments": args},
+    )

@@ -1,0 +1,125 @@
+"""What a training run takes and gives back, for every architecture.
+
+Hyperparameters are recorded in full in the registry (``model_versions.hyperparameters``),
+defaults included, so a run can be repeated from its row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Loss weights and learning rates each framework's own examples start from.
+DEFAULTS: dict[str, dict[str, float]] = {
+    "m3gnet": {"lr": 1e-3, "energy_weight": 1.0, "force_weight": 1.0, "stress_weight": 0.1},
+    "mace": {"lr": 1e-2, "energy_weight": 1.0, "force_weight": 100.0, "stress_weight": 1.0},
+}
+
+
+@dataclass(frozen=True)
+class M3GNetSize:
+    """M3GNet's size. ``cutoff`` and ``threebody_cutoff`` in Å."""
+
+    cutoff: float = 5.0
+    threebody_cutoff: float = 4.0
+    units: int = 64
+    nblocks: int = 3
+    max_n: int = 3
+    max_l: int = 3
+
+
+@dataclass(frozen=True)
+class MACESize:
+    """MACE's size and its stochastic-weight-averaging (stage two) options.
+
+    ``r_max`` in Å; ``swa_start`` is the epoch stage two starts (None: no SWA), with
+    energy weight ``swa_energy_weight`` and learning rate ``swa_lr``.
+    """
+
+    r_max: float = 5.0
+    max_L: int = 1
+    channels: int = 64
+    num_interactions: int = 2
+    correlation: int = 3
+    max_ell: int = 3
+    swa_start: int | None = None
+    swa_energy_weight: float = 1000.0
+    swa_lr: float = 1e-3
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Settings of one run, common to both architectures.
+
+    Attributes:
+        architecture: ``m3gnet`` or ``mace``.
+        lr: learning rate. energy/force/stress_weight: loss weights (framework's own
+            scaling: matgl per-atom energy, forces and GPa stress MSE; MACE's
+            ``stress`` loss). None means the framework default in :data:`DEFAULTS`.
+        batch_size: structures per step. epochs: maximum epochs. seed: every RNG.
+        freeze: number of leading layers kept fixed (transfer learning; 0 = none).
+        device: ``cpu`` or ``cuda``. devices: GPUs (Lightning DDP / torchrun).
+        max_time_s: wall-clock limit of the training itself (s); None = none.
+        num_threads: CPU threads per process.
+    """
+
+    architecture: str
+    lr: float | None = None
+    batch_size: int = 16
+    epochs: int = 100
+    seed: int = 0
+    energy_weight: float | None = None
+    force_weight: float | None = None
+    stress_weight: float | None = None
+    freeze: int = 0
+    device: str = "cpu"
+    devices: int = 1
+    max_time_s: float | None = None
+    num_threads: int = 1
+    m3gnet: M3GNetSize = field(default_factory=M3GNetSize)
+    mace: MACESize = field(default_factory=MACESize)
+
+    def resolved(self) -> TrainOptions:
+        """A copy with every None loss weight and lr replaced by the framework default."""
+        defaults = DEFAULTS[self.architecture]
+        values = {k: v if (v := getattr(self, k)) is not None else d for k, d in defaults.items()}
+        return TrainOptions(**{**self.__dict__, **values})
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The JSON recorded in the registry: common settings and this architecture's size."""
+        resolved = self.resolved()
+        common = {
+            k: getattr(resolved, k)
+            for k in ("lr", "batch_size", "epochs", "seed", "energy_weight", "force_weight")
+        }
+        common |= {
+            "stress_weight": resolved.stress_weight,
+            "freeze": resolved.freeze,
+            "max_time_s": resolved.max_time_s,
+            "devices": resolved.devices,
+        }
+        size = asdict(self.m3gnet if self.architecture == "m3gnet" else self.mace)
+        return {**common, **size}
+
+
+@dataclass
+class TrainedModel:
+    """What a finished training run left behind.
+
+    Attributes:
+        artifact: the model file.
+        curve: one dict per epoch (epoch, train_loss, val_loss, validation MAEs with
+            units in their keys, epoch_seconds of training without validation).
+        epochs_run: epochs completed. stopped_by: None, or ``max_time``.
+        train_seconds: wall time of the framework's training call (s).
+        hyperparameters: extra settings fixed during the run (e.g. sizes taken from a
+            parent model, element references).
+    """
+
+    artifact: Path
+    curve: list[dict[str, Any]]
+    epochs_run: int
+    stopped_by: str | None
+    train_seconds: float
+    hyperparameters: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,215 @@
+"""The model registry: refer to versions, list and show them, load one safely.
+
+A model is referred to as ``NAME:VERSION`` or ``NAME`` (its latest ready version).
+Loading reads the artifact once, checks its sha256 against the registry and loads
+those bytes (``mlff.artifacts``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy.orm import Session, sessionmaker
+
+from atlas2d.errors import InvalidInput, NotFound
+from atlas2d.mlff.forcefield import ForceField
+from atlas2d.queries import models as queries
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_name(name: str) -> None:
+    """Raise InvalidInput unless ``name`` is a valid model name."""
+    if not NAME_PATTERN.match(name):
+        raise InvalidInput(
+            f"Model name {name!r} is not valid: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit (':' separates the version, as in mos2:3)."
+        )
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """``NAME:VERSION`` → (NAME, VERSION); ``NAME`` → (NAME, None)."""
+    name, sep, version = ref.partition(":")
+    check_name(name)
+    if not sep:
+        return name, None
+    if not version.isdigit() or int(version) < 1:
+        raise InvalidInput(f"Model reference {ref!r}: the version after ':' must be 1, 2, …")
+    return name, int(version)
+
+
+def label(row: dict[str, Any]) -> str:
+    return f"{row['name']}:{row['version']}"
+
+
+def resolve(session: Session, ref: str, require_ready: bool = True) -> dict[str, Any]:
+    """The registry row a reference names.
+
+    Raises:
+        NotFound: no such model or version, or (``require_ready``) it is not ready.
+    """
+    name, version = parse_ref(ref)
+    row = queries.find_version(session, name, version)
+    if row is None:
+        existing = queries.versions_of(session, name)
+        if not existing:
+            raise NotFound(f"No model is named {name!r}; `atlas2d models list` shows them.")
+        states = ", ".join(f"{label(r)} ({r['status']})" for r in existing[:5])
+        raise NotFound(
+            f"Model {ref!r} has no {'ready version' if version is None else 'such version'}; "
+            f"its versions: {states}."
+        )
+    if require_ready and row["status"] != "ready":
+        reason = f": {row['error']}" if row["error"] else ""
+        raise NotFound(
+            f"Model {label(row)} is {row['status']}{reason}; it cannot be used. "
+            "Pick a ready version (`atlas2d models list`)."
+        )
+    return row
+
+
+def artifact_file(row: dict[str, Any], artifacts_dir: Path) -> Path:
+    """Absolute path of a version's model file (stored relative to the artifacts folder)."""
+    path = Path(row["artifact_path"])
+    return path if path.is_absolute() else artifacts_dir / path
+
+
+def load_from_row(row: dict[str, Any], artifacts_dir: Path, device: str = "cpu") -> ForceField:
+    """Check the artifact's sha256 against the registry, then load it.
+
+    Raises:
+        NotFound: the file is missing. ArtifactChanged: it changed since training.
+    """
+    from atlas2d.mlff.artifacts import read_verified
+
+    data = read_verified(artifact_file(row, artifacts_dir), row["artifact_sha256"], label(row))
+    return force_field_from_bytes(row["architecture"], data, device)
+
+
+def force_field_from_bytes(architecture: str, data: bytes, device: str = "cpu") -> ForceField:
+    """A force field from a model file's (already verified) bytes."""
+    if architecture == "m3gnet":
+        from atlas2d.mlff.m3gnet import M3GNetForceField, load_potential
+
+        return M3GNetForceField(load_potential(data), device=device)
+    from atlas2d.mlff.mace import MACEForceField, load_module
+
+    return MACEForceField(load_module(data, device), device=device)
+
+
+def load_force_field(
+    sessions: sessionmaker[Session], ref: str, artifacts_dir: Path, device: str = "cpu"
+) -> ForceField:
+    """Look a ready version up and load it (sha256 checked). See :func:`load_from_row`."""
+    with sessions.begin() as session:
+        row = resolve(session, ref)
+    return load_from_row(row, artifacts_dir, device)
+
+
+@dataclass
+class ModelVersionDetails:
+    """One registered version with its provenance."""
+
+    name: str
+    version: int
+    architecture: str
+    status: str
+    error: str | None
+    training_set: str
+    training_set_hash: str
+    parent_chain: list[dict[str, Any]]
+    hyperparameters: dict[str, Any]
+    artifact_path: str | None
+    artifact_sha256: str | None
+    metrics: dict[str, Any]
+    training_curve: list[dict[str, Any]]
+    environment: dict[str, Any]
+    started_at: Any
+    finished_at: Any
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+def show_model(sessions: sessionmaker[Session], ref: str) -> ModelVersionDetails:
+    """A version (any status) with its parent chain. Raises NotFound."""
+    with sessions.begin() as session:
+        row = resolve(session, ref, require_ready=False)
+        chain = queries.parent_chain(session, row["id"])
+    fields = ModelVersionDetails.__dataclass_fields__
+    return ModelVersionDetails(
+        **{k: row[k] for k in fields if k != "parent_chain"},
+        parent_chain=[
+            {"model": label(r), "architecture": r["architecture"], "training_set": r["training_set"]}
+            for r in chain[1:]
+        ],
+    )
+
+
+def list_models(sessions: sessionmaker[Session], name: str | None = None) -> pd.DataFrame:
+    """One row per version: reference, architecture, status, training set, parent,
+    test-split errors, finish time."""
+    with sessions.begin() as session:
+        rows = queries.list_versions(session, name)
+        parents = {r["id"]: label(r) for r in rows}
+        missing = {r["parent_id"] for r in rows if r["parent_id"] and r["parent_id"] not in parents}
+        for parent_id in missing:
+            parents[parent_id] = label(queries.version_by_id(session, parent_id))
+
+    def test_metric(row: dict[str, Any], key: str) -> float | None:
+        return row["metrics"].get("test", {}).get(key)
+
+    return pd.DataFrame(
+        [
+            {
+                "model": label(r),
+                "architecture": r["architecture"],
+                "status": r["status"],
+                "training_set": r["training_set"],
+                "parent": parents.get(r["parent_id"]) if r["parent_id"] else None,
+                "test_energy_mae_mev_per_atom": test_metric(r, "energy_mae_mev_per_atom"),
+                "test_force_mae_mev_per_a": test_metric(r, "force_mae_mev_per_a"),
+                "finished_at": None
+                if r["finished_at"] is None
+                else f"{r['finished_at']:%Y-%m-%d %H:%M}",
+            }
+            for r in rows
+        ],
+        columns=[
+            "model",
+            "architecture",
+            "status",
+            "training_set",
+            "parent",
+            "test_energy_mae_mev_per_atom",
+            "test_force_mae_mev_per_a",
+            "finished_at",
+        ],
+    )
+
+
+def load_calculator(
+    ref: str,
+    device: str = "cpu",
+    sessions: sessionmaker[Session] | None = None,
+    artifacts_dir: Path | None = None,
+) -> Any:
+    """An ASE calculator (stress in eV/Å³, ASE sign) of a ready version, sha256 checked.
+
+    Args:
+        sessions, artifacts_dir: default to the configured database and
+            ``$ATLAS2D_HOME/artifacts``.
+    """
+    from atlas2d.config import get_settings
+
+    if sessions is None:
+        from atlas2d.db.session import make_engine, make_sessions, resolve_database_url
+
+        sessions = make_sessions(make_engine(resolve_database_url(get_settings())))
+    directory = artifacts_dir or get_settings().artifacts_dir
+    return load_force_field(sessions, ref, directory, device).calculator()

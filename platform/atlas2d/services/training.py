@@ -1,0 +1,254 @@
+"""Train or fine-tune a model version from a stored training set and register it.
+
+The run is registered as ``training`` first (committed), then the training set is
+exported with the framework's conventions, the framework's own training code runs,
+the model file is hashed, its errors on the validation and test splits are measured
+(and the predictions stored), and only then is the version marked ``ready``. Any
+error or interruption marks it ``failed`` with the reason, so no half-made version is
+ever ``ready``.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from atlas2d.errors import InvalidInput, MissingExtra, NotFound, TrainingFailed
+from atlas2d.mlff.artifacts import read_verified, sha256_of_file
+from atlas2d.mlff.training import TrainedModel, TrainOptions
+from atlas2d.provenance import environment
+from atlas2d.queries import models as queries
+from atlas2d.queries import trainsets as trainset_queries
+from atlas2d.services import models as registry
+from atlas2d.services.models import ModelVersionDetails
+from atlas2d.services.predictions import predict_frames, split_errors
+from atlas2d.services.trainsets import export_training_set
+
+EVALUATED_SPLITS = ("val", "test")
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """A training run: which data, which model name, from which parent, how."""
+
+    name: str
+    training_set: str
+    options: TrainOptions
+    parent: str | None = None
+    """``NAME[:VERSION]`` of a ready version of the same architecture to fine-tune."""
+
+
+def _check_request(session: Session, request: TrainRequest) -> tuple[dict, dict | None]:
+    registry.check_name(request.name)
+    options = request.options
+    if options.architecture not in ("m3gnet", "mace"):
+        raise InvalidInput(f"Architecture {options.architecture!r} is not m3gnet or mace.")
+    if options.epochs < 1 or options.batch_size < 1 or options.devices < 1:
+        raise InvalidInput("--epochs, --batch-size and --devices must be at least 1.")
+    if options.device not in ("cpu", "cuda"):
+        raise InvalidInput(f"--device {options.device!r} is not cpu or cuda.")
+    if options.freeze and request.parent is None:
+        raise InvalidInput("--freeze keeps a parent's layers fixed; give the parent with --from.")
+    training_set = trainset_queries.training_set_row(session, request.training_set)
+    if training_set is None:
+        raise NotFound(
+            f"No training set is named {request.training_set!r}; `atlas2d trainset list` shows them."
+        )
+    for split in ("train", "val"):
+        if training_set["split_counts"][split]["frames"] == 0:
+            raise InvalidInput(
+                f"Training set {request.training_set!r} has no {split} frames; training needs "
+                "train and validation frames (e.g. `--split 90:5:5`)."
+            )
+    parent = None
+    if request.parent is not None:
+        parent = registry.resolve(session, request.parent)
+        if parent["architecture"] != options.architecture:
+            raise InvalidInput(
+                f"--from {request.parent} is a {parent['architecture']} model; fine-tuning "
+                f"needs the same architecture as --arch {options.architecture}."
+            )
+    return training_set, parent
+
+
+def _elements(export: dict[str, tuple[Path, int]], architecture: str) -> tuple[str, ...]:
+    """Element symbols of every exported split, in Z order."""
+    import json
+
+    from ase.data import atomic_numbers
+    from ase.io import iread
+
+    symbols: set[str] = set()
+    for path, _ in export.values():
+        if architecture == "m3gnet":
+            symbols |= set(json.loads((path / "manifest.json").read_text())["element_types"])
+        else:
+            for atoms in iread(path, ":"):
+                symbols |= set(atoms.get_chemical_symbols())
+    return tuple(sorted(symbols, key=atomic_numbers.__getitem__))
+
+
+def _train(
+    export: dict[str, tuple[Path, int]],
+    options: TrainOptions,
+    work_dir: Path,
+    parent_data: bytes | None,
+) -> TrainedModel:
+    elements = _elements(export, options.architecture)
+    if options.architecture == "m3gnet":
+        from atlas2d.mlff.m3gnet import load_potential
+        from atlas2d.mlff.train_m3gnet import train_m3gnet
+
+        parent = None if parent_data is None else load_potential(parent_data)
+        if parent is not None:
+            _check_parent_elements(tuple(parent.model.element_types), elements)
+        dirs = {split: path for split, (path, _) in export.items() if split != "test"}
+        return train_m3gnet(dirs, elements, options, work_dir, parent)
+    from atlas2d.mlff.train_mace import train_mace
+
+    parent_file = None
+    if parent_data is not None:
+        from atlas2d.services.models import force_field_from_bytes
+
+        _check_parent_elements(force_field_from_bytes("mace", parent_data).element_symbols, elements)
+        parent_file = work_dir / "parent.model"
+        parent_file.write_bytes(parent_data)  # the verified bytes, not the registry's path
+    from ase.data import atomic_numbers
+
+    files = {split: path for split, (path, _) in export.items()}
+    numbers = tuple(atomic_numbers[symbol] for symbol in elements)
+    return train_mace(files, options, work_dir, numbers, parent_file)
+
+
+def _check_parent_elements(known: tuple[str, ...], needed: tuple[str, ...]) -> None:
+    unknown = sorted(set(needed) - set(known))
+    if unknown:
+        raise InvalidInput(
+            f"The parent model knows {', '.join(known)}; the training set also has "
+            f"{', '.join(unknown)}. Fine-tune on data within the parent's elements or train "
+            "from scratch."
+        )
+
+
+def write_curve(curve: list[dict[str, Any]], work_dir: Path) -> Path | None:
+    """``training_curve.csv`` and, with matplotlib installed, ``training_curve.png``."""
+    if not curve:
+        return None
+    path = work_dir / "training_curve.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(curve[0]))
+        writer.writeheader()
+        writer.writerows(curve)
+    try:
+        from atlas2d.analysis.plots import plot_training_curve
+    except MissingExtra:
+        return path
+    plot_training_curve(curve, work_dir / "training_curve.png")
+    return path
+
+
+def train_model(
+    sessions: sessionmaker[Session],
+    request: TrainRequest,
+    artifacts_dir: Path,
+    progress: Callable[[str], None] = lambda message: None,
+) -> ModelVersionDetails:
+    """Train a new version of ``request.name`` and register it (see the module docstring).
+
+    Args:
+        artifacts_dir: ``$ATLAS2D_HOME/artifacts``; the run's folder is
+            ``models/NAME/vVERSION`` under it.
+        progress: called with a line at each stage.
+
+    Raises:
+        NotFound / InvalidInput: bad request; nothing is registered.
+        TrainingFailed: the run failed; the version is registered as ``failed``.
+    """
+    options = request.options
+    with sessions.begin() as session:
+        training_set, parent = _check_request(session, request)
+        model_version_id, version = queries.insert_training_version(
+            session,
+            {
+                "name": request.name,
+                "architecture": options.architecture,
+                "training_set_id": training_set["id"],
+                "parent_id": None if parent is None else parent["id"],
+                "hyperparameters": options.hyperparameters(),
+                "environment": environment(
+                    options.device, options.num_threads, options.seed, options.devices
+                ),
+            },
+        )
+    ref = f"{request.name}:{version}"
+    relative_dir = Path("models") / request.name / f"v{version}"
+    work_dir = artifacts_dir / relative_dir
+    progress(f"registered {ref} ({options.architecture}) as training; work folder {work_dir}")
+    try:
+        if work_dir.exists():  # left by a database that was reset; this version is new
+            shutil.rmtree(work_dir)
+        work_dir.mkdir(parents=True)
+        parent_data = None
+        if parent is not None:
+            parent_data = read_verified(
+                registry.artifact_file(parent, artifacts_dir),
+                parent["artifact_sha256"],
+                registry.label(parent),
+            )
+        fmt = "matgl" if options.architecture == "m3gnet" else "mace"
+        export = export_training_set(sessions, request.training_set, fmt, work_dir / "data")
+        progress(
+            f"exported {request.training_set} for {fmt}: "
+            + ", ".join(f"{split} {count} frames" for split, (_, count) in export.items())
+        )
+        progress(f"training {options.architecture} for up to {options.epochs} epochs")
+        trained = _train(export, options, work_dir, parent_data)
+        sha256 = sha256_of_file(trained.artifact)
+        progress(
+            f"trained {trained.epochs_run} epochs in {trained.train_seconds:.1f} s; "
+            f"model file sha256 {sha256[:16]}…"
+        )
+        force_field = registry.force_field_from_bytes(
+            options.architecture, read_verified(trained.artifact, sha256, ref), options.device
+        )
+        metrics: dict[str, Any] = {}
+        for split in EVALUATED_SPLITS:
+            if split not in export:
+                continue
+            predict_frames(
+                sessions, model_version_id, force_field, training_set["id"], split, options.batch_size
+            )
+            with sessions.begin() as session:
+                metrics[split] = split_errors(session, model_version_id, training_set["id"], split)
+        metrics["epochs_run"] = trained.epochs_run
+        metrics["stopped_by"] = trained.stopped_by
+        metrics["train_seconds"] = trained.train_seconds
+        write_curve(trained.curve, work_dir)
+        with sessions.begin() as session:
+            queries.finish_version(
+                session,
+                model_version_id,
+                status="ready",
+                artifact_path=str(relative_dir / trained.artifact.name),
+                artifact_sha256=sha256,
+                metrics=metrics,
+                training_curve=trained.curve,
+                hyperparameters={**options.hyperparameters(), **trained.hyperparameters},
+            )
+    except BaseException as err:
+        reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        with sessions.begin() as session:
+            queries.finish_version(session, model_version_id, status="failed", error=reason)
+        if isinstance(err, Exception):
+            raise TrainingFailed(
+                f"Training {ref} failed and is recorded as failed: {reason}"
+            ) from err
+        raise
+    progress(f"{ref} is ready")
+    return registry.show_model(sessions, ref)
