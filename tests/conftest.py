@@ -134,23 +134,37 @@ def cli(sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch, databa
 
 # --- trained models (shared by the registry, contract and CLI tests) ---------------------
 
-TINY_M3GNET = {"cutoff": 4.0, "threebody_cutoff": 3.5, "units": 8, "nblocks": 1, "max_n": 2, "max_l": 2}
-TINY_MACE = {"r_max": 4.0, "max_L": 0, "channels": 8, "num_interactions": 2, "correlation": 2, "max_ell": 2}
+TINY_M3GNET = {
+    "cutoff": 4.0,
+    "threebody_cutoff": 3.5,
+    "units": 8,
+    "nblocks": 1,
+    "max_n": 2,
+    "max_l": 2,
+}
+TINY_MACE = {
+    "r_max": 4.0,
+    "max_l": 0,
+    "channels": 8,
+    "num_interactions": 2,
+    "correlation": 2,
+    "max_ell": 2,
+}
 
 
 def tiny_options(architecture: str, **overrides: object):  # type: ignore[no-untyped-def]
     """Training options for a tiny model that trains in seconds on the CPU."""
     from atlas2d.mlff.training import M3GNetSize, MACESize, TrainOptions
 
-    return TrainOptions(
-        architecture=architecture,
-        epochs=2,
-        batch_size=4,
-        seed=7,
-        m3gnet=M3GNetSize(**TINY_M3GNET),  # type: ignore[arg-type]
-        mace=MACESize(**TINY_MACE),  # type: ignore[arg-type]
-        **overrides,  # type: ignore[arg-type]
-    )
+    settings = {
+        "architecture": architecture,
+        "epochs": 2,
+        "batch_size": 4,
+        "seed": 7,
+        "m3gnet": M3GNetSize(**TINY_M3GNET),  # type: ignore[arg-type]
+        "mace": MACESize(**TINY_MACE),  # type: ignore[arg-type]
+    }
+    return TrainOptions(**{**settings, **overrides})  # type: ignore[arg-type]
 
 
 class TrainedRegistry:
@@ -178,8 +192,8 @@ def trained_registry(
     from atlas2d.io.synthetic import alexandria_document, synthetic_trajectories
     from atlas2d.queries.trainsets import SelectionParameters
     from atlas2d.services.ingest import ingest_file
-    from atlas2d.services.trainsets import create_training_set
     from atlas2d.services.training import TrainRequest, train_model
+    from atlas2d.services.trainsets import create_training_set
 
     url = _migrated_database(database_server, "atlas2d_models")
     root = tmp_path_factory.mktemp("registry")

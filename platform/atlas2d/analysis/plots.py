@@ -29,7 +29,11 @@ def plot_training_curve(curve: list[dict[str, Any]], path: Path) -> Path:
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for axis, (title, series) in zip(axes, panels, strict=True):
         for key, legend in series:
-            points = [(e, row[key]) for e, row in zip(epochs, curve, strict=True) if row.get(key) is not None]
+            points = [
+                (e, row[key])
+                for e, row in zip(epochs, curve, strict=True)
+                if row.get(key) is not None
+            ]
             if points:
                 axis.plot(*zip(*points, strict=True), marker="o", label=legend)
         axis.set_xlabel("epoch")

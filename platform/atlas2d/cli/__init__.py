@@ -5,9 +5,9 @@ commands import numpy or torch (see ``atlas2d.threads``); a bad
 ``ATLAS2D_NUM_THREADS`` is reported by ``atlas2d.cli.main.app``.
 """
 
+import contextlib
+
 from atlas2d.threads import apply_threads
 
-try:
+with contextlib.suppress(ValueError):
     apply_threads()
-except ValueError:
-    pass

@@ -9,7 +9,9 @@ import typer
 
 from atlas2d.cli.output import OutputFormat, console, print_frame, print_json
 
-models_app = typer.Typer(help="The model registry: versions, provenance, metrics.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="The model registry: versions, provenance, metrics.", no_args_is_help=True
+)
 
 
 class Architecture(str, Enum):
@@ -44,7 +46,13 @@ def _print_metrics(metrics_by_split: dict[str, dict[str, Any]], title: str) -> N
         cells = []
         for key, _ in METRIC_COLUMNS:
             value = metrics.get(key)
-            cells.append("" if value is None else f"{value:,.4g}" if isinstance(value, float) else f"{value:,}")
+            cells.append(
+                ""
+                if value is None
+                else f"{value:,.4g}"
+                if isinstance(value, float)
+                else f"{value:,}"
+            )
         table.add_row(split, *cells)
     console.print(table)
 
@@ -54,7 +62,9 @@ def train(
     trainset: str = typer.Option(..., "--trainset", help="The training set to train on."),
     name: str = typer.Option(..., "--name", help="Model name; each run adds a version."),
     parent: str | None = typer.Option(
-        None, "--from", help="Fine-tune this ready version (NAME or NAME:VERSION, same architecture)."
+        None,
+        "--from",
+        help="Fine-tune this ready version (NAME or NAME:VERSION, same architecture).",
     ),
     freeze: int = typer.Option(0, help="With --from: keep the first N layers of the parent fixed."),
     lr: float | None = typer.Option(None, help="Learning rate [m3gnet 1e-3, mace 1e-2]."),
@@ -62,9 +72,7 @@ def train(
     epochs: int = typer.Option(100, help="Maximum epochs."),
     seed: int = typer.Option(0, help="Seed of every random number generator."),
     energy_weight: float | None = typer.Option(None, help="Energy loss weight [1]."),
-    force_weight: float | None = typer.Option(
-        None, help="Force loss weight [m3gnet 1, mace 100]."
-    ),
+    force_weight: float | None = typer.Option(None, help="Force loss weight [m3gnet 1, mace 100]."),
     stress_weight: float | None = typer.Option(
         None, help="Stress loss weight [m3gnet 0.1, mace 1]."
     ),
@@ -112,10 +120,12 @@ def train(
         devices=devices,
         max_time_s=max_time,
         num_threads=settings.num_threads,
-        m3gnet=M3GNetSize(cutoff=cutoff, threebody_cutoff=threebody_cutoff, units=units, nblocks=nblocks),
+        m3gnet=M3GNetSize(
+            cutoff=cutoff, threebody_cutoff=threebody_cutoff, units=units, nblocks=nblocks
+        ),
         mace=MACESize(
             r_max=r_max,
-            max_L=max_l,
+            max_l=max_l,
             channels=channels,
             num_interactions=num_interactions,
             swa_start=swa_start,

@@ -20,16 +20,17 @@ ARTIFACT_NAME = "model.m3gnet.tar"
 
 def _layers(model: Any) -> list[Any]:
     """M3GNet's layers from input to output: embedding, one (three-body, graph) pair
-    per block, readout and final MLP."""
+    per block, and the output layer."""
     import torch
 
     blocks = [
         torch.nn.ModuleList([three_body, graph])
-        for three_body, graph in zip(
-            model.three_body_interactions, model.graph_layers, strict=True
-        )
+        for three_body, graph in zip(model.three_body_interactions, model.graph_layers, strict=True)
     ]
-    return [model.embedding, *blocks, torch.nn.ModuleList([model.readout, model.final_layer])]
+    # An extensive (potential) M3GNet reads out with its final layer alone; an
+    # intensive one has a readout before it.
+    output = [m for m in (getattr(model, "readout", None), model.final_layer) if m is not None]
+    return [model.embedding, *blocks, torch.nn.ModuleList(output)]
 
 
 def freeze_leading_layers(model: Any, count: int) -> None:
@@ -50,9 +51,9 @@ def freeze_leading_layers(model: Any, count: int) -> None:
 
 
 def _epoch_timer() -> Any:
-    import lightning as L
+    import lightning
 
-    class EpochTimer(L.Callback):
+    class EpochTimer(lightning.Callback):
         """Seconds of each training epoch, without validation."""
 
         def __init__(self) -> None:
@@ -120,7 +121,8 @@ def train_m3gnet(
     Returns:
         The model file (``model.m3gnet.tar``), the per-epoch curve and timings.
     """
-    import lightning as L
+    import lightning
+    import matgl
     import numpy as np
     import torch
     from lightning.pytorch.loggers import CSVLogger
@@ -132,7 +134,10 @@ def train_m3gnet(
 
     resolved = options.resolved()
     size = options.m3gnet
-    L.seed_everything(options.seed, workers=True, verbose=False)
+    # matgl trains in float32. Set it explicitly: MACE's calculator and float64
+    # checks switch torch's process-wide default dtype.
+    matgl.set_default_dtype("float", 32)
+    lightning.seed_everything(options.seed, workers=True, verbose=False)
     torch.set_num_threads(options.num_threads)
     extra: dict[str, Any] = {}
     if parent is not None:
@@ -159,13 +164,17 @@ def train_m3gnet(
         element_refs = None
     cutoff = float(model.cutoff)
     datasets = {
-        split: load_matgl_dataset(path, cutoff=cutoff, element_types=element_types, root=work_dir / f"graphs_{split}")
+        split: load_matgl_dataset(
+            path, cutoff=cutoff, element_types=element_types, root=work_dir / f"graphs_{split}"
+        )
         for split, path in data_dirs.items()
     }
     if element_refs is None:
         train = datasets["train"]
         element_refs = fit_element_refs(train.structures, train.labels["energies"], element_types)
-    extra["element_refs_ev"] = dict(zip(element_types, np.asarray(element_refs).tolist(), strict=True))
+    extra["element_refs_ev"] = dict(
+        zip(element_types, np.asarray(element_refs).tolist(), strict=True)
+    )
     module = PotentialLightningModule(
         model=model,
         element_refs=element_refs,
@@ -181,7 +190,7 @@ def train_m3gnet(
     )
     timer = _epoch_timer()
     logger = CSVLogger(str(work_dir), name="lightning", version=0)
-    trainer = L.Trainer(
+    trainer = lightning.Trainer(
         max_epochs=options.epochs,
         max_time=timedelta(seconds=options.max_time_s) if options.max_time_s else None,
         accelerator="gpu" if options.device == "cuda" else "cpu",

@@ -75,7 +75,7 @@ def mace_arguments(
             "--atomic_numbers", str(list(atomic_numbers)),
             "--E0s", "average",
             "--r_max", str(size.r_max),
-            "--max_L", str(size.max_L),
+            "--max_L", str(size.max_l),
             "--num_channels", str(size.channels),
             "--num_interactions", str(size.num_interactions),
             "--correlation", str(size.correlation),
@@ -87,6 +87,7 @@ def mace_arguments(
         args += [
             "--foundation_model", str(parent_file),
             "--multiheads_finetuning", "False",
+            "--foundation_model_elements", "True",  # keep the parent's element table
             "--E0s", "foundation",
         ]  # fmt: skip
     if options.freeze:

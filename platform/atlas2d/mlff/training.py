@@ -33,12 +33,13 @@ class M3GNetSize:
 class MACESize:
     """MACE's size and its stochastic-weight-averaging (stage two) options.
 
-    ``r_max`` in Å; ``swa_start`` is the epoch stage two starts (None: no SWA), with
+    ``r_max`` in Å; ``max_l`` is MACE's ``--max_L`` (symmetry order of the messages);
+    ``swa_start`` is the epoch stage two starts (None: no SWA), with
     energy weight ``swa_energy_weight`` and learning rate ``swa_lr``.
     """
 
     r_max: float = 5.0
-    max_L: int = 1
+    max_l: int = 1
     channels: int = 64
     num_interactions: int = 2
     correlation: int = 3

@@ -65,7 +65,9 @@ def insert_training_version(session: Session, row: dict[str, Any]) -> tuple[int,
     The name is locked for the transaction (advisory lock) so two runs starting at
     once get different versions. Returns (id, version).
     """
-    session.execute(text("SELECT pg_advisory_xact_lock(hashtext('model:' || :n))"), {"n": row["name"]})
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext('model:' || :n))"), {"n": row["name"]}
+    )
     version = session.execute(
         select(func.coalesce(func.max(ModelVersion.version), 0) + 1).where(
             ModelVersion.name == row["name"]

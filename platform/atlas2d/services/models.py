@@ -145,7 +145,11 @@ def show_model(sessions: sessionmaker[Session], ref: str) -> ModelVersionDetails
     return ModelVersionDetails(
         **{k: row[k] for k in fields if k != "parent_chain"},
         parent_chain=[
-            {"model": label(r), "architecture": r["architecture"], "training_set": r["training_set"]}
+            {
+                "model": label(r),
+                "architecture": r["architecture"],
+                "training_set": r["training_set"],
+            }
             for r in chain[1:]
         ],
     )

@@ -116,7 +116,9 @@ def _train(
     if parent_data is not None:
         from atlas2d.services.models import force_field_from_bytes
 
-        _check_parent_elements(force_field_from_bytes("mace", parent_data).element_symbols, elements)
+        _check_parent_elements(
+            force_field_from_bytes("mace", parent_data).element_symbols, elements
+        )
         parent_file = work_dir / "parent.model"
         parent_file.write_bytes(parent_data)  # the verified bytes, not the registry's path
     from ase.data import atomic_numbers
@@ -222,7 +224,12 @@ def train_model(
             if split not in export:
                 continue
             predict_frames(
-                sessions, model_version_id, force_field, training_set["id"], split, options.batch_size
+                sessions,
+                model_version_id,
+                force_field,
+                training_set["id"],
+                split,
+                options.batch_size,
             )
             with sessions.begin() as session:
                 metrics[split] = split_errors(session, model_version_id, training_set["id"], split)
