@@ -20,9 +20,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def _matrix3(name: str, nullable: bool = False) -> sa.Column:
-    return sa.Column(
-        name, postgresql.ARRAY(sa.Double(), dimensions=2), nullable=nullable
-    )
+    return sa.Column(name, postgresql.ARRAY(sa.Double(), dimensions=2), nullable=nullable)
 
 
 def _jsonb(name: str) -> sa.Column:
@@ -47,7 +45,10 @@ def upgrade() -> None:
         sa.Column("status", sa.Text(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column(
-            "started_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+            "started_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
         ),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint(
@@ -63,7 +64,8 @@ def upgrade() -> None:
             name=op.f("ck_model_versions_ready_has_artifact"),
         ),
         sa.CheckConstraint(
-            "status <> 'failed' OR error IS NOT NULL", name=op.f("ck_model_versions_failed_has_error")
+            "status <> 'failed' OR error IS NOT NULL",
+            name=op.f("ck_model_versions_failed_has_error"),
         ),
         sa.ForeignKeyConstraint(
             ["parent_id"],
@@ -93,13 +95,17 @@ def upgrade() -> None:
         sa.Column("forces", sa.LargeBinary(), nullable=False),
         _matrix3("stress", nullable=True),
         sa.Column(
-            "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
         ),
         sa.CheckConstraint(
             "octet_length(forces) = 24 * n_sites", name=op.f("ck_frame_predictions_forces_length")
         ),
         sa.CheckConstraint(
-            "stress IS NULL OR cardinality(stress) = 9", name=op.f("ck_frame_predictions_stress_shape")
+            "stress IS NULL OR cardinality(stress) = 9",
+            name=op.f("ck_frame_predictions_stress_shape"),
         ),
         sa.ForeignKeyConstraint(
             ["frame_id"],

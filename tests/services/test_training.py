@@ -255,3 +255,25 @@ def test_predict_stores_predictions_once_and_reports_errors(trained_registry) ->
     np.testing.assert_allclose(np.asarray(row.stress), fresh.stresses[0], atol=1e-12)
     with pytest.raises(InvalidInput, match="Split 'dev'"):
         predict_split(sessions, "tiny-mace:1", "layers", "dev", artifacts)
+
+
+def test_mlff_load_gives_an_ase_calculator_in_ev_per_a3(trained_registry) -> None:  # type: ignore[no-untyped-def]
+    from ase.build import mx2
+
+    import atlas2d.mlff
+
+    atoms = mx2("MoS2", a=3.2, vacuum=6.0)
+    atoms.rattle(0.05, seed=1)
+    for ref in ("tiny-m3gnet:1", "tiny-mace"):
+        calculator = atlas2d.mlff.load(
+            ref, sessions=trained_registry.sessions, artifacts_dir=trained_registry.artifacts_dir
+        )
+        atoms.calc = calculator
+        stress = atoms.get_stress(voigt=False)
+        batch = load_force_field(trained_registry.sessions, ref, trained_registry.artifacts_dir)
+        expected = batch.predict([atoms]).stresses[0]
+        # matgl's own calculator defaults to GPa: ours must not (160× larger otherwise).
+        np.testing.assert_allclose(stress, expected, rtol=1e-4, atol=1e-9)
+        assert atoms.get_potential_energy() == pytest.approx(
+            batch.predict([atoms]).energies[0], rel=1e-5
+        )

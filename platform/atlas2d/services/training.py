@@ -53,6 +53,8 @@ def _check_request(session: Session, request: TrainRequest) -> tuple[dict, dict 
         raise InvalidInput("--epochs, --batch-size and --devices must be at least 1.")
     if options.device not in ("cpu", "cuda"):
         raise InvalidInput(f"--device {options.device!r} is not cpu or cuda.")
+    if options.devices > 1 and options.device != "cuda":
+        raise InvalidInput("--devices N > 1 trains on N GPUs: add --device cuda.")
     if options.freeze and request.parent is None:
         raise InvalidInput("--freeze keeps a parent's layers fixed; give the parent with --from.")
     training_set = trainset_queries.training_set_row(session, request.training_set)
