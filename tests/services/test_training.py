@@ -138,7 +138,9 @@ def test_fine_tuning_m3gnet_records_the_parent_and_freezes_layers(trained_regist
     assert all(torch.equal(parent[k], child[k]) for k in frozen)
     assert any(not torch.equal(parent[k], child[k]) for k in trained)
     assert details.hyperparameters["freeze"] == 1
-    assert details.hyperparameters["cutoff"] == 4.0  # the parent's, not the default 5 Å
+    # The parent's size, not the defaults (5 Å, 64 units, 3 blocks).
+    hyper = details.hyperparameters
+    assert (hyper["cutoff"], hyper["units"], hyper["nblocks"]) == (4.0, 8, 1)
 
 
 def test_fine_tuning_mace_starts_from_the_parent(trained_registry) -> None:  # type: ignore[no-untyped-def]
@@ -148,6 +150,9 @@ def test_fine_tuning_mace_starts_from_the_parent(trained_registry) -> None:  # t
     details = train_model(trained_registry.sessions, request, trained_registry.artifacts_dir)
     assert details.parent_chain[0]["model"] == "tiny-mace:1"
     assert "--foundation_model" in details.hyperparameters["mace_arguments"]
+    hyper = details.hyperparameters
+    assert (hyper["r_max"], hyper["num_interactions"], hyper["hidden_irreps"]) == (4.0, 2, "8x0e")
+    assert "channels" not in hyper  # the parent's size is recorded, not the unused option
     parent = load_force_field(
         trained_registry.sessions, "tiny-mace:1", trained_registry.artifacts_dir
     )

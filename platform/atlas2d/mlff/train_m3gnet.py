@@ -145,7 +145,14 @@ def train_m3gnet(
         element_types = tuple(model.element_types)
         element_refs = parent.element_refs.property_offset.detach().cpu().numpy()
         data_mean, data_std = float(parent.data_mean), float(parent.data_std)
-        extra = {"cutoff": float(model.cutoff), "threebody_cutoff": float(model.threebody_cutoff)}
+        extra = {
+            "cutoff": float(model.cutoff),
+            "threebody_cutoff": float(model.threebody_cutoff),
+            "units": int(model.units),
+            "nblocks": int(model.n_blocks),
+            "max_n": int(model.max_n),
+            "max_l": int(model.max_l),
+        }
         freeze_leading_layers(model, options.freeze)
     else:
         model = M3GNet(

@@ -87,8 +87,13 @@ class TrainOptions:
         values = {k: v if (v := getattr(self, k)) is not None else d for k, d in defaults.items()}
         return TrainOptions(**{**self.__dict__, **values})
 
-    def hyperparameters(self) -> dict[str, Any]:
-        """The JSON recorded in the registry: common settings and this architecture's size."""
+    def hyperparameters(self, fine_tuning: bool = False) -> dict[str, Any]:
+        """The JSON recorded in the registry: common settings and this architecture's size.
+
+        Args:
+            fine_tuning: the size comes from the parent model (the trainer records it),
+                so the size options are left out; MACE's SWA options stay.
+        """
         resolved = self.resolved()
         common = {
             k: getattr(resolved, k)
@@ -101,6 +106,8 @@ class TrainOptions:
             "devices": resolved.devices,
         }
         size = asdict(self.m3gnet if self.architecture == "m3gnet" else self.mace)
+        if fine_tuning:
+            size = {k: v for k, v in size.items() if k.startswith("swa_")}
         return {**common, **size}
 
 

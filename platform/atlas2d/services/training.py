@@ -114,20 +114,26 @@ def _train(
         return train_m3gnet(dirs, elements, options, work_dir, parent)
     from atlas2d.mlff.train_mace import train_mace
 
-    parent_file = None
+    parent = parent_file = None
     if parent_data is not None:
         from atlas2d.services.models import force_field_from_bytes
 
-        _check_parent_elements(
-            force_field_from_bytes("mace", parent_data).element_symbols, elements
-        )
+        parent = force_field_from_bytes("mace", parent_data)
+        _check_parent_elements(parent.element_symbols, elements)
         parent_file = work_dir / "parent.model"
         parent_file.write_bytes(parent_data)  # the verified bytes, not the registry's path
     from ase.data import atomic_numbers
 
     files = {split: path for split, (path, _) in export.items()}
     numbers = tuple(atomic_numbers[symbol] for symbol in elements)
-    return train_mace(files, options, work_dir, numbers, parent_file)
+    trained = train_mace(files, options, work_dir, numbers, parent_file)
+    if parent_data is not None:  # record the size the model has: the parent's
+        trained.hyperparameters |= {
+            "r_max": parent.cutoff,
+            "num_interactions": len(parent.model.interactions),
+            "hidden_irreps": str(parent.model.products[0].linear.irreps_out),
+        }
+    return trained
 
 
 def _check_parent_elements(known: tuple[str, ...], needed: tuple[str, ...]) -> None:
@@ -184,7 +190,7 @@ def train_model(
                 "architecture": options.architecture,
                 "training_set_id": training_set["id"],
                 "parent_id": None if parent is None else parent["id"],
-                "hyperparameters": options.hyperparameters(),
+                "hyperparameters": options.hyperparameters(fine_tuning=parent is not None),
                 "environment": environment(
                     options.device, options.num_threads, options.seed, options.devices
                 ),
@@ -248,7 +254,10 @@ def train_model(
                 artifact_sha256=sha256,
                 metrics=metrics,
                 training_curve=trained.curve,
-                hyperparameters={**options.hyperparameters(), **trained.hyperparameters},
+                hyperparameters={
+                    **options.hyperparameters(fine_tuning=parent is not None),
+                    **trained.hyperparameters,
+                },
             )
     except BaseException as err:
         reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
