@@ -39,6 +39,15 @@ class Predictions:
     stresses: np.ndarray
 
 
+def zero_out_of_plane(stress: np.ndarray) -> np.ndarray:
+    """A copy of (…, 3, 3) stresses with the components that have a z index set to zero
+    (DESIGN.md, 2D: a layer's cell relaxes in-plane only)."""
+    in_plane = np.array(stress, dtype=np.float64)
+    in_plane[..., 2, :] = 0.0
+    in_plane[..., :, 2] = 0.0
+    return in_plane
+
+
 def as_periodic(atoms: Atoms) -> Atoms:
     """A copy of ``atoms`` (no calculator) flagged periodic along a, b and c."""
     periodic = Atoms(
@@ -67,9 +76,15 @@ class ForceField(ABC):
     def predict(self, structures: Sequence[Atoms], batch_size: int = 32) -> Predictions:
         """Energies, forces and stresses of many structures, ``batch_size`` per model call."""
 
-    def calculator(self) -> Calculator:
-        """An ASE calculator that evaluates every structure as 3D periodic."""
-        return PeriodicCalculator(self.framework_calculator())
+    def calculator(self, in_plane_stress: bool = False) -> Calculator:
+        """An ASE calculator that evaluates every structure as 3D periodic.
+
+        Args:
+            in_plane_stress: report the stress with its z-index components zeroed (what
+                the optimiser of a 2D layer sees, so c and the vacuum do not relax);
+                the full stress stays in ``calculator.full_stress``.
+        """
+        return PeriodicCalculator(self.framework_calculator(), in_plane_stress)
 
     def check_elements(self, structures: Sequence[Atoms]) -> None:
         """Raise ValueError naming the elements the model was not trained on."""
@@ -87,9 +102,12 @@ class PeriodicCalculator(Calculator):
 
     implemented_properties: ClassVar[list[str]] = ["energy", "free_energy", "forces", "stress"]
 
-    def __init__(self, inner: Calculator, **kwargs: Any) -> None:
+    def __init__(self, inner: Calculator, in_plane_stress: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.inner = inner
+        self.in_plane_stress = in_plane_stress
+        self.full_stress: np.ndarray | None = None
+        """The last stress before masking, shape (3, 3), eV/Å³."""
 
     def calculate(
         self,
@@ -102,6 +120,9 @@ class PeriodicCalculator(Calculator):
         periodic.calc = self.inner
         energy = float(periodic.get_potential_energy())
         stress = np.asarray(periodic.get_stress(voigt=False), dtype=np.float64)
+        self.full_stress = stress
+        if self.in_plane_stress:
+            stress = zero_out_of_plane(stress)
         self.results = {
             "energy": energy,
             "free_energy": energy,

@@ -24,6 +24,7 @@ from atlas2d.db.models import RULES
 from atlas2d.db.types import vec3_from_bytes
 from atlas2d.errors import AlreadyExists, InvalidInput, NotFound
 from atlas2d.io.records import ExportFrame
+from atlas2d.mlff.forcefield import zero_out_of_plane
 from atlas2d.queries import trainsets as queries
 from atlas2d.queries.trainsets import SelectionParameters
 
@@ -253,15 +254,6 @@ JOIN materials m ON m.id = r.material_id
 WHERE t.training_set_id = :id AND t.split = :split
 ORDER BY t.frame_id
 """
-
-
-def zero_out_of_plane(stress: np.ndarray) -> np.ndarray:
-    """A copy of a (3, 3) stress with the components that have a z index set to zero,
-    so a layer's cell relaxes in-plane only (DESIGN.md, 2D)."""
-    in_plane = np.array(stress, dtype=np.float64)
-    in_plane[2, :] = 0.0
-    in_plane[:, 2] = 0.0
-    return in_plane
 
 
 def _export_frames(
