@@ -140,6 +140,7 @@ class Relaxation(Base):
         CheckConstraint("cardinality(species) = n_sites", name="species_length"),
         CheckConstraint("cardinality(pbc) = 3", name="pbc_length"),
         CheckConstraint("n_steps >= 0", name="n_steps_nonnegative"),
+        CheckConstraint("method = 'ml' OR model_version_id IS NULL", name="model_only_for_ml"),
     )
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
@@ -150,6 +151,10 @@ class Relaxation(Base):
         ForeignKey("sources.id", ondelete="CASCADE"), index=True
     )
     method: Mapped[str] = mapped_column(Text)
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="RESTRICT"), index=True
+    )
+    """The model version of an ML relaxation (a version with results cannot be deleted)."""
     sequence: Mapped[int] = mapped_column(SmallInteger)
     """Position among the material's successive relaxations in its source (0, 1, …)."""
     parameters: Mapped[dict[str, Any]]
@@ -362,4 +367,33 @@ class FramePrediction(Base):
     """Forces, shape (n_sites, 3), eV/Å."""
     stress: Mapped[np.ndarray | None] = mapped_column(Matrix3)
     """Stress, shape (3, 3), eV/Å³, ASE sign; NULL when the model computes none."""
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+EVALUATION_KINDS = ("relaxation", "direct", "stability")
+
+
+class Evaluation(Base):
+    """A stored evaluation of a model version against DFT on a set of materials."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (CheckConstraint(_in_list("kind", EVALUATION_KINDS), name="kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
+    )
+    training_set_id: Mapped[int | None] = mapped_column(
+        ForeignKey("training_sets.id", ondelete="CASCADE"), index=True
+    )
+    split: Mapped[str | None] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
+    parameters: Mapped[dict[str, Any]]
+    """What was evaluated: relaxation parameters, selection, thresholds."""
+    metrics: Mapped[dict[str, Any]]
+    """Overall figures, units in the keys (e.g. energy_mae_mev_per_atom)."""
+    per_element: Mapped[dict[str, Any]]
+    """{element: figures}; a material counts for every element it contains."""
+    per_spacegroup: Mapped[dict[str, Any]]
+    """{space-group number: figures}."""
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -86,7 +86,7 @@ def relax_ase(
         atoms.calc = calculator = force_field.calculator(in_plane_stress=layer)
         steps: list[tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
-        def record(atoms: Atoms = atoms, calculator=calculator) -> None:  # type: ignore[no-untyped-def]
+        def record(atoms: Atoms = atoms, calculator=calculator, steps=steps) -> None:  # type: ignore[no-untyped-def]
             steps.append(
                 (
                     float(atoms.get_potential_energy()),

@@ -105,7 +105,8 @@ def upsert_materials(session: Session, rows: list[dict[str, Any]]) -> dict[str, 
 
 
 RELAXATION_RECORD = (
-    "material_id int, source_id int, method text, sequence smallint, parameters jsonb,"
+    "material_id int, source_id int, method text, model_version_id int, sequence smallint,"
+    " parameters jsonb,"
     " n_sites smallint, species smallint[], pbc boolean[], n_steps int, converged boolean,"
     " final_energy float8, final_energy_per_atom float8, final_area_per_atom float8,"
     " max_energy_change float8, wall_time_s float8, info jsonb, content_hash text"

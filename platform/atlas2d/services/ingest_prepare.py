@@ -207,6 +207,7 @@ def relaxation_row(block: FrameBlock, t: int, material_id: int, source_id: int) 
         "material_id": material_id,
         "source_id": source_id,
         "method": traj.method,
+        "model_version_id": None,
         "sequence": traj.sequence,
         "parameters": traj.parameters,
         "n_sites": traj.n_sites,

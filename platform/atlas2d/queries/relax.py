@@ -1,0 +1,122 @@
+"""Choosing what to relax and writing ML relaxations back. Functions take ``session``
+first and never commit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+
+@dataclass(frozen=True)
+class MaterialFilter:
+    """Which materials to relax when no training set is given (all must match).
+
+    Attributes:
+        chemsys: chemical systems (elements sorted, ``Mo-S``); empty = any.
+        formulas: reduced formulas; empty = any. dimensionality: 2 layers, 3 bulk.
+        sources: ingest source ids or paths the material's DFT relaxations come from.
+    """
+
+    chemsys: tuple[str, ...] = ()
+    formulas: tuple[str, ...] = ()
+    dimensionality: int | None = None
+    sources: tuple[str, ...] = ()
+
+
+# The starting frame of each material: step 0 of its first DFT relaxation ('first') or
+# the last step of its last one ('final').
+_START_SQL = """
+WITH chosen AS ({chosen}),
+start AS (
+    SELECT DISTINCT ON (r.material_id) r.material_id, r.id AS relaxation_id, r.n_steps
+    FROM relaxations r JOIN chosen c ON c.material_id = r.material_id
+    WHERE r.method = 'dft'
+    ORDER BY r.material_id, {order}
+)
+SELECT m.id AS material_id, m.key AS material_key, m.dimensionality, f.id AS frame_id
+FROM start s
+JOIN materials m ON m.id = s.material_id
+JOIN frames f ON f.relaxation_id = s.relaxation_id AND f.step = {step}
+ORDER BY m.id
+"""
+
+_FIRST = {"order": "r.sequence, r.id", "step": "0"}
+_FINAL = {"order": "r.sequence DESC, r.id DESC", "step": "s.n_steps - 1"}
+
+_BY_SPLIT = """
+SELECT DISTINCT r.material_id FROM training_set_relaxations t
+JOIN relaxations r ON r.id = t.relaxation_id
+WHERE t.training_set_id = :training_set_id AND t.split = :split
+"""
+
+_BY_FILTER = """
+SELECT m.id AS material_id FROM materials m
+WHERE (cardinality(CAST(:chemsys AS text[])) = 0 OR m.chemsys = ANY(CAST(:chemsys AS text[])))
+  AND (cardinality(CAST(:formulas AS text[])) = 0 OR m.formula = ANY(CAST(:formulas AS text[])))
+  AND (CAST(:dimensionality AS int) IS NULL OR m.dimensionality = :dimensionality)
+  AND (cardinality(CAST(:sources AS text[])) = 0 OR EXISTS (
+        SELECT 1 FROM relaxations r JOIN sources s ON s.id = r.source_id
+        WHERE r.material_id = m.id AND (s.path = ANY(CAST(:sources AS text[]))
+                                        OR CAST(s.id AS text) = ANY(CAST(:sources AS text[])))))
+"""
+
+
+def start_frames(
+    session: Session,
+    start: str,
+    training_set_id: int | None = None,
+    split: str | None = None,
+    material_filter: MaterialFilter | None = None,
+) -> list[Any]:
+    """(material_id, material_key, dimensionality, frame_id) of every chosen material
+    with a DFT relaxation, by material id."""
+    chosen = _BY_SPLIT if training_set_id is not None else _BY_FILTER
+    selection = material_filter or MaterialFilter()
+    sql = _START_SQL.format(chosen=chosen, **(_FIRST if start == "first" else _FINAL))
+    return list(
+        session.execute(
+            text(sql),
+            {
+                "training_set_id": training_set_id,
+                "split": split,
+                "chemsys": list(selection.chemsys),
+                "formulas": list(selection.formulas),
+                "dimensionality": selection.dimensionality,
+                "sources": list(selection.sources),
+            },
+        )
+    )
+
+
+def stored_keys(session: Session, keys: Sequence[str]) -> set[str]:
+    """The request keys (``relaxations.content_hash``) already stored."""
+    rows = session.execute(
+        text("SELECT content_hash FROM relaxations WHERE content_hash = ANY(:keys)"),
+        {"keys": list(keys)},
+    )
+    return set(rows.scalars())
+
+
+def delete_by_keys(session: Session, keys: Sequence[str]) -> int:
+    """Delete stored ML relaxations (and their frames) by request key (``--force``)."""
+    result = session.execute(
+        text("DELETE FROM relaxations WHERE method = 'ml' AND content_hash = ANY(:keys)"),
+        {"keys": list(keys)},
+    )
+    return result.rowcount
+
+
+def structures_of_frames(session: Session, frame_ids: Sequence[int]) -> dict[int, Any]:
+    """frame id → (species, pbc, cell, positions) rows."""
+    rows = session.execute(
+        text(
+            "SELECT f.id, r.species, r.pbc, f.cell, f.positions FROM frames f"
+            " JOIN relaxations r ON r.id = f.relaxation_id WHERE f.id = ANY(:ids)"
+        ),
+        {"ids": list(frame_ids)},
+    )
+    return {row.id: row for row in rows}

@@ -1,0 +1,373 @@
+"""Relax materials with a model version and write the ML-relaxed results back.
+
+Each (model version, material, relaxation parameters) is one request, identified by a
+key stored as the ML relaxation's ``content_hash`` (unique): a request already stored is
+skipped (``--force`` replaces it), and two workers can never store the same result
+(``ON CONFLICT DO NOTHING``). Work is done in chunks of materials, each relaxed and
+committed in one transaction, so an interrupted run loses at most the chunks in flight
+and the next run continues where it stopped. Chunks run here, or on Dask workers
+(a ``LocalCluster`` of single-threaded processes, or an existing scheduler) that load
+the model themselves (sha256 checked) and write to PostgreSQL directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from sqlalchemy.orm import Session, sessionmaker
+
+from atlas2d.db.types import vec3_from_bytes
+from atlas2d.errors import InvalidInput, NotFound
+from atlas2d.io.records import Trajectory
+from atlas2d.mlff.forcefield import ForceField
+from atlas2d.mlff.relax import RelaxResult, RelaxSettings
+from atlas2d.queries import ingest_writes
+from atlas2d.queries import relax as queries
+from atlas2d.queries import trainsets as trainset_queries
+from atlas2d.queries.relax import MaterialFilter
+from atlas2d.services import models as registry
+
+ENGINES = ("ase", "batched")
+STARTS = ("first", "final")
+
+
+@dataclass(frozen=True)
+class RelaxRequest:
+    """What to relax, with which model, how.
+
+    Attributes:
+        model: ``NAME`` or ``NAME:VERSION`` (ready).
+        training_set, split: relax the materials of a training-set split; or, with
+            ``training_set`` None, the materials ``materials`` selects.
+        start: ``first`` (step 0 of the material's first DFT relaxation, the unrelaxed
+            structure) or ``final`` (the DFT-relaxed structure).
+        engine: ``ase`` (one structure at a time) or ``batched`` (torch-sim).
+        chunk_size: materials relaxed and committed together.
+        max_atoms: atoms per model call of the batched engine (None: by device).
+    """
+
+    model: str
+    training_set: str | None = None
+    split: str = "test"
+    materials: MaterialFilter | None = None
+    start: str = "first"
+    settings: RelaxSettings = field(default_factory=RelaxSettings)
+    engine: str = "ase"
+    chunk_size: int = 32
+    force: bool = False
+    device: str = "cpu"
+    max_atoms: int | None = None
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One material to relax: where it starts and the key of its result."""
+
+    material_id: int
+    material_key: str
+    dimensionality: int | None
+    frame_id: int
+    key: str
+
+
+@dataclass
+class ChunkOutcome:
+    relaxed: int = 0
+    converged: int = 0
+    diverged: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class RelaxReport:
+    """What a ``relax`` run did. Rates are structures per second of wall time."""
+
+    model: str
+    requested: int
+    already_done: int
+    relaxed: int
+    converged: int
+    diverged: list[str]
+    wall_time_s: float
+    engine: str
+    workers: int
+
+    @property
+    def structures_per_s(self) -> float:
+        return self.relaxed / self.wall_time_s if self.wall_time_s > 0 else 0.0
+
+
+def relaxation_parameters(request: RelaxRequest) -> dict[str, Any]:
+    """The parameters that define a result (stored in ``relaxations.parameters``).
+
+    The engine is not among them: both engines find the same minimum (tested), so a
+    result of either satisfies the request.
+    """
+    return {
+        "optimizer": "FIRE",
+        "cell_filter": "FrechetCellFilter",
+        "cell": "in-plane for layers (z-index stress zeroed), full for bulk",
+        "fmax_ev_per_a": request.settings.fmax,
+        "max_steps": request.settings.max_steps,
+        "start": request.start,
+    }
+
+
+def request_key(model_version_id: int, material_id: int, parameters: dict[str, Any]) -> str:
+    """sha256 identifying one (model version, material, parameters) result."""
+    canonical = json.dumps(parameters, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(
+        f"ml\0{model_version_id}\0{material_id}\0{canonical}".encode()
+    ).hexdigest()
+
+
+def _check(request: RelaxRequest) -> None:
+    problems = []
+    if request.engine not in ENGINES:
+        problems.append(f"engine {request.engine!r} is not ase or batched")
+    if request.start not in STARTS:
+        problems.append(f"start {request.start!r} is not first or final")
+    if request.settings.fmax <= 0 or request.settings.max_steps < 0:
+        problems.append("fmax must be > 0 eV/Å and steps ≥ 0")
+    if request.chunk_size < 1:
+        problems.append("the batch size must be at least 1")
+    if problems:
+        raise InvalidInput("Invalid relaxation request: " + "; ".join(problems) + ".")
+
+
+def plan(
+    sessions: sessionmaker[Session], request: RelaxRequest
+) -> tuple[dict[str, Any], list[WorkItem], int]:
+    """The model row, the work still to do and how many requests are already stored.
+
+    Raises:
+        NotFound: no such model (ready) or training set; InvalidInput: nothing selected.
+    """
+    _check(request)
+    parameters = relaxation_parameters(request)
+    with sessions.begin() as session:
+        model = registry.resolve(session, request.model)
+        training_set_id = None
+        if request.training_set is not None:
+            row = trainset_queries.training_set_row(session, request.training_set)
+            if row is None:
+                raise NotFound(
+                    f"No training set is named {request.training_set!r}; `atlas2d trainset list`."
+                )
+            training_set_id = row["id"]
+        starts = queries.start_frames(
+            session, request.start, training_set_id, request.split, request.materials
+        )
+        if not starts:
+            raise InvalidInput(
+                "No material with a DFT relaxation matches the selection; check the training "
+                "set and split or the material filters (`atlas2d materials list`)."
+            )
+        items = [
+            WorkItem(s.material_id, s.material_key, s.dimensionality, s.frame_id,
+                     request_key(model["id"], s.material_id, parameters))
+            for s in starts
+        ]  # fmt: skip
+        keys = [item.key for item in items]
+        if request.force:
+            queries.delete_by_keys(session, keys)
+            done: set[str] = set()
+        else:
+            done = queries.stored_keys(session, keys)
+    return model, [item for item in items if item.key not in done], len(done)
+
+
+def _starting_structures(
+    session: Session, items: Sequence[WorkItem]
+) -> list[tuple[Atoms, tuple[bool, ...]]]:
+    rows = queries.structures_of_frames(session, [item.frame_id for item in items])
+    structures = []
+    for item in items:
+        row = rows[item.frame_id]
+        atoms = Atoms(
+            numbers=np.asarray(row.species, dtype=np.int64),
+            positions=vec3_from_bytes(row.positions),
+            cell=np.asarray(row.cell, dtype=np.float64),
+            pbc=True,
+        )
+        structures.append((atoms, tuple(row.pbc)))
+    return structures
+
+
+def _run_engine(
+    force_field: ForceField, engine: str, structures: list[Atoms], in_plane: list[bool],
+    settings: RelaxSettings, max_atoms: int | None,
+) -> list[RelaxResult]:  # fmt: skip
+    if engine == "batched":
+        from atlas2d.mlff.batched import relax_batched
+
+        return relax_batched(force_field, structures, in_plane, settings, max_atoms)
+    from atlas2d.mlff.relax import relax_ase
+
+    return list(relax_ase(force_field, structures, in_plane, settings))
+
+
+def relax_chunk(
+    sessions: sessionmaker[Session],
+    model: dict[str, Any],
+    force_field: ForceField,
+    items: Sequence[WorkItem],
+    parameters: dict[str, Any],
+    engine: str,
+    settings: RelaxSettings,
+    max_atoms: int | None = None,
+) -> ChunkOutcome:
+    """Relax a chunk of materials and store the results in one transaction."""
+    from atlas2d.services.ingest_prepare import build_blocks, encode_frames, relaxation_row
+
+    began = time.perf_counter()
+    with sessions.begin() as session:
+        starts = _starting_structures(session, items)
+    results = _run_engine(
+        force_field,
+        engine,
+        [a for a, _ in starts],
+        [i.dimensionality == 2 for i in items],
+        settings,
+        max_atoms,
+    )
+    outcome = ChunkOutcome()
+    trajectories, kept = [], []
+    for item, (atoms, pbc), result in zip(items, starts, results, strict=True):
+        arrays = (result.energies, result.cells, result.positions, result.forces, result.stresses)
+        if not all(np.isfinite(a).all() for a in arrays):
+            outcome.diverged.append(item.material_key)  # not stored: a rerun tries again
+            continue
+        kept.append((item, result))
+        trajectories.append(
+            Trajectory(
+                material_key=item.material_key,
+                species=atoms.get_atomic_numbers(),
+                cells=result.cells,
+                positions=result.positions,
+                energies=result.energies,
+                forces=result.forces,
+                stresses=result.stresses,
+                parameters=parameters,
+                record=f"ML relaxation of {item.material_key}",
+                converged=result.converged,
+                method="ml",
+                pbc=pbc,  # type: ignore[arg-type]
+                wall_time_s=result.wall_time_s,
+                info={
+                    "model": registry.label(model),
+                    "engine": result.engine,
+                    "start_frame_id": item.frame_id,
+                    "stored_frames": "trajectory" if settings.save_trajectory else "final",
+                    "key": item.key,
+                },
+            )
+        )
+    if trajectories:
+        blocks = build_blocks(trajectories, "ML relaxation")
+        by_key = {item.key: (item, result) for item, result in kept}
+        with sessions.begin() as session:
+            rows = []
+            for block in blocks:
+                for t, trajectory in enumerate(block.trajectories):
+                    item, result = by_key[trajectory.info["key"]]
+                    row = relaxation_row(block, t, item.material_id, None)  # type: ignore[arg-type]
+                    row |= {
+                        "model_version_id": model["id"],
+                        "n_steps": result.n_steps,
+                        "content_hash": item.key,
+                    }
+                    rows.append(row)
+            inserted = ingest_writes.insert_relaxations(session, rows)
+            ids = [[inserted.get(t.info["key"]) for t in block.trajectories] for block in blocks]
+            ingest_writes.copy_frames(
+                session,
+                (
+                    chunk
+                    for block, block_ids in zip(blocks, ids, strict=True)
+                    for chunk in encode_frames(block, block_ids)
+                ),
+            )
+        outcome.relaxed = len(inserted)
+        outcome.converged = sum(result.converged for item, result in kept if item.key in inserted)
+    outcome.seconds = time.perf_counter() - began
+    return outcome
+
+
+def _chunks(items: Sequence[WorkItem], size: int) -> list[list[WorkItem]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def relax(
+    sessions: sessionmaker[Session],
+    request: RelaxRequest,
+    artifacts_dir: Path,
+    workers: int = 0,
+    scheduler: str | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> RelaxReport:
+    """Relax the selected materials and store the results (see the module docstring).
+
+    Args:
+        workers: Dask worker processes on this machine (0: relax in this process).
+        scheduler: address of an existing Dask scheduler (overrides ``workers``).
+        progress: ``progress(done, total, converged)`` after each chunk.
+    """
+    began = time.perf_counter()
+    model, todo, already = plan(sessions, request)
+    parameters = relaxation_parameters(request)
+    total = ChunkOutcome()
+    chunks = _chunks(todo, request.chunk_size)
+
+    def add(outcome: ChunkOutcome) -> None:
+        total.relaxed += outcome.relaxed
+        total.converged += outcome.converged
+        total.diverged += outcome.diverged
+        if progress is not None:
+            progress(total.relaxed + len(total.diverged), len(todo), total.converged)
+
+    if chunks and (workers > 0 or scheduler):
+        from atlas2d.services.relax_dask import run_on_dask
+
+        run_on_dask(
+            sessions, model, chunks, parameters, request, artifacts_dir, workers, scheduler, add
+        )
+    elif chunks:
+        force_field = registry.load_from_row(model, artifacts_dir, request.device)
+        for chunk in chunks:
+            add(
+                relax_chunk(
+                    sessions,
+                    model,
+                    force_field,
+                    chunk,
+                    parameters,
+                    request.engine,
+                    request.settings,
+                    request.max_atoms,
+                )
+            )
+    return RelaxReport(
+        model=registry.label(model),
+        requested=len(todo) + already,
+        already_done=already,
+        relaxed=total.relaxed,
+        converged=total.converged,
+        diverged=total.diverged,
+        wall_time_s=time.perf_counter() - began,
+        engine=request.engine,
+        workers=workers if not scheduler else -1,
+    )
+
+
+def request_as_dict(request: RelaxRequest) -> dict[str, Any]:
+    """A JSON-able copy of a request (for evaluations and reports)."""
+    return asdict(request)

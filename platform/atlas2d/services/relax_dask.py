@@ -1,0 +1,116 @@
+"""Relaxation chunks on Dask workers: a ``LocalCluster`` of single-threaded processes,
+or an existing cluster. Each worker opens its own connection, loads the model once
+(sha256 checked) and writes its results to PostgreSQL itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from atlas2d.mlff.relax import RelaxSettings
+
+_WORKER_STATE: dict[str, Any] = {}
+"""Per worker process: the engine and the loaded force field, reused across chunks."""
+
+
+def _database_url(sessions: sessionmaker[Session]) -> str:
+    bind = sessions.kw["bind"]
+    engine = getattr(bind, "engine", bind)
+    return engine.url.render_as_string(hide_password=False)
+
+
+def relax_chunk_on_worker(
+    database_url: str,
+    artifacts_dir: str,
+    model: dict[str, Any],
+    items: list[Any],
+    parameters: dict[str, Any],
+    engine: str,
+    settings: RelaxSettings,
+    device: str,
+    max_atoms: int | None,
+    num_threads: int,
+) -> Any:
+    """Run in a worker process: relax one chunk and commit it."""
+    from atlas2d.threads import apply_threads
+
+    apply_threads(num_threads)
+    from atlas2d.db.session import make_engine, make_sessions
+    from atlas2d.services import models as registry
+    from atlas2d.services.relax import relax_chunk
+
+    if _WORKER_STATE.get("url") != database_url:
+        _WORKER_STATE["url"] = database_url
+        _WORKER_STATE["sessions"] = make_sessions(make_engine(database_url))
+    cache_key = (model["artifact_sha256"], device)
+    if _WORKER_STATE.get("model_key") != cache_key:
+        _WORKER_STATE["model_key"] = cache_key
+        _WORKER_STATE["force_field"] = registry.load_from_row(model, Path(artifacts_dir), device)
+    return relax_chunk(
+        _WORKER_STATE["sessions"],
+        model,
+        _WORKER_STATE["force_field"],
+        items,
+        parameters,
+        engine,
+        settings,
+        max_atoms,
+    )
+
+
+def run_on_dask(
+    sessions: sessionmaker[Session],
+    model: dict[str, Any],
+    chunks: list[list[Any]],
+    parameters: dict[str, Any],
+    request: Any,
+    artifacts_dir: Path,
+    workers: int,
+    scheduler: str | None,
+    on_done: Callable[[Any], None],
+) -> None:
+    """Submit every chunk and report each outcome as it completes."""
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    from atlas2d.threads import configured_threads, thread_environment
+
+    num_threads = configured_threads()
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            env=thread_environment(num_threads),
+        )
+        client = Client(cluster)
+    try:
+        futures = [
+            client.submit(
+                relax_chunk_on_worker,
+                _database_url(sessions),
+                str(artifacts_dir),
+                model,
+                chunk,
+                parameters,
+                request.engine,
+                request.settings,
+                request.device,
+                request.max_atoms,
+                num_threads,
+                pure=False,
+            )
+            for chunk in chunks
+        ]
+        for future in as_completed(futures):
+            on_done(future.result())
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -1,0 +1,99 @@
+"""The relaxation engines on freshly trained models: FIRE with in-plane cell relaxation
+for layers and full cell relaxation for bulk; the ASE loop and the batched torch-sim
+engine find the same minima."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk, mx2
+
+from atlas2d.mlff.batched import batches_by_atoms, relax_batched
+from atlas2d.mlff.relax import RelaxSettings, relax_ase
+from atlas2d.services.models import load_force_field
+
+# The tiny test models have shallow energy surfaces: a tight fmax makes them take tens
+# to hundreds of steps, like a real model from a distorted start.
+FMAX = {"m3gnet": 5e-4, "mace": 2e-3}  # eV/Å
+
+
+def _settings(force_field, **changes) -> RelaxSettings:  # type: ignore[no-untyped-def]
+    return RelaxSettings(**{"fmax": FMAX[force_field.architecture], "max_steps": 400, **changes})
+
+
+def _layers() -> list[Atoms]:
+    structures = []
+    for seed, (a, size) in enumerate([(3.0, 1), (3.05, 2), (3.4, 1), (3.3, 2)]):
+        atoms = mx2("MoS2", a=a, vacuum=6.0, size=(size, size, 1))
+        atoms.rattle(0.1, seed=seed)
+        atoms.pbc = (True, True, False)
+        structures.append(atoms)
+    return structures
+
+
+@pytest.fixture(params=["tiny-m3gnet:1", "tiny-mace:1"])
+def force_field(request: pytest.FixtureRequest, trained_registry):  # type: ignore[no-untyped-def]
+    return load_force_field(
+        trained_registry.sessions, request.param, trained_registry.artifacts_dir
+    )
+
+
+def test_both_engines_find_the_same_minima(force_field) -> None:  # type: ignore[no-untyped-def]
+    layers = _layers()
+    settings = _settings(force_field)
+    reference = list(relax_ase(force_field, layers, [True] * len(layers), settings))
+    batched = relax_batched(force_field, layers, [True] * len(layers), settings, max_atoms=20)
+    both, moved = 0, 0
+    for start, a, b in zip(layers, reference, batched, strict=True):
+        assert a.n_steps > 5  # they really relaxed
+        if a.converged and b.converged:
+            both += 1
+            per_atom = abs(a.energies[-1] - b.energies[-1]) / len(start) * 1000
+            assert per_atom < 5.0  # meV/atom
+            assert a.energies[-1] < force_field.predict([start]).energies[0]  # downhill
+        for result in (a, b):
+            final_cell = result.cells[-1]
+            # In-plane only: c (and the vacuum) is unchanged, a and b moved.
+            np.testing.assert_allclose(final_cell[2], start.cell.array[2], atol=1e-9)
+            moved += not np.allclose(final_cell[:2], start.cell.array[:2], atol=1e-6)
+            assert result.energies.shape == (1,) and result.positions.shape == (1, len(start), 3)
+    assert both >= 3
+    assert moved >= 4  # a and b did relax
+
+
+def test_bulk_relaxes_the_whole_cell(force_field) -> None:  # type: ignore[no-untyped-def]
+    start = bulk("Mo", "bcc", a=3.0, cubic=True)
+    start.rattle(0.05, seed=3)
+    settings = _settings(force_field)
+    for result in (
+        next(relax_ase(force_field, [start], [False], settings)),
+        relax_batched(force_field, [start], [False], settings)[0],
+    ):
+        assert result.n_steps > 0
+        assert not np.isclose(result.cells[-1][2, 2], start.cell[2, 2], atol=1e-7)  # c too
+
+
+def test_trajectories_have_every_step(force_field) -> None:  # type: ignore[no-untyped-def]
+    layer = _layers()[:1]
+    settings = _settings(force_field, save_trajectory=True)
+    for result in (
+        next(relax_ase(force_field, layer, [True], settings)),
+        relax_batched(force_field, layer, [True], settings)[0],
+    ):
+        assert len(result.energies) == result.n_steps + 1
+        np.testing.assert_allclose(result.positions[0], layer[0].positions, atol=1e-12)
+        assert result.energies[-1] <= result.energies[0]
+
+
+def test_a_step_limit_is_not_convergence(force_field) -> None:  # type: ignore[no-untyped-def]
+    settings = _settings(force_field, fmax=1e-6, max_steps=3)
+    for result in (
+        next(relax_ase(force_field, _layers()[:1], [True], settings)),
+        relax_batched(force_field, _layers()[:1], [True], settings)[0],
+    ):
+        assert (result.converged, result.n_steps) == (False, 3)
+
+
+def test_batches_by_atom_count() -> None:
+    assert batches_by_atoms([3, 3, 12, 3, 30, 3], max_atoms=15) == [[0, 1], [2, 3], [4], [5]]
