@@ -87,3 +87,37 @@ def test_errors_are_one_line(registry_cli) -> None:  # type: ignore[no-untyped-d
     assert code == 1 and "same architecture" in err
     code, _, err = registry_cli("train", "--arch", "mace", "--trainset", "layers", "--name", "a:b")
     assert code == 1 and "Model name 'a:b' is not valid" in err
+
+
+def test_relax_then_evaluate(registry_cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    args = [
+        "--model",
+        "tiny-mace:1",
+        "--trainset",
+        "layers",
+        "--split",
+        "val",
+        "--fmax",
+        "0.002",
+        "--steps",
+        "20",
+    ]
+    code, out, err = registry_cli("relax", *args, "--engine", "batched", "--batch-size", "2")
+    assert code == 0, err
+    assert "4 requested, 0 already done, 4 relaxed" in out and "structures/s" in out
+    code, out, _ = registry_cli("relax", *args)
+    assert "4 already done, 0 relaxed" in out
+    code, out, err = registry_cli("evaluate", *args, "--report", str(tmp_path / "report"))
+    assert code == 0, err
+    assert "E MAE (meV/atom)" in out and "area MAE ×100" in out and "report.md" in out
+    assert (tmp_path / "report" / "parity_area.png").is_file()
+    code, out, _ = registry_cli("evaluate", *args, "--format", "json")
+    import json
+
+    document = json.loads(out)
+    assert document["metrics"]["n_materials"] == 4
+    assert document["parameters"]["fmax_ev_per_a"] == 0.002
+    code, _, err = registry_cli(
+        "evaluate", "--model", "tiny-mace:1", "--trainset", "layers", "--fmax", "0.3"
+    )
+    assert code == 1 and "no stored relaxations" in err

@@ -43,3 +43,84 @@ def plot_training_curve(curve: list[dict[str, Any]], path: Path) -> Path:
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def parity_plot(
+    reference: Any, predicted: Any, path: Path, title: str, unit: str, mae: float | None = None
+) -> Path:
+    """Predicted against reference values with the y = x line, written as a PNG."""
+    import numpy as np
+
+    reference = np.asarray(reference, dtype=float)
+    predicted = np.asarray(predicted, dtype=float)
+    figure, axis = plt.subplots(figsize=(4.6, 4.4))
+    axis.scatter(reference, predicted, s=14, alpha=0.75, edgecolors="none")
+    low = float(min(reference.min(), predicted.min()))
+    high = float(max(reference.max(), predicted.max()))
+    pad = 0.05 * (high - low or 1.0)
+    axis.plot([low - pad, high + pad], [low - pad, high + pad], color="black", linewidth=0.8)
+    axis.set_xlim(low - pad, high + pad)
+    axis.set_ylim(low - pad, high + pad)
+    axis.set_xlabel(f"DFT ({unit})")
+    axis.set_ylabel(f"ML ({unit})")
+    axis.set_title(title if mae is None else f"{title}\nMAE {mae:.3g}")
+    axis.set_aspect("equal")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def periodic_table_heatmap(values: dict[str, float], path: Path, title: str, unit: str) -> Path:
+    """Each element's value as a colour in its place in the periodic table (elements
+    without a value grey), written as a PNG. Lanthanides and actinides go in the two
+    rows below."""
+    import numpy as np
+    from matplotlib import cm
+    from matplotlib.colors import Normalize
+    from pymatgen.core import Element
+
+    figure, axis = plt.subplots(figsize=(13, 6.5))
+    finite = [v for v in values.values() if v is not None and np.isfinite(v)]
+    norm = Normalize(vmin=min(finite, default=0.0), vmax=max(finite, default=1.0))
+    cmap = matplotlib.colormaps["viridis"]
+    for z in range(1, 104):
+        element = Element.from_Z(z)
+        row, group = element.row, element.group
+        if 57 <= z <= 71 or 89 <= z <= 103:  # f block below the table
+            row, group = (8 if z <= 71 else 9), 3 + (z - (57 if z <= 71 else 89))
+        value = values.get(element.symbol)
+        colour = (
+            cmap(norm(value)) if value is not None and np.isfinite(value) else (0.9, 0.9, 0.9, 1)
+        )
+        axis.add_patch(plt.Rectangle((group - 0.45, -row - 0.45), 0.9, 0.9, color=colour))
+        text_colour = "white" if value is not None and norm(value) < 0.6 else "black"
+        axis.text(
+            group,
+            -row + 0.12,
+            element.symbol,
+            ha="center",
+            va="center",
+            fontsize=8,
+            color=text_colour,
+        )
+        if value is not None and np.isfinite(value):
+            axis.text(
+                group,
+                -row - 0.22,
+                f"{value:.3g}",
+                ha="center",
+                va="center",
+                fontsize=6,
+                color=text_colour,
+            )
+    axis.set_xlim(0.3, 18.7)
+    axis.set_ylim(-9.7, -0.3)
+    axis.set_aspect("equal")
+    axis.axis("off")
+    figure.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=axis, fraction=0.025, label=unit)
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

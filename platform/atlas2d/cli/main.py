@@ -11,6 +11,7 @@ from atlas2d.cli import (
     ingest_command,
     model_commands,
     query_commands,
+    relax_commands,
     trainset_commands,
 )
 from atlas2d.errors import Atlas2dError
@@ -28,6 +29,8 @@ typer_app.add_typer(trainset_commands.app, name="trainset")
 typer_app.command()(model_commands.train)
 typer_app.command()(model_commands.predict)
 typer_app.add_typer(model_commands.models_app, name="models")
+typer_app.command()(relax_commands.relax)
+typer_app.command()(relax_commands.evaluate)
 
 
 def app() -> None:

@@ -1,0 +1,48 @@
+"""Reading relaxation errors and storing evaluations. Functions take ``session`` first
+and never commit."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import insert, text
+from sqlalchemy.orm import Session
+
+from atlas2d.db.models import Evaluation
+
+
+def relaxation_errors(
+    session: Session,
+    model_version_id: int,
+    parameters: dict[str, Any],
+    training_set_id: int | None = None,
+    split: str | None = None,
+) -> pd.DataFrame:
+    """Rows of the ``relaxation_errors`` view for one model version and set of relaxation
+    parameters, optionally only the materials of a training-set split, with each
+    material's elements."""
+    result = session.execute(
+        text(
+            "SELECT e.*, m.elements FROM relaxation_errors e"
+            " JOIN materials m ON m.key = e.material_key"
+            " WHERE e.model_version_id = :mv AND e.parameters = CAST(:parameters AS jsonb)"
+            " AND (CAST(:ts AS int) IS NULL OR m.id IN ("
+            "   SELECT r.material_id FROM training_set_relaxations t"
+            "   JOIN relaxations r ON r.id = t.relaxation_id"
+            "   WHERE t.training_set_id = :ts AND t.split = :split))"
+            " ORDER BY e.material_key"
+        ),
+        {
+            "mv": model_version_id,
+            "parameters": json.dumps(parameters),
+            "ts": training_set_id,
+            "split": split,
+        },
+    )
+    return pd.DataFrame(result.all(), columns=list(result.keys()))
+
+
+def insert_evaluation(session: Session, row: dict[str, Any]) -> int:
+    return session.execute(insert(Evaluation).values(**row).returning(Evaluation.id)).scalar_one()

@@ -1,0 +1,158 @@
+"""``relax``: ML relaxations written back next to the DFT data, idempotent, resumable,
+and the same with Dask workers. Runs on the trained registry's database."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from atlas2d.mlff.relax import RelaxSettings
+from atlas2d.queries.relax import MaterialFilter
+from atlas2d.services import relax as relax_service
+from atlas2d.services.relax import RelaxRequest, relax, request_key
+
+SETTINGS = RelaxSettings(fmax=2e-3, max_steps=60)
+
+
+def _count(registry, sql: str, **params) -> int:  # type: ignore[no-untyped-def]
+    with registry.sessions.begin() as session:
+        return session.execute(text(sql), params).scalar_one()
+
+
+def _ml_rows(registry) -> int:  # type: ignore[no-untyped-def]
+    return _count(
+        registry,
+        "SELECT count(*) FROM relaxations r JOIN model_versions m ON m.id = r.model_version_id"
+        " WHERE r.method = 'ml' AND r.parameters ->> 'max_steps' = :steps",
+        steps=str(SETTINGS.max_steps),
+    )
+
+
+def test_relax_writes_back_once_and_resumes(trained_registry, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    request = RelaxRequest(
+        "tiny-mace:1",
+        training_set="layers",
+        split="test",
+        settings=SETTINGS,
+        chunk_size=2,
+        engine="batched",
+    )
+    # Interrupted after the first chunk of two materials: those two are stored.
+    calls = {"n": 0}
+    real = relax_service.relax_chunk
+
+    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(relax_service, "relax_chunk", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        relax(trained_registry.sessions, request, trained_registry.artifacts_dir)
+    assert _ml_rows(trained_registry) == 2
+    monkeypatch.setattr(relax_service, "relax_chunk", real)
+
+    report = relax(trained_registry.sessions, request, trained_registry.artifacts_dir)
+    assert (report.requested, report.already_done, report.relaxed) == (4, 2, 2)
+    assert _ml_rows(trained_registry) == 4
+    again = relax(trained_registry.sessions, request, trained_registry.artifacts_dir)
+    assert (again.already_done, again.relaxed) == (4, 0)
+
+    with trained_registry.sessions.begin() as session:
+        rows = session.execute(
+            text(
+                "SELECT r.*, m.key, (SELECT count(*) FROM frames f WHERE f.relaxation_id = r.id) AS n_frames"
+                " FROM relaxations r JOIN materials m ON m.id = r.material_id"
+                " WHERE r.method = 'ml' AND r.parameters ->> 'max_steps' = '60' ORDER BY m.key"
+            )
+        ).all()
+        errors = session.execute(
+            text(
+                "SELECT * FROM relaxation_errors WHERE model_name = 'tiny-mace' AND model_version = 1"
+            )
+        ).all()
+    for row in rows:
+        assert row.model_version_id is not None and row.source_id is None
+        assert row.parameters["fmax_ev_per_a"] == 2e-3 and row.parameters["start"] == "first"
+        assert row.info["model"] == "tiny-mace:1" and row.info["stored_frames"] == "final"
+        assert row.n_frames == 1 and 0 <= row.n_steps <= 60
+        assert row.final_area_per_atom > 0 and row.wall_time_s > 0
+        assert row.content_hash == request_key(
+            row.model_version_id, row.material_id, relax_service.relaxation_parameters(request)
+        )
+    assert {e.material_key for e in errors} >= {r.key for r in rows}
+    for e in errors:
+        assert e.energy_error_per_atom == pytest.approx(
+            e.ml_energy_per_atom - e.dft_energy_per_atom
+        )
+        assert e.area_error_per_atom == pytest.approx(e.ml_area_per_atom - e.dft_area_per_atom)
+
+    forced = relax(
+        trained_registry.sessions,
+        RelaxRequest(**{**request.__dict__, "force": True}),
+        trained_registry.artifacts_dir,
+    )
+    assert (forced.already_done, forced.relaxed) == (0, 4)
+    assert _ml_rows(trained_registry) == 4  # replaced, not duplicated
+
+
+def test_trajectories_and_filters(trained_registry) -> None:  # type: ignore[no-untyped-def]
+    request = RelaxRequest(
+        "tiny-m3gnet:1",
+        materials=MaterialFilter(chemsys=("S-W",), dimensionality=2),
+        settings=RelaxSettings(fmax=5e-4, max_steps=25, save_trajectory=True),
+        start="final",
+    )
+    report = relax(trained_registry.sessions, request, trained_registry.artifacts_dir)
+    assert report.relaxed == report.requested > 0
+    with trained_registry.sessions.begin() as session:
+        rows = session.execute(
+            text(
+                "SELECT r.n_steps, m.chemsys, (SELECT count(*) FROM frames f WHERE f.relaxation_id = r.id) AS n"
+                " FROM relaxations r JOIN materials m ON m.id = r.material_id"
+                " WHERE r.method = 'ml' AND r.parameters ->> 'max_steps' = '25'"
+            )
+        ).all()
+    assert len(rows) == report.relaxed
+    assert all(row.chemsys == "S-W" and row.n == row.n_steps + 1 for row in rows)
+
+
+def test_bad_requests(trained_registry) -> None:  # type: ignore[no-untyped-def]
+    from atlas2d.errors import InvalidInput, NotFound
+
+    with pytest.raises(InvalidInput, match="engine 'fast' is not ase or batched"):
+        relax(
+            trained_registry.sessions,
+            RelaxRequest("tiny-mace", training_set="layers", engine="fast"),
+            trained_registry.artifacts_dir,
+        )
+    with pytest.raises(NotFound, match="No training set"):
+        relax(
+            trained_registry.sessions,
+            RelaxRequest("tiny-mace", training_set="nope"),
+            trained_registry.artifacts_dir,
+        )
+    with pytest.raises(InvalidInput, match="No material with a DFT relaxation"):
+        relax(
+            trained_registry.sessions,
+            RelaxRequest("tiny-mace", materials=MaterialFilter(chemsys=("Au-Cu",))),
+            trained_registry.artifacts_dir,
+        )
+
+
+@pytest.mark.slow
+def test_two_dask_workers(trained_registry) -> None:  # type: ignore[no-untyped-def]
+    request = RelaxRequest(
+        "tiny-mace:1", training_set="layers", split="val", chunk_size=1, engine="batched",
+        settings=RelaxSettings(fmax=2e-3, max_steps=30),
+    )  # fmt: skip
+    report = relax(trained_registry.sessions, request, trained_registry.artifacts_dir, workers=2)
+    assert (report.requested, report.relaxed) == (4, 4)
+    stored = _count(
+        trained_registry,
+        "SELECT count(*) FROM relaxations WHERE method = 'ml' AND parameters ->> 'max_steps' = '30'",
+    )
+    assert stored == 4
+    again = relax(trained_registry.sessions, request, trained_registry.artifacts_dir, workers=2)
+    assert (again.already_done, again.relaxed) == (4, 0)
