@@ -156,3 +156,41 @@ def test_two_dask_workers(trained_registry) -> None:  # type: ignore[no-untyped-
     assert stored == 4
     again = relax(trained_registry.sessions, request, trained_registry.artifacts_dir, workers=2)
     assert (again.already_done, again.relaxed) == (4, 0)
+
+
+def test_structures_from_a_file_become_materials(trained_registry, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from ase.build import mx2
+    from ase.io import write
+
+    layers = []
+    for index, a in enumerate((3.1, 3.3)):
+        atoms = mx2("WS2", a=a, vacuum=7.0)
+        atoms.rattle(0.05, seed=index)
+        atoms.info["material_key"] = f"candidate-{index}"
+        layers.append(atoms)
+    path = tmp_path / "candidates.extxyz"
+    write(path, layers, format="extxyz")
+    request = RelaxRequest(
+        "tiny-mace:1",
+        files=(path,),
+        settings=RelaxSettings(fmax=2e-3, max_steps=30),
+        engine="batched",
+    )
+    report = relax(trained_registry.sessions, request, trained_registry.artifacts_dir)
+    assert (report.requested, report.relaxed) == (2, 2)
+    with trained_registry.sessions.begin() as session:
+        rows = session.execute(
+            text(
+                "SELECT m.key, m.formula, m.dimensionality, r.parameters,"
+                " (SELECT count(*) FROM relaxations d WHERE d.material_id = m.id AND d.method = 'dft') AS n_dft"
+                " FROM relaxations r JOIN materials m ON m.id = r.material_id"
+                " WHERE m.key LIKE 'candidate-%' ORDER BY m.key"
+            )
+        ).all()
+    assert [(r.key, r.formula, r.dimensionality, r.n_dft) for r in rows] == [
+        ("candidate-0", "WS2", 2, 0),
+        ("candidate-1", "WS2", 2, 0),
+    ]
+    assert all(len(r.parameters["start_file_sha256"]) == 64 for r in rows)
+    again = relax(trained_registry.sessions, request, trained_registry.artifacts_dir)
+    assert (again.already_done, again.relaxed) == (2, 0)

@@ -77,13 +77,18 @@ def relax(
     source: list[str] = typer.Option(
         [], help="Without --trainset: DFT data from these sources (path or id)."
     ),
+    from_file: list[Path] = typer.Option(
+        [], "--from-file", help="Relax the structures in these files (any ingest format) instead."
+    ),
     start: Start = typer.Option(
         Start.first, help="first: the unrelaxed DFT structure; final: the DFT-relaxed one."
     ),
     fmax: float = typer.Option(0.1, help="Force criterion (eV/Å)."),
     steps: int = typer.Option(1000, help="Maximum FIRE steps."),
     engine: Engine = typer.Option(Engine.ase, help="ase (one at a time) or batched (torch-sim)."),
-    batch_size: int = typer.Option(32, help="Materials relaxed and committed together."),
+    batch_size: int | None = typer.Option(
+        None, help="Materials relaxed and committed together [ase 32, batched 512]."
+    ),
     max_atoms: int | None = typer.Option(
         None, help="Batched engine: atoms per model call [CPU 2000, GPU 50000]."
     ),
@@ -114,6 +119,7 @@ def relax(
         model, trainset, split, chemsys, formula, dimensionality, source, start, fmax, steps,
         engine=engine.value, chunk_size=batch_size, force=force, device=device.value,
         max_atoms=max_atoms, save_trajectory=save_trajectory,
+        files=tuple(from_file),
     )  # fmt: skip
     with Progress(
         TextColumn("relaxing"),

@@ -203,11 +203,14 @@ def _relax_batch(
         )
         cell_forces = state.cell_forces.norm(dim=2).amax(dim=1)
         converged = ((atom_forces < settings.fmax) & (cell_forces < settings.fmax)).cpu().numpy()
-        snapshots = _snapshots(state, model.full_stress)
-        for k, original in enumerate(active):
-            if settings.save_trajectory or converged[k] or step == settings.max_steps:
-                trajectories[original].append(snapshots[k])
         finished = [k for k in range(len(active)) if converged[k] or step == settings.max_steps]
+        # Copying a snapshot to the host costs more than a model call on a GPU: only for
+        # structures that finish (or every step when the trajectory is kept).
+        wanted = range(len(active)) if settings.save_trajectory else finished
+        if wanted:
+            snapshots = _snapshots(state, model.full_stress, list(wanted))
+            for k, snapshot in zip(wanted, snapshots, strict=True):
+                trajectories[active[k]].append(snapshot)
         for k in finished:
             original = active[k]
             frames = (
@@ -244,20 +247,21 @@ def _relax_batch(
     return done
 
 
-def _snapshots(state: Any, full_stress: Any) -> list[tuple]:
+def _snapshots(state: Any, full_stress: Any, systems: list[int]) -> list[tuple]:
+    """(energy, cell, positions, forces, full stress) of the given systems, on the host."""
     energies = state.energy.detach().cpu().numpy()
     cells = state.row_vector_cell.detach().cpu().numpy()
     positions = state.positions.detach().cpu().numpy()
     forces = state.forces.detach().cpu().numpy()
     stresses = full_stress.detach().cpu().numpy()
-    systems = state.system_idx.detach().cpu().numpy()
+    system_of_atom = state.system_idx.detach().cpu().numpy()
     return [
         (
             float(energies[k]),
             cells[k].copy(),
-            positions[systems == k].copy(),
-            forces[systems == k].copy(),
+            positions[system_of_atom == k].copy(),
+            forces[system_of_atom == k].copy(),
             stresses[k].copy(),
         )
-        for k in range(state.n_systems)
+        for k in systems
     ]

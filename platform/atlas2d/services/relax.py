@@ -36,6 +36,10 @@ from atlas2d.queries.relax import MaterialFilter
 from atlas2d.services import models as registry
 
 ENGINES = ("ase", "batched")
+DEFAULT_CHUNK = {"ase": 32, "batched": 512}
+"""Materials relaxed and committed together by default: the batched engine needs many
+per model call to be fast; one structure at a time gains nothing from large chunks and
+an interruption loses less."""
 STARTS = ("first", "final")
 
 
@@ -50,7 +54,8 @@ class RelaxRequest:
         start: ``first`` (step 0 of the material's first DFT relaxation, the unrelaxed
             structure) or ``final`` (the DFT-relaxed structure).
         engine: ``ase`` (one structure at a time) or ``batched`` (torch-sim).
-        chunk_size: materials relaxed and committed together.
+        chunk_size: materials relaxed and committed together (None:
+            :data:`DEFAULT_CHUNK` of the engine).
         max_atoms: atoms per model call of the batched engine (None: by device).
     """
 
@@ -61,21 +66,29 @@ class RelaxRequest:
     start: str = "first"
     settings: RelaxSettings = field(default_factory=RelaxSettings)
     engine: str = "ase"
-    chunk_size: int = 32
+    chunk_size: int | None = None
     force: bool = False
     device: str = "cpu"
     max_atoms: int | None = None
+    files: tuple[Path, ...] = ()
+    """Relax the structures in these files (any ingest format) instead: each record
+    becomes a material (without DFT data) and starts from its first (``start``
+    ``first``) or last frame."""
 
 
 @dataclass(frozen=True)
 class WorkItem:
-    """One material to relax: where it starts and the key of its result."""
+    """One material to relax: where it starts (a stored frame, or a structure read from
+    a file) and the key of its result."""
 
     material_id: int
     material_key: str
     dimensionality: int | None
-    frame_id: int
+    frame_id: int | None
     key: str
+    structure: Atoms | None = None
+    start_file: str | None = None
+    """sha256 of the file the structure came from (recorded in the parameters)."""
 
 
 @dataclass
@@ -105,13 +118,13 @@ class RelaxReport:
         return self.relaxed / self.wall_time_s if self.wall_time_s > 0 else 0.0
 
 
-def relaxation_parameters(request: RelaxRequest) -> dict[str, Any]:
+def relaxation_parameters(request: RelaxRequest, start_file: str | None = None) -> dict[str, Any]:
     """The parameters that define a result (stored in ``relaxations.parameters``).
 
     The engine is not among them: both engines find the same minimum (tested), so a
     result of either satisfies the request.
     """
-    return {
+    parameters = {
         "optimizer": "FIRE",
         "cell_filter": "FrechetCellFilter",
         "cell": "in-plane for layers (z-index stress zeroed), full for bulk",
@@ -119,6 +132,9 @@ def relaxation_parameters(request: RelaxRequest) -> dict[str, Any]:
         "max_steps": request.settings.max_steps,
         "start": request.start,
     }
+    if start_file is not None:  # a structure from a file, not the stored DFT data
+        parameters["start_file_sha256"] = start_file
+    return parameters
 
 
 def request_key(model_version_id: int, material_id: int, parameters: dict[str, Any]) -> str:
@@ -137,7 +153,7 @@ def _check(request: RelaxRequest) -> None:
         problems.append(f"start {request.start!r} is not first or final")
     if request.settings.fmax <= 0 or request.settings.max_steps < 0:
         problems.append("fmax must be > 0 eV/Å and steps ≥ 0")
-    if request.chunk_size < 1:
+    if request.chunk_size is not None and request.chunk_size < 1:
         problems.append("the batch size must be at least 1")
     if problems:
         raise InvalidInput("Invalid relaxation request: " + "; ".join(problems) + ".")
@@ -152,6 +168,8 @@ def plan(
         NotFound: no such model (ready) or training set; InvalidInput: nothing selected.
     """
     _check(request)
+    if request.files:
+        return _plan_files(sessions, request)
     parameters = relaxation_parameters(request)
     with sessions.begin() as session:
         model = registry.resolve(session, request.model)
@@ -176,21 +194,76 @@ def plan(
                      request_key(model["id"], s.material_id, parameters))
             for s in starts
         ]  # fmt: skip
-        keys = [item.key for item in items]
-        if request.force:
-            queries.delete_by_keys(session, keys)
-            done: set[str] = set()
-        else:
-            done = queries.stored_keys(session, keys)
-    return model, [item for item in items if item.key not in done], len(done)
+        todo, done = _not_done(session, items, request.force)
+    return model, todo, done
+
+
+def _not_done(session: Session, items: list[WorkItem], force: bool) -> tuple[list[WorkItem], int]:
+    keys = [item.key for item in items]
+    if force:
+        queries.delete_by_keys(session, keys)
+        return items, 0
+    done = queries.stored_keys(session, keys)
+    return [item for item in items if item.key not in done], len(done)
+
+
+def _plan_files(
+    sessions: sessionmaker[Session], request: RelaxRequest
+) -> tuple[dict[str, Any], list[WorkItem], int]:
+    """Materials and starting structures from files (any ingest format)."""
+    from atlas2d.io.files import expand_paths
+    from atlas2d.io.readers import ReadOptions, read_file
+    from atlas2d.services.ingest import _material_rows
+    from atlas2d.services.ingest_prepare import build_blocks
+
+    starts: list[tuple[str, Atoms, str]] = []
+    material_rows: dict[str, dict[str, Any]] = {}
+    for path in expand_paths(list(request.files)):
+        parsed = read_file(path, ReadOptions())
+        if not parsed.trajectories:
+            raise InvalidInput(
+                f"{path}: holds no structure to relax (a hull file? use its trajectories)."
+            )
+        blocks = build_blocks(parsed.trajectories, str(path))  # checked and oriented
+        for row in _material_rows(parsed, blocks, []):
+            material_rows[row["key"]] = row
+        for block in blocks:
+            for t, trajectory in enumerate(block.trajectories):
+                frames = block.frames_of(t)
+                index = frames.start if request.start == "first" else frames.stop - 1
+                atoms = Atoms(
+                    numbers=trajectory.species,
+                    positions=block.positions[index],
+                    cell=block.cells[index],
+                    pbc=True,
+                )
+                starts.append((trajectory.material_key, atoms, parsed.sha256))
+    with sessions.begin() as session:
+        model = registry.resolve(session, request.model)
+        stored = ingest_writes.upsert_materials(session, list(material_rows.values()))
+        items = [
+            WorkItem(
+                stored[key].id, key, material_rows[key]["dimensionality"], None,
+                request_key(model["id"], stored[key].id, relaxation_parameters(request, sha256)), atoms,
+                sha256,
+            )
+            for key, atoms, sha256 in starts
+        ]  # fmt: skip
+        todo, done = _not_done(session, items, request.force)
+    return model, todo, done
 
 
 def _starting_structures(
     session: Session, items: Sequence[WorkItem]
 ) -> list[tuple[Atoms, tuple[bool, ...]]]:
-    rows = queries.structures_of_frames(session, [item.frame_id for item in items])
+    rows = queries.structures_of_frames(
+        session, [i.frame_id for i in items if i.frame_id is not None]
+    )
     structures = []
     for item in items:
+        if item.structure is not None:
+            structures.append((item.structure, (True, True, item.dimensionality != 2)))
+            continue
         row = rows[item.frame_id]
         atoms = Atoms(
             numbers=np.asarray(row.species, dtype=np.int64),
@@ -256,7 +329,9 @@ def relax_chunk(
                 energies=result.energies,
                 forces=result.forces,
                 stresses=result.stresses,
-                parameters=parameters,
+                parameters=parameters
+                if item.start_file is None
+                else parameters | {"start_file_sha256": item.start_file},
                 record=f"ML relaxation of {item.material_key}",
                 converged=result.converged,
                 method="ml",
@@ -325,7 +400,7 @@ def relax(
     model, todo, already = plan(sessions, request)
     parameters = relaxation_parameters(request)
     total = ChunkOutcome()
-    chunks = _chunks(todo, request.chunk_size)
+    chunks = _chunks(todo, request.chunk_size or DEFAULT_CHUNK[request.engine])
 
     def add(outcome: ChunkOutcome) -> None:
         total.relaxed += outcome.relaxed

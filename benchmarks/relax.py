@@ -1,0 +1,220 @@
+"""Relaxation throughput: the ASE engine (one structure at a time), the batched engine
+(torch-sim) and Dask with 2 workers, on the same 2D structures and the same model, in
+one run.
+
+    python benchmarks/relax.py [--materials 120] [--arch mace] [--device cpu]
+
+Setup: layers of MX2 compounds (1×1 to 3×2 cells, 3–18 atoms) strained and rattled,
+labelled with CHGNet (the reference labeller standing in for DFT), ingested, and a small
+model trained on them, so that relaxations take realistic numbers of steps. Each engine
+then relaxes every material from its first frame (FIRE, in-plane cell, fmax 0.05 eV/Å,
+at most 300 steps) and writes the results back (``--force``: the same requests again).
+Last line: one JSON object with structures/s, steps/s and the ratios to the ASE loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import fresh_database, machine, stop_embedded_servers, workdir
+from atlas2d.threads import apply_threads
+
+apply_threads()
+
+from sqlalchemy import text
+
+from atlas2d.db.session import make_sessions
+from atlas2d.io.records import ParsedFile, Trajectory
+from atlas2d.mlff.relax import RelaxSettings
+from atlas2d.mlff.training import M3GNetSize, MACESize, TrainOptions
+from atlas2d.queries.trainsets import SelectionParameters
+from atlas2d.services.ingest import ingest_parsed
+from atlas2d.services.relax import RelaxRequest, relax
+from atlas2d.services.training import TrainRequest, train_model
+from atlas2d.services.trainsets import create_training_set
+
+COMPOUNDS = ["MoS2", "WS2", "MoSe2", "WSe2", "NbS2", "TiS2", "ZrS2", "MoTe2"]
+CELLS = [(1, 1), (2, 1), (2, 2), (3, 2)]  # 3, 6, 12, 18 atoms
+
+
+def labelled_layers(n_materials: int, seed: int = 0) -> list[Trajectory]:
+    """Strained, rattled MX2 layers with three CHGNet-labelled frames each."""
+    from ase.build import mx2
+    from chgnet.model import CHGNet
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    rng = np.random.default_rng(seed)
+    calculator = CHGNetCalculator(model=CHGNet.load(verbose=False), use_device="cpu")
+    trajectories = []
+    for index in range(n_materials):
+        formula = COMPOUNDS[index % len(COMPOUNDS)]
+        size = CELLS[(index // len(COMPOUNDS)) % len(CELLS)]
+        base = mx2(formula, a=3.2, vacuum=7.0, size=(*size, 1))
+        strain = np.eye(3)
+        strain[:2, :2] += rng.uniform(-0.04, 0.04, (2, 2))
+        base.set_cell(base.cell.array @ strain, scale_atoms=True)
+        frames = []
+        for _ in range(3):
+            atoms = base.copy()
+            atoms.positions += rng.normal(0, 0.06, atoms.positions.shape)
+            atoms.calc = calculator
+            frames.append(
+                (atoms.cell.array.copy(), atoms.positions.copy(), atoms.get_potential_energy(),
+                 atoms.get_forces().copy(), atoms.get_stress(voigt=False).copy())
+            )  # fmt: skip
+        cells, positions, energies, forces, stresses = (
+            np.array(v) for v in zip(*frames, strict=True)
+        )
+        trajectories.append(
+            Trajectory(
+                material_key=f"bench-{index:04d}-{formula}",
+                species=base.get_atomic_numbers(),
+                cells=cells,
+                positions=positions,
+                energies=energies,
+                forces=forces,
+                stresses=stresses,
+                parameters={"labeller": "CHGNet 0.4.2 (benchmark stand-in for DFT)"},
+                pbc=(True, True, False),
+            )
+        )
+    return trajectories
+
+
+def final_energies(sessions, model_version_id: int) -> dict[str, tuple[float, bool]]:  # type: ignore[no-untyped-def]
+    with sessions.begin() as session:
+        rows = session.execute(
+            text(
+                "SELECT m.key, r.final_energy_per_atom, r.converged FROM relaxations r"
+                " JOIN materials m ON m.id = r.material_id WHERE r.model_version_id = :mv"
+            ),
+            {"mv": model_version_id},
+        ).all()
+    return {key: (energy, converged) for key, energy, converged in rows}
+
+
+def total_steps(sessions, model_version_id: int) -> int:  # type: ignore[no-untyped-def]
+    with sessions.begin() as session:
+        return int(
+            session.execute(
+                text("SELECT sum(n_steps) FROM relaxations WHERE model_version_id = :mv"),
+                {"mv": model_version_id},
+            ).scalar_one()
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--materials", type=int, default=120)
+    parser.add_argument("--arch", default="mace", choices=["mace", "m3gnet"])
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--fmax", type=float, default=0.05)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--skip", default="", help="comma-separated runs to skip: ase,dask")
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+
+    scratch = workdir()
+    _, engine = fresh_database(scratch)
+    sessions = make_sessions(engine)
+    began = time.perf_counter()
+    trajectories = labelled_layers(args.materials)
+    label_s = time.perf_counter() - began
+    ingest_parsed(
+        sessions, ParsedFile("bench", "records", "", "benchmark", trajectories=trajectories)
+    )
+    create_training_set(
+        sessions, "bench", SelectionParameters(rule="all", split=(80.0, 10.0, 10.0), seed=0)
+    )
+    options = TrainOptions(
+        architecture=args.arch,
+        epochs=args.epochs,
+        batch_size=8,
+        seed=0,
+        device=args.device,
+        m3gnet=M3GNetSize(units=32, nblocks=2),
+        mace=MACESize(channels=32, max_l=0, correlation=2),
+    )
+    model = train_model(sessions, TrainRequest("bench", "bench", options), scratch / "artifacts")
+    with sessions.begin() as session:
+        model_version_id = session.execute(
+            text("SELECT id FROM model_versions WHERE name = 'bench'")
+        ).scalar_one()
+    print(
+        f"{args.materials} layers labelled with CHGNet in {label_s:.1f} s; {args.arch} trained "
+        f"({model.metrics['epochs_run']} epochs, test force MAE {model.metrics['test']['force_mae_mev_per_a']:.0f} meV/Å)",
+        flush=True,
+    )
+    settings = RelaxSettings(fmax=args.fmax, max_steps=args.steps)
+    sizes = [len(t.species) for t in trajectories]
+    results: dict[str, Any] = {
+        "materials": args.materials,
+        "atoms_per_structure": [min(sizes), max(sizes)],
+        "arch": args.arch,
+        "device": args.device,
+        "fmax_ev_per_a": args.fmax,
+    }
+    energies: dict[str, dict[str, tuple[float, bool]]] = {}
+    # Materials committed together: small for the one-at-a-time engines (resume
+    # granularity), all of them for the batched engine (one batch per model call).
+    runs = [
+        ("ase", "ase", 0, 16),
+        ("batched", "batched", 0, args.materials),
+        ("dask_2_workers", "ase", 2, 16),
+    ]
+    for label, engine_name, workers, chunk_size in runs:
+        if label.split("_")[0] in skip:
+            continue
+        request = RelaxRequest(
+            "bench", materials=None, settings=settings, engine=engine_name, force=True,
+            device=args.device, chunk_size=chunk_size, training_set=None,
+        )  # fmt: skip
+        started = time.perf_counter()
+        report = relax(sessions, request, scratch / "artifacts", workers=workers)
+        seconds = time.perf_counter() - started
+        steps = total_steps(sessions, model_version_id)
+        energies[label] = final_energies(sessions, model_version_id)
+        results[label] = {
+            "seconds": round(seconds, 2),
+            "structures_per_s": round(report.relaxed / seconds, 3),
+            "steps_per_s": round(steps / seconds, 1),
+            "total_steps": steps,
+            "converged": report.converged,
+            "relaxed": report.relaxed,
+        }
+        print(f"{label}: {json.dumps(results[label])}", flush=True)
+    if "ase" in results:
+        for label in ("batched", "dask_2_workers"):
+            if label in results:
+                results[f"{label}_vs_ase"] = round(
+                    results[label]["structures_per_s"] / results["ase"]["structures_per_s"], 2
+                )
+        if "batched" in energies:
+            both = [
+                abs(energies["ase"][k][0] - energies["batched"][k][0]) * 1000
+                for k in energies["ase"]
+                if energies["ase"][k][1] and energies["batched"].get(k, (0, False))[1]
+            ]
+            results["ase_vs_batched_energy_max_mev_per_atom"] = (
+                round(max(both), 3) if both else None
+            )
+            results["ase_vs_batched_energy_median_mev_per_atom"] = (
+                round(float(np.median(both)), 4) if both else None
+            )
+    engine.dispose()
+    stop_embedded_servers(scratch)
+    print(f"machine: {machine()}")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
