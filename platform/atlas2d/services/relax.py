@@ -207,19 +207,61 @@ def _not_done(session: Session, items: list[WorkItem], force: bool) -> tuple[lis
     return [item for item in items if item.key not in done], len(done)
 
 
+def _read_candidates(path: Path) -> Any:
+    """Structures to relax from a file. Files with DFT labels (vasprun, OUTCAR,
+    Alexandria) go through the ingest readers; extxyz, ASE trajectories and whatever
+    else ASE reads (CIF, POSCAR) need no labels: each structure becomes a record keyed
+    by its ``material_key`` info or the file name and its index."""
+    import io
+
+    import ase.io
+
+    from atlas2d.io.files import _format_from_name, base_name, read_bytes, sha256_hex
+    from atlas2d.io.readers import ReadOptions, read_file
+    from atlas2d.io.records import ParsedFile
+
+    content = read_bytes(path)
+    fmt = _format_from_name(path)
+    if fmt not in (None, "extxyz"):
+        return read_file(path, ReadOptions())
+    try:
+        if base_name(path).lower().endswith((".xyz", ".extxyz")):
+            structures = ase.io.read(io.StringIO(content.decode()), ":", format="extxyz")
+        else:
+            structures = ase.io.read(path, ":")
+    except Exception as err:  # ASE raises many types for unreadable files
+        raise InvalidInput(f"{path}: ASE cannot read a structure from it ({err}).") from err
+    parsed = ParsedFile(str(path), "records", sha256_hex(content), "ase.io.read")
+    stem = base_name(path).rsplit(".", 1)[0]
+    for index, atoms in enumerate(structures):
+        n_sites = len(atoms)
+        parsed.trajectories.append(
+            Trajectory(
+                material_key=str(atoms.info.get("material_key", f"{stem}-{index}")),
+                species=atoms.get_atomic_numbers(),
+                cells=atoms.cell.array[None].copy(),
+                positions=atoms.positions[None].copy(),
+                energies=np.zeros(1),  # unlabelled: only the geometry is used
+                forces=np.zeros((1, n_sites, 3)),
+                stresses=None,
+                record=f"structure {index}",
+            )
+        )
+    return parsed
+
+
 def _plan_files(
     sessions: sessionmaker[Session], request: RelaxRequest
 ) -> tuple[dict[str, Any], list[WorkItem], int]:
     """Materials and starting structures from files (any ingest format)."""
     from atlas2d.io.files import expand_paths
-    from atlas2d.io.readers import ReadOptions, read_file
     from atlas2d.services.ingest import _material_rows
     from atlas2d.services.ingest_prepare import build_blocks
 
     starts: list[tuple[str, Atoms, str]] = []
     material_rows: dict[str, dict[str, Any]] = {}
     for path in expand_paths(list(request.files)):
-        parsed = read_file(path, ReadOptions())
+        parsed = _read_candidates(path)
         if not parsed.trajectories:
             raise InvalidInput(
                 f"{path}: holds no structure to relax (a hull file? use its trajectories)."
