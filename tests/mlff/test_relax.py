@@ -97,3 +97,20 @@ def test_a_step_limit_is_not_convergence(force_field) -> None:  # type: ignore[n
 
 def test_batches_by_atom_count() -> None:
     assert batches_by_atoms([3, 3, 12, 3, 30, 3], max_atoms=15) == [[0, 1], [2, 3], [4], [5]]
+
+
+def test_batched_results_belong_to_their_structure(force_field) -> None:  # type: ignore[no-untyped-def]
+    """Structures leave the batch as they converge: each result's energy, forces and full
+    stress must still be the model's prediction for that structure's final geometry."""
+    layers = _layers()
+    results = relax_batched(force_field, layers, [True] * len(layers), _settings(force_field))
+    finals = [
+        Atoms(numbers=start.numbers, positions=r.positions[-1], cell=r.cells[-1], pbc=True)
+        for start, r in zip(layers, results, strict=True)
+    ]
+    fresh = force_field.predict(finals)
+    for index, result in enumerate(results):
+        assert result.energies[-1] == pytest.approx(fresh.energies[index], abs=1e-8)
+        np.testing.assert_allclose(result.forces[-1], fresh.forces[index], atol=1e-8)
+        np.testing.assert_allclose(result.stresses[-1], fresh.stresses[index], atol=1e-10)
+    assert len({r.n_steps for r in results}) > 1  # they did leave at different steps

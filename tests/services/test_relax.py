@@ -76,10 +76,13 @@ def test_relax_writes_back_once_and_resumes(trained_registry, monkeypatch) -> No
         assert row.model_version_id is not None and row.source_id is None
         assert row.parameters["fmax_ev_per_a"] == 2e-3 and row.parameters["start"] == "first"
         assert row.info["model"] == "tiny-mace:1" and row.info["stored_frames"] == "final"
-        assert row.n_frames == 1 and 0 <= row.n_steps <= 60
+        assert row.n_frames == row.n_steps == 1  # n_steps counts stored frames, as for DFT
+        assert 0 <= row.info["optimizer_steps"] <= 60
         assert row.final_area_per_atom > 0 and row.wall_time_s > 0
+        parameters = relax_service.relaxation_parameters(request)
+        start = f"frame:{row.info['start_frame_id']}"
         assert row.content_hash == request_key(
-            row.model_version_id, row.material_id, relax_service.relaxation_parameters(request)
+            row.model_version_id, row.material_id, parameters, start
         )
     assert {e.material_key for e in errors} >= {r.key for r in rows}
     for e in errors:
@@ -109,13 +112,17 @@ def test_trajectories_and_filters(trained_registry) -> None:  # type: ignore[no-
     with trained_registry.sessions.begin() as session:
         rows = session.execute(
             text(
-                "SELECT r.n_steps, m.chemsys, (SELECT count(*) FROM frames f WHERE f.relaxation_id = r.id) AS n"
+                "SELECT r.n_steps, r.info, m.chemsys,"
+                " (SELECT count(*) FROM frames f WHERE f.relaxation_id = r.id) AS n"
                 " FROM relaxations r JOIN materials m ON m.id = r.material_id"
                 " WHERE r.method = 'ml' AND r.parameters ->> 'max_steps' = '25'"
             )
         ).all()
     assert len(rows) == report.relaxed
-    assert all(row.chemsys == "S-W" and row.n == row.n_steps + 1 for row in rows)
+    assert all(
+        row.chemsys == "S-W" and row.n == row.n_steps == row.info["optimizer_steps"] + 1
+        for row in rows
+    )
 
 
 def test_bad_requests(trained_registry) -> None:  # type: ignore[no-untyped-def]
@@ -173,7 +180,7 @@ def test_structures_from_a_file_become_materials(trained_registry, tmp_path) -> 
     request = RelaxRequest(
         "tiny-mace:1",
         files=(path,),
-        settings=RelaxSettings(fmax=2e-3, max_steps=30),
+        settings=RelaxSettings(fmax=2e-3, max_steps=31),
         engine="batched",
     )
     report = relax(trained_registry.sessions, request, trained_registry.artifacts_dir)
@@ -194,3 +201,30 @@ def test_structures_from_a_file_become_materials(trained_registry, tmp_path) -> 
     assert all(len(r.parameters["start_file_sha256"]) == 64 for r in rows)
     again = relax(trained_registry.sessions, request, trained_registry.artifacts_dir)
     assert (again.already_done, again.relaxed) == (2, 0)
+
+
+def test_file_candidates_need_distinct_keys_and_known_elements(trained_registry, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from ase import Atoms
+    from ase.build import mx2
+    from ase.io import write
+
+    from atlas2d.errors import InvalidInput
+
+    twins = [mx2("WS2", a=3.2, vacuum=7.0), mx2("WS2", a=3.3, vacuum=7.0)]
+    for atoms in twins:
+        atoms.info["material_key"] = "twin"
+    write(tmp_path / "twins.extxyz", twins, format="extxyz")
+    settings = RelaxSettings(fmax=2e-3, max_steps=5)
+    request = RelaxRequest("tiny-mace:1", files=(tmp_path / "twins.extxyz",), settings=settings)
+    with pytest.raises(InvalidInput, match="have the material key twin"):
+        relax(trained_registry.sessions, request, trained_registry.artifacts_dir)
+
+    gold = Atoms("Au2", positions=[[0, 0, 0], [1.4, 1.4, 1.4]], cell=[2.8, 2.8, 2.8], pbc=True)
+    gold.info["material_key"] = "gold"
+    layer = mx2("WS2", a=3.2, vacuum=7.0)
+    layer.info["material_key"] = "ws2-candidate"
+    write(tmp_path / "mixed.extxyz", [gold, layer], format="extxyz")
+    request = RelaxRequest("tiny-mace:1", files=(tmp_path / "mixed.extxyz",), settings=settings)
+    report = relax(trained_registry.sessions, request, trained_registry.artifacts_dir)
+    assert report.relaxed == 1
+    assert report.skipped == ["gold (Au unknown to the model)"]

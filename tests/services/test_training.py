@@ -282,3 +282,13 @@ def test_mlff_load_gives_an_ase_calculator_in_ev_per_a3(trained_registry) -> Non
         assert atoms.get_potential_energy() == pytest.approx(
             batch.predict([atoms]).energies[0], rel=1e-5
         )
+
+
+def test_a_bad_fine_tuning_request_registers_nothing(trained_registry) -> None:  # type: ignore[no-untyped-def]
+    request = TrainRequest(
+        "too-frozen", "layers", tiny_options("m3gnet", freeze=9), parent="tiny-m3gnet:1"
+    )
+    with pytest.raises(InvalidInput, match="freeze at most"):
+        train_model(trained_registry.sessions, request, trained_registry.artifacts_dir)
+    with pytest.raises(NotFound, match="No model is named 'too-frozen'"):
+        show_model(trained_registry.sessions, "too-frozen")

@@ -145,6 +145,8 @@ def relax(
         f"({report.structures_per_s:.2f} structures/s, engine {report.engine})",
         highlight=False,
     )
+    if report.skipped:
+        console.print(f"[yellow]skipped: {', '.join(report.skipped)}[/yellow]", highlight=False)
     if report.diverged:
         console.print(
             f"[yellow]not stored (non-finite results): {', '.join(report.diverged)}[/yellow]"

@@ -29,13 +29,6 @@ from atlas2d.mlff.forcefield import ForceField, Predictions, as_periodic
 MODEL_FILES = ("model.json", "model.pt", "state.pt")
 
 
-def use_float64() -> None:
-    """Switch matgl (graphs and new models) to float64: finite-difference checks need it."""
-    import matgl
-
-    matgl.set_default_dtype("float", 64)
-
-
 def save_potential(potential: Any, path: Path) -> None:
     """Write a matgl ``Potential`` as one tar file at ``path``."""
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,8 +1,10 @@
 """MACE (mace-torch): the model file, and a :class:`ForceField` over it.
 
 The model file is what ``mace_run_train`` saves (``torch.save`` of the whole module).
-MACE's stress is already eV/Å³ with ASE's sign: ``stress = virials / volume`` with
-``virials = ∂E/∂ε`` (``mace/modules/utils.py``), so no conversion happens here.
+MACE's stress is already eV/Å³ with ASE's sign: ``compute_forces_virials``
+(``mace/modules/utils.py``) returns ``virials = −∂E/∂ε`` and ``stress = −virials /
+volume = (1/V) ∂E/∂ε``, so no conversion happens here (the contract test checks it by
+finite differences).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms
@@ -58,7 +58,6 @@ class RelaxResult:
     stresses: np.ndarray
     wall_time_s: float
     engine: str = "ase"
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 def relax_ase(

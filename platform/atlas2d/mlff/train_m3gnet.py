@@ -202,7 +202,9 @@ def train_m3gnet(
         max_time=timedelta(seconds=options.max_time_s) if options.max_time_s else None,
         accelerator="gpu" if options.device == "cuda" else "cpu",
         devices=options.devices,
-        strategy="ddp" if options.devices > 1 else "auto",
+        # ddp_spawn, not ddp: ddp starts the other ranks by re-running the command
+        # line, which would register a model version per GPU.
+        strategy="ddp_spawn" if options.devices > 1 else "auto",
         logger=logger,
         callbacks=[timer],
         enable_checkpointing=False,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -183,25 +184,30 @@ def train_mace(
     log_path = work_dir / "mace_run_train.log"
     started = time.perf_counter()
     with log_path.open("w") as log:
+        # A session of its own, so a time limit or Ctrl-C stops torchrun's workers too.
+        process = subprocess.Popen(
+            mace_command(args, options.devices),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         try:
-            completed = subprocess.run(
-                mace_command(args, options.devices),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                timeout=options.max_time_s,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as err:
+            returncode = process.wait(timeout=options.max_time_s)
+        except BaseException as err:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            if not isinstance(err, subprocess.TimeoutExpired):
+                raise
             raise MACETrainingError(
                 f"mace_run_train ran past --max-time {options.max_time_s:g} s and was stopped "
                 "(MACE has no graceful time limit); give more time or fewer epochs."
             ) from err
     train_seconds = time.perf_counter() - started
-    if completed.returncode != 0:
+    if returncode != 0:
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
         raise MACETrainingError(
-            f"mace_run_train exited with status {completed.returncode}; full log in "
+            f"mace_run_train exited with status {returncode}; full log in "
             f"{log_path}. Last lines:\n{tail}"
         )
     stage_two = work_dir / f"{RUN_NAME}_stagetwo.model"

@@ -114,15 +114,20 @@ def parent_chain(session: Session, model_version_id: int) -> list[dict[str, Any]
 
 # --- predictions ----------------------------------------------------------------------
 
-SPLIT_FRAMES_SQL = """
-SELECT t.frame_id, f.step, f.n_sites, f.cell, f.positions, f.forces, f.stress, f.energy,
-       r.species, m.dimensionality
-FROM training_set_frames t
-JOIN frames f ON f.id = t.frame_id
-JOIN relaxations r ON r.id = f.relaxation_id
-JOIN materials m ON m.id = r.material_id
-WHERE t.training_set_id = :training_set_id AND t.split = :split
-"""
+
+def training_set_elements(session: Session, training_set_id: int) -> tuple[str, ...]:
+    """Element symbols of every frame of a training set, in Z order."""
+    from ase.data import chemical_symbols
+
+    numbers = session.execute(
+        text(
+            "SELECT DISTINCT z FROM training_set_relaxations t"
+            " JOIN relaxations r ON r.id = t.relaxation_id, unnest(r.species) AS z"
+            " WHERE t.training_set_id = :id ORDER BY z"
+        ),
+        {"id": training_set_id},
+    ).scalars()
+    return tuple(chemical_symbols[z] for z in numbers)
 
 
 def unpredicted_frame_ids(
@@ -143,7 +148,7 @@ def unpredicted_frame_ids(
 
 
 def frames_by_id(session: Session, frame_ids: Sequence[int]) -> list[Any]:
-    """Geometry and labels of frames (rows as in ``SPLIT_FRAMES_SQL`` without split)."""
+    """Geometry and labels of frames, by frame id."""
     return list(
         session.execute(
             text(

@@ -16,7 +16,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +93,12 @@ class WorkItem:
 
 @dataclass
 class ChunkOutcome:
+    """What one chunk stored, and the materials it could not (named, with the reason)."""
+
     relaxed: int = 0
     converged: int = 0
     diverged: list[str] = field(default_factory=list)
-    seconds: float = 0.0
+    skipped: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -109,6 +111,7 @@ class RelaxReport:
     relaxed: int
     converged: int
     diverged: list[str]
+    skipped: list[str]
     wall_time_s: float
     engine: str
     workers: int
@@ -131,18 +134,22 @@ def relaxation_parameters(request: RelaxRequest, start_file: str | None = None) 
         "fmax_ev_per_a": request.settings.fmax,
         "max_steps": request.settings.max_steps,
         "start": request.start,
+        "save_trajectory": request.settings.save_trajectory,
     }
     if start_file is not None:  # a structure from a file, not the stored DFT data
         parameters["start_file_sha256"] = start_file
     return parameters
 
 
-def request_key(model_version_id: int, material_id: int, parameters: dict[str, Any]) -> str:
-    """sha256 identifying one (model version, material, parameters) result."""
+def request_key(
+    model_version_id: int, material_id: int, parameters: dict[str, Any], start: str
+) -> str:
+    """sha256 identifying one result: model version, material, parameters and the
+    starting structure (a frame id, or a file's sha256), so a result made from an older
+    DFT frame is not taken for one from a newer."""
     canonical = json.dumps(parameters, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(
-        f"ml\0{model_version_id}\0{material_id}\0{canonical}".encode()
-    ).hexdigest()
+    text = f"ml\0{model_version_id}\0{material_id}\0{canonical}\0{start}"
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _check(request: RelaxRequest) -> None:
@@ -151,8 +158,10 @@ def _check(request: RelaxRequest) -> None:
         problems.append(f"engine {request.engine!r} is not ase or batched")
     if request.start not in STARTS:
         problems.append(f"start {request.start!r} is not first or final")
-    if request.settings.fmax <= 0 or request.settings.max_steps < 0:
-        problems.append("fmax must be > 0 eV/Å and steps ≥ 0")
+    if request.settings.fmax <= 0:
+        problems.append(f"--fmax {request.settings.fmax} must be > 0 eV/Å")
+    if request.settings.max_steps < 0:
+        problems.append(f"--steps {request.settings.max_steps} must be ≥ 0")
     if request.chunk_size is not None and request.chunk_size < 1:
         problems.append("the batch size must be at least 1")
     if problems:
@@ -191,7 +200,7 @@ def plan(
             )
         items = [
             WorkItem(s.material_id, s.material_key, s.dimensionality, s.frame_id,
-                     request_key(model["id"], s.material_id, parameters))
+                     request_key(model["id"], s.material_id, parameters, f"frame:{s.frame_id}"))
             for s in starts
         ]  # fmt: skip
         todo, done = _not_done(session, items, request.force)
@@ -199,11 +208,9 @@ def plan(
 
 
 def _not_done(session: Session, items: list[WorkItem], force: bool) -> tuple[list[WorkItem], int]:
-    keys = [item.key for item in items]
-    if force:
-        queries.delete_by_keys(session, keys)
+    if force:  # replaced chunk by chunk, in the transaction that stores the new result
         return items, 0
-    done = queries.stored_keys(session, keys)
+    done = queries.stored_keys(session, [item.key for item in items])
     return [item for item in items if item.key not in done], len(done)
 
 
@@ -232,7 +239,8 @@ def _read_candidates(path: Path) -> Any:
     except Exception as err:  # ASE raises many types for unreadable files
         raise InvalidInput(f"{path}: ASE cannot read a structure from it ({err}).") from err
     parsed = ParsedFile(str(path), "records", sha256_hex(content), "ase.io.read")
-    stem = base_name(path).rsplit(".", 1)[0]
+    # Default keys carry the file's hash: a/POSCAR and b/POSCAR are not one material.
+    stem = f"{base_name(path).rsplit('.', 1)[0]}-{sha256_hex(content)[:8]}"
     for index, atoms in enumerate(structures):
         n_sites = len(atoms)
         parsed.trajectories.append(
@@ -280,13 +288,27 @@ def _plan_files(
                     pbc=True,
                 )
                 starts.append((trajectory.material_key, atoms, parsed.sha256))
+    keys = [key for key, _, _ in starts]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise InvalidInput(
+            f"Several structures in {', '.join(map(str, request.files))} have the material key "
+            f"{', '.join(repeated)}; give each its own `material_key` (extxyz info) so each "
+            "result belongs to one material."
+        )
     with sessions.begin() as session:
         model = registry.resolve(session, request.model)
         stored = ingest_writes.upsert_materials(session, list(material_rows.values()))
+        for key, row in material_rows.items():
+            if stored[key].formula != row["formula"]:
+                raise InvalidInput(
+                    f"Material key {key!r} from the file is {row['formula']} but the database "
+                    f"holds {stored[key].formula} under it; give the structure another key."
+                )
         items = [
             WorkItem(
                 stored[key].id, key, material_rows[key]["dimensionality"], None,
-                request_key(model["id"], stored[key].id, relaxation_parameters(request, sha256)), atoms,
+                request_key(model["id"], stored[key].id, relaxation_parameters(request, sha256), f"file:{sha256}"), atoms,
                 sha256,
             )
             for key, atoms, sha256 in starts
@@ -339,22 +361,36 @@ def relax_chunk(
     engine: str,
     settings: RelaxSettings,
     max_atoms: int | None = None,
+    replace: bool = False,
 ) -> ChunkOutcome:
-    """Relax a chunk of materials and store the results in one transaction."""
+    """Relax a chunk of materials and store the results in one transaction.
+
+    Structures with elements the model does not know are skipped and named in the
+    outcome; with ``replace`` the chunk's stored results are deleted in the same
+    transaction that stores the new ones (``--force``: an interruption loses nothing).
+    """
     from atlas2d.services.ingest_prepare import build_blocks, encode_frames, relaxation_row
 
-    began = time.perf_counter()
     with sessions.begin() as session:
         starts = _starting_structures(session, items)
-    results = _run_engine(
-        force_field,
-        engine,
-        [a for a, _ in starts],
-        [i.dimensionality == 2 for i in items],
-        settings,
-        max_atoms,
-    )
     outcome = ChunkOutcome()
+    known = set(force_field.element_symbols)
+    runnable = []
+    for item, start in zip(items, starts, strict=True):
+        unknown = sorted(set(start[0].get_chemical_symbols()) - known)
+        if unknown:
+            outcome.skipped.append(
+                f"{item.material_key} ({', '.join(unknown)} unknown to the model)"
+            )
+        else:
+            runnable.append((item, start))
+    items = [item for item, _ in runnable]
+    starts = [start for _, start in runnable]
+    in_plane = [item.dimensionality == 2 for item in items]
+    structures = [atoms for atoms, _ in starts]
+    results = (
+        _run_engine(force_field, engine, structures, in_plane, settings, max_atoms) if items else []
+    )
     trajectories, kept = [], []
     for item, (atoms, pbc), result in zip(items, starts, results, strict=True):
         arrays = (result.energies, result.cells, result.positions, result.forces, result.stresses)
@@ -384,6 +420,7 @@ def relax_chunk(
                     "engine": result.engine,
                     "start_frame_id": item.frame_id,
                     "stored_frames": "trajectory" if settings.save_trajectory else "final",
+                    "optimizer_steps": result.n_steps,
                     "key": item.key,
                 },
             )
@@ -392,16 +429,14 @@ def relax_chunk(
         blocks = build_blocks(trajectories, "ML relaxation")
         by_key = {item.key: (item, result) for item, result in kept}
         with sessions.begin() as session:
+            if replace:
+                queries.delete_by_keys(session, [item.key for item, _ in kept])
             rows = []
             for block in blocks:
                 for t, trajectory in enumerate(block.trajectories):
                     item, result = by_key[trajectory.info["key"]]
                     row = relaxation_row(block, t, item.material_id, None)  # type: ignore[arg-type]
-                    row |= {
-                        "model_version_id": model["id"],
-                        "n_steps": result.n_steps,
-                        "content_hash": item.key,
-                    }
+                    row |= {"model_version_id": model["id"], "content_hash": item.key}
                     rows.append(row)
             inserted = ingest_writes.insert_relaxations(session, rows)
             ids = [[inserted.get(t.info["key"]) for t in block.trajectories] for block in blocks]
@@ -415,7 +450,6 @@ def relax_chunk(
             )
         outcome.relaxed = len(inserted)
         outcome.converged = sum(result.converged for item, result in kept if item.key in inserted)
-    outcome.seconds = time.perf_counter() - began
     return outcome
 
 
@@ -448,8 +482,10 @@ def relax(
         total.relaxed += outcome.relaxed
         total.converged += outcome.converged
         total.diverged += outcome.diverged
+        total.skipped += outcome.skipped
         if progress is not None:
-            progress(total.relaxed + len(total.diverged), len(todo), total.converged)
+            done = total.relaxed + len(total.diverged) + len(total.skipped)
+            progress(done, len(todo), total.converged)
 
     if chunks and (workers > 0 or scheduler):
         from atlas2d.services.relax_dask import run_on_dask
@@ -470,6 +506,7 @@ def relax(
                     request.engine,
                     request.settings,
                     request.max_atoms,
+                    request.force,
                 )
             )
     return RelaxReport(
@@ -479,12 +516,8 @@ def relax(
         relaxed=total.relaxed,
         converged=total.converged,
         diverged=total.diverged,
+        skipped=total.skipped,
         wall_time_s=time.perf_counter() - began,
         engine=request.engine,
         workers=workers if not scheduler else -1,
     )
-
-
-def request_as_dict(request: RelaxRequest) -> dict[str, Any]:
-    """A JSON-able copy of a request (for evaluations and reports)."""
-    return asdict(request)

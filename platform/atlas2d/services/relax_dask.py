@@ -33,6 +33,7 @@ def relax_chunk_on_worker(
     device: str,
     max_atoms: int | None,
     num_threads: int,
+    replace: bool = False,
 ) -> Any:
     """Run in a worker process: relax one chunk and commit it."""
     from atlas2d.threads import apply_threads
@@ -50,15 +51,9 @@ def relax_chunk_on_worker(
         _WORKER_STATE["model_key"] = cache_key
         _WORKER_STATE["force_field"] = registry.load_from_row(model, Path(artifacts_dir), device)
     return relax_chunk(
-        _WORKER_STATE["sessions"],
-        model,
-        _WORKER_STATE["force_field"],
-        items,
-        parameters,
-        engine,
-        settings,
-        max_atoms,
-    )
+        _WORKER_STATE["sessions"], model, _WORKER_STATE["force_field"], items, parameters, engine,
+        settings, max_atoms, replace,
+    )  # fmt: skip
 
 
 def run_on_dask(
@@ -104,6 +99,7 @@ def run_on_dask(
                 request.device,
                 request.max_atoms,
                 num_threads,
+                request.force,
                 pure=False,
             )
             for chunk in chunks

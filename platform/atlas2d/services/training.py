@@ -11,7 +11,7 @@ ever ``ready``.
 from __future__ import annotations
 
 import csv
-import shutil
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +136,23 @@ def _train(
     return trained
 
 
+def force_field_of(parent: dict[str, Any], data: bytes) -> Any:
+    """The parent version's force field, from its verified bytes."""
+    return registry.force_field_from_bytes(parent["architecture"], data)
+
+
+def _check_parent(options: TrainOptions, parent: Any, elements: tuple[str, ...]) -> None:
+    """Fine-tuning needs the parent to know every element, and a layer left to train."""
+    _check_parent_elements(parent.element_symbols, elements)
+    if options.architecture == "m3gnet" and options.freeze:
+        from atlas2d.mlff.train_m3gnet import freeze_leading_layers
+
+        try:
+            freeze_leading_layers(parent.potential.model, options.freeze)
+        except ValueError as err:
+            raise InvalidInput(str(err)) from err
+
+
 def _check_parent_elements(known: tuple[str, ...], needed: tuple[str, ...]) -> None:
     unknown = sorted(set(needed) - set(known))
     if unknown:
@@ -183,6 +200,16 @@ def train_model(
     options = request.options
     with sessions.begin() as session:
         training_set, parent = _check_request(session, request)
+        elements = queries.training_set_elements(session, training_set["id"])
+    parent_data = None
+    if parent is not None:  # checked before anything is registered
+        parent_data = read_verified(
+            registry.artifact_file(parent, artifacts_dir),
+            parent["artifact_sha256"],
+            registry.label(parent),
+        )
+        _check_parent(options, force_field_of(parent, parent_data), elements)
+    with sessions.begin() as session:
         model_version_id, version = queries.insert_training_version(
             session,
             {
@@ -197,20 +224,12 @@ def train_model(
             },
         )
     ref = f"{request.name}:{version}"
-    relative_dir = Path("models") / request.name / f"v{version}"
+    # A run id in the folder name: databases sharing $ATLAS2D_HOME never share a folder.
+    relative_dir = Path("models") / request.name / f"v{version}-{uuid.uuid4().hex[:8]}"
     work_dir = artifacts_dir / relative_dir
-    progress(f"registered {ref} ({options.architecture}) as training; work folder {work_dir}")
     try:
-        if work_dir.exists():  # left by a database that was reset; this version is new
-            shutil.rmtree(work_dir)
+        progress(f"registered {ref} ({options.architecture}) as training; work folder {work_dir}")
         work_dir.mkdir(parents=True)
-        parent_data = None
-        if parent is not None:
-            parent_data = read_verified(
-                registry.artifact_file(parent, artifacts_dir),
-                parent["artifact_sha256"],
-                registry.label(parent),
-            )
         fmt = "matgl" if options.architecture == "m3gnet" else "mace"
         export = export_training_set(sessions, request.training_set, fmt, work_dir / "data")
         progress(
