@@ -236,13 +236,13 @@ def _relax_batch(
                 )
             )
         if finished:
-            keep = [k for k in range(len(active)) if k not in set(finished)]
+            gone = set(finished)
+            keep = [k for k in range(len(active)) if k not in gone]
             if not keep:
                 break
             active = [active[k] for k in keep]
             state = state[keep]
             model.layer_mask = torch.tensor([in_plane[i] for i in active], dtype=torch.bool)
-            model.full_stress = model.full_stress[keep]
         state = step_fn(state)
     return done
 
