@@ -79,37 +79,23 @@ def _check_request(session: Session, request: TrainRequest) -> tuple[dict, dict 
     return training_set, parent
 
 
-def _elements(export: dict[str, tuple[Path, int]], architecture: str) -> tuple[str, ...]:
-    """Element symbols of every exported split, in Z order."""
-    import json
-
-    from ase.data import atomic_numbers
-    from ase.io import iread
-
-    symbols: set[str] = set()
-    for path, _ in export.values():
-        if architecture == "m3gnet":
-            symbols |= set(json.loads((path / "manifest.json").read_text())["element_types"])
-        else:
-            for atoms in iread(path, ":"):
-                symbols |= set(atoms.get_chemical_symbols())
-    return tuple(sorted(symbols, key=atomic_numbers.__getitem__))
-
-
 def _train(
     export: dict[str, tuple[Path, int]],
     options: TrainOptions,
     work_dir: Path,
     parent_data: bytes | None,
+    elements: tuple[str, ...],
 ) -> TrainedModel:
-    elements = _elements(export, options.architecture)
+    """Run the framework's training on the exported splits (the parent already checked).
+
+    Args:
+        elements: the training set's elements in Z order (every split).
+    """
     if options.architecture == "m3gnet":
         from atlas2d.mlff.m3gnet import load_potential
         from atlas2d.mlff.train_m3gnet import train_m3gnet
 
         parent = None if parent_data is None else load_potential(parent_data)
-        if parent is not None:
-            _check_parent_elements(tuple(parent.model.element_types), elements)
         dirs = {split: path for split, (path, _) in export.items() if split != "test"}
         return train_m3gnet(dirs, elements, options, work_dir, parent)
     from atlas2d.mlff.train_mace import train_mace
@@ -119,7 +105,6 @@ def _train(
         from atlas2d.services.models import force_field_from_bytes
 
         parent = force_field_from_bytes("mace", parent_data)
-        _check_parent_elements(parent.element_symbols, elements)
         parent_file = work_dir / "parent.model"
         parent_file.write_bytes(parent_data)  # the verified bytes, not the registry's path
     from ase.data import atomic_numbers
@@ -134,11 +119,6 @@ def _train(
             "hidden_irreps": str(parent.model.products[0].linear.irreps_out),
         }
     return trained
-
-
-def force_field_of(parent: dict[str, Any], data: bytes) -> Any:
-    """The parent version's force field, from its verified bytes."""
-    return registry.force_field_from_bytes(parent["architecture"], data)
 
 
 def _check_parent(options: TrainOptions, parent: Any, elements: tuple[str, ...]) -> None:
@@ -208,7 +188,8 @@ def train_model(
             parent["artifact_sha256"],
             registry.label(parent),
         )
-        _check_parent(options, force_field_of(parent, parent_data), elements)
+        parent_force_field = registry.force_field_from_bytes(parent["architecture"], parent_data)
+        _check_parent(options, parent_force_field, elements)
     with sessions.begin() as session:
         model_version_id, version = queries.insert_training_version(
             session,
@@ -237,7 +218,7 @@ def train_model(
             + ", ".join(f"{split} {count} frames" for split, (_, count) in export.items())
         )
         progress(f"training {options.architecture} for up to {options.epochs} epochs")
-        trained = _train(export, options, work_dir, parent_data)
+        trained = _train(export, options, work_dir, parent_data, elements)
         sha256 = sha256_of_file(trained.artifact)
         progress(
             f"trained {trained.epochs_run} epochs in {trained.train_seconds:.1f} s; "
