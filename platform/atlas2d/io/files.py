@@ -53,7 +53,7 @@ def base_name(path: Path) -> str:
     return name
 
 
-def _format_from_name(path: Path) -> str | None:
+def format_from_name(path: Path) -> str | None:
     name = base_name(path).lower()
     if "vasprun" in name or name.endswith(".xml"):
         return "vasprun"
@@ -72,7 +72,7 @@ def detect_format(path: Path, content: bytes) -> str:
     Raises:
         InvalidInput: the name shows no format atlas2d reads.
     """
-    by_name = _format_from_name(path)
+    by_name = format_from_name(path)
     if by_name is None:
         raise InvalidInput(
             f"{path}: cannot tell the format from the file name. Pass --format "
@@ -97,7 +97,7 @@ def expand_paths(paths: list[Path], format: str = "auto") -> list[Path]:
     for path in paths:
         if path.is_dir():
             for candidate in sorted(p for p in path.rglob("*") if p.is_file()):
-                if format != "auto" or _format_from_name(candidate) is not None:
+                if format != "auto" or format_from_name(candidate) is not None:
                     files.append(candidate)
         elif path.is_file():
             files.append(path)

@@ -78,7 +78,7 @@ def parser_versions() -> dict[str, str]:
     return versions
 
 
-def _material_rows(
+def material_rows(
     parsed: ParsedFile, blocks: list[FrameBlock], entries: list[PreparedEntry]
 ) -> list[dict[str, Any]]:
     """One ``materials`` row per key in the file; compositions must agree within the file.
@@ -184,7 +184,7 @@ def _write(
             "options": parsed.options,
         },
     )
-    rows = _material_rows(parsed, blocks, entries)
+    rows = material_rows(parsed, blocks, entries)
     stored = ingest_writes.upsert_materials(session, rows)
     for row in rows:
         if stored[row["key"]].formula != row["formula"]:

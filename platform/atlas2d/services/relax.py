@@ -223,12 +223,12 @@ def _read_candidates(path: Path) -> Any:
 
     import ase.io
 
-    from atlas2d.io.files import _format_from_name, base_name, read_bytes, sha256_hex
+    from atlas2d.io.files import base_name, format_from_name, read_bytes, sha256_hex
     from atlas2d.io.readers import ReadOptions, read_file
     from atlas2d.io.records import ParsedFile
 
     content = read_bytes(path)
-    fmt = _format_from_name(path)
+    fmt = format_from_name(path)
     if fmt not in (None, "extxyz"):
         return read_file(path, ReadOptions())
     try:
@@ -263,11 +263,11 @@ def _plan_files(
 ) -> tuple[dict[str, Any], list[WorkItem], int]:
     """Materials and starting structures from files (any ingest format)."""
     from atlas2d.io.files import expand_paths
-    from atlas2d.services.ingest import _material_rows
+    from atlas2d.services.ingest import material_rows as rows_of
     from atlas2d.services.ingest_prepare import build_blocks
 
     starts: list[tuple[str, Atoms, str]] = []
-    material_rows: dict[str, dict[str, Any]] = {}
+    rows_by_key: dict[str, dict[str, Any]] = {}
     for path in expand_paths(list(request.files)):
         parsed = _read_candidates(path)
         if not parsed.trajectories:
@@ -275,8 +275,8 @@ def _plan_files(
                 f"{path}: holds no structure to relax (a hull file? use its trajectories)."
             )
         blocks = build_blocks(parsed.trajectories, str(path))  # checked and oriented
-        for row in _material_rows(parsed, blocks, []):
-            material_rows[row["key"]] = row
+        for row in rows_of(parsed, blocks, []):
+            rows_by_key[row["key"]] = row
         for block in blocks:
             for t, trajectory in enumerate(block.trajectories):
                 frames = block.frames_of(t)
@@ -298,8 +298,8 @@ def _plan_files(
         )
     with sessions.begin() as session:
         model = registry.resolve(session, request.model)
-        stored = ingest_writes.upsert_materials(session, list(material_rows.values()))
-        for key, row in material_rows.items():
+        stored = ingest_writes.upsert_materials(session, list(rows_by_key.values()))
+        for key, row in rows_by_key.items():
             if stored[key].formula != row["formula"]:
                 raise InvalidInput(
                     f"Material key {key!r} from the file is {row['formula']} but the database "
@@ -307,7 +307,7 @@ def _plan_files(
                 )
         items = [
             WorkItem(
-                stored[key].id, key, material_rows[key]["dimensionality"], None,
+                stored[key].id, key, rows_by_key[key]["dimensionality"], None,
                 request_key(model["id"], stored[key].id, relaxation_parameters(request, sha256), f"file:{sha256}"), atoms,
                 sha256,
             )
