@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import subprocess
@@ -51,6 +52,21 @@ def device_description(device: str) -> str:
     return device
 
 
+def process_gone(environment: dict[str, Any]) -> bool:
+    """Whether the process an environment record names ran on this host and has ended
+    (a run still marked ``training`` then was killed without a chance to record it)."""
+    pid = environment.get("pid")
+    if environment.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 def environment(device: str, num_threads: int, seed: int, devices: int = 1) -> dict[str, Any]:
     """The environment record of a training run or a prediction."""
     return {
@@ -62,5 +78,6 @@ def environment(device: str, num_threads: int, seed: int, devices: int = 1) -> d
         "threads": num_threads,
         "seed": seed,
         "host": socket.gethostname(),
+        "pid": os.getpid(),
         "platform": platform.platform(),
     }

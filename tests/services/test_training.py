@@ -3,6 +3,8 @@ once per test run by ``trained_registry`` (a database of its own, whose runs com
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -292,3 +294,33 @@ def test_a_bad_fine_tuning_request_registers_nothing(trained_registry) -> None: 
         train_model(trained_registry.sessions, request, trained_registry.artifacts_dir)
     with pytest.raises(NotFound, match="No model is named 'too-frozen'"):
         show_model(trained_registry.sessions, "too-frozen")
+
+
+def test_a_run_whose_process_is_gone_is_flagged(trained_registry) -> None:  # type: ignore[no-untyped-def]
+    import socket
+    import subprocess
+    import sys
+
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid = int(ended.stdout)
+    with trained_registry.sessions.begin() as session:
+        training_set_id = session.execute(
+            text("SELECT id FROM training_sets WHERE name = 'layers'")
+        ).scalar_one()
+        session.execute(
+            text(
+                "INSERT INTO model_versions (name, version, architecture, training_set_id, hyperparameters,"
+                " metrics, training_curve, environment, status)"
+                " VALUES ('killed', 1, 'mace', :ts, '{}', '{}', '[]', CAST(:env AS jsonb), 'training')"
+            ),
+            {
+                "ts": training_set_id,
+                "env": json.dumps({"host": socket.gethostname(), "pid": dead_pid}),
+            },
+        )
+    listed = list_models(trained_registry.sessions, "killed")
+    assert listed["status"].tolist() == ["training (process gone: killed?)"]
+    details = show_model(trained_registry.sessions, "tiny-mace:1")
+    assert details.environment["pid"] > 0

@@ -168,12 +168,19 @@ def list_models(sessions: sessionmaker[Session], name: str | None = None) -> pd.
     def test_metric(row: dict[str, Any], key: str) -> float | None:
         return row["metrics"].get("test", {}).get(key)
 
+    def status(row: dict[str, Any]) -> str:
+        from atlas2d.provenance import process_gone
+
+        if row["status"] == "training" and process_gone(row["environment"]):
+            return "training (process gone: killed?)"
+        return row["status"]
+
     return pd.DataFrame(
         [
             {
                 "model": label(r),
                 "architecture": r["architecture"],
-                "status": r["status"],
+                "status": status(r),
                 "training_set": r["training_set"],
                 "parent": parents.get(r["parent_id"]) if r["parent_id"] else None,
                 "test_energy_mae_mev_per_atom": test_metric(r, "energy_mae_mev_per_atom"),
