@@ -30,18 +30,11 @@ from atlas2d.io.exporters import (
     write_matgl_dataset,
 )
 from atlas2d.io.records import ExportFrame
+from atlas2d.mlff.forcefield import zero_out_of_plane
 
 LAYER_PBC = (True, True, False)
 STRAIN_STEP = 1e-5
 """Central-difference strain step; float64 energies make its truncation error ~1e-10."""
-
-
-def _zero_out_of_plane(stress: np.ndarray) -> np.ndarray:
-    """What the caller does for 2D layers: drop every component with a z index."""
-    stress = stress.copy()
-    stress[2, :] = 0.0
-    stress[:, 2] = 0.0
-    return stress
 
 
 def _layer(seed: int, vacuum: float = 8.0) -> Atoms:
@@ -75,7 +68,7 @@ def _layer_frames(n_frames: int = 3, seed: int = 7) -> list[ExportFrame]:
     for step in range(n_frames):
         atoms = _layer(seed + step)
         raw = rng.standard_normal((3, 3)) * 0.01
-        stress = _zero_out_of_plane(raw + raw.T)
+        stress = zero_out_of_plane(raw + raw.T)
         info: dict[str, Any] = {
             # "0042" would come back from extxyz as the integer 42 if written plainly.
             "material_key": "MoS2-2H" if step else "0042",

@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from atlas2d.cli.choices import Device, Split
 from atlas2d.cli.output import OutputFormat, console, print_frame, print_json
 
 models_app = typer.Typer(
@@ -17,17 +18,6 @@ models_app = typer.Typer(
 class Architecture(str, Enum):
     m3gnet = "m3gnet"
     mace = "mace"
-
-
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class Split(str, Enum):
-    train = "train"
-    val = "val"
-    test = "test"
 
 
 METRIC_COLUMNS = [

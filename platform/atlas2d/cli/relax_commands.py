@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from atlas2d.cli.choices import Device, Split
 from atlas2d.cli.output import OutputFormat, console, print_frame, print_json
 
 
@@ -18,17 +19,6 @@ class Engine(str, Enum):
 class Start(str, Enum):
     first = "first"
     final = "final"
-
-
-class Split(str, Enum):
-    train = "train"
-    val = "val"
-    test = "test"
-
-
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 def _request(

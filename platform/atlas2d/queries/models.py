@@ -153,7 +153,7 @@ def frames_by_id(session: Session, frame_ids: Sequence[int]) -> list[Any]:
         session.execute(
             text(
                 "SELECT f.id AS frame_id, f.step, f.n_sites, f.cell, f.positions, f.forces,"
-                " f.stress, f.energy, r.species, m.dimensionality"
+                " f.stress, f.energy, r.species, r.pbc, m.dimensionality"
                 " FROM frames f JOIN relaxations r ON r.id = f.relaxation_id"
                 " JOIN materials m ON m.id = r.material_id"
                 " WHERE f.id = ANY(:ids) ORDER BY f.id"

@@ -108,15 +108,3 @@ def delete_by_keys(session: Session, keys: Sequence[str]) -> int:
         {"keys": list(keys)},
     )
     return result.rowcount
-
-
-def structures_of_frames(session: Session, frame_ids: Sequence[int]) -> dict[int, Any]:
-    """frame id → (species, pbc, cell, positions) rows."""
-    rows = session.execute(
-        text(
-            "SELECT f.id, r.species, r.pbc, f.cell, f.positions FROM frames f"
-            " JOIN relaxations r ON r.id = f.relaxation_id WHERE f.id = ANY(:ids)"
-        ),
-        {"ids": list(frame_ids)},
-    )
-    return {row.id: row for row in rows}

@@ -11,7 +11,6 @@ import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -69,13 +68,10 @@ class IngestSummary:
 @lru_cache(maxsize=1)
 def parser_versions() -> dict[str, str]:
     """Versions of the packages that parse and convert input files."""
-    versions = {}
-    for package in ("atlas2d", "ase", "pymatgen", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "unknown"
-    return versions
+    from atlas2d.provenance import package_versions
+
+    versions = package_versions(("atlas2d", "ase", "pymatgen", "numpy"))
+    return {package: version or "unknown" for package, version in versions.items()}
 
 
 def material_rows(

@@ -25,7 +25,8 @@ CHUNK_FRAMES = 512
 """Frames predicted and committed together: an interrupted run loses at most these."""
 
 
-def _atoms(row: Any) -> Atoms:
+def frame_atoms(row: Any) -> Atoms:
+    """The structure of a frame row (species, cell, positions), flagged 3D periodic."""
     return Atoms(
         numbers=np.asarray(row.species, dtype=np.int64),
         positions=vec3_from_bytes(row.positions),
@@ -54,7 +55,7 @@ def predict_frames(
     for start in range(0, len(todo), CHUNK_FRAMES):
         with sessions.begin() as session:
             rows = queries.frames_by_id(session, todo[start : start + CHUNK_FRAMES])
-            predictions = force_field.predict([_atoms(r) for r in rows], batch_size=batch_size)
+            predictions = force_field.predict([frame_atoms(r) for r in rows], batch_size=batch_size)
             written += queries.insert_predictions(
                 session,
                 [

@@ -24,7 +24,6 @@ import numpy as np
 from ase import Atoms
 from sqlalchemy.orm import Session, sessionmaker
 
-from atlas2d.db.types import vec3_from_bytes
 from atlas2d.errors import InvalidInput, NotFound
 from atlas2d.io.records import Trajectory
 from atlas2d.mlff.forcefield import ForceField
@@ -320,23 +319,18 @@ def _plan_files(
 def _starting_structures(
     session: Session, items: Sequence[WorkItem]
 ) -> list[tuple[Atoms, tuple[bool, ...]]]:
-    rows = queries.structures_of_frames(
-        session, [i.frame_id for i in items if i.frame_id is not None]
-    )
-    structures = []
-    for item in items:
-        if item.structure is not None:
-            structures.append((item.structure, (True, True, item.dimensionality != 2)))
-            continue
-        row = rows[item.frame_id]
-        atoms = Atoms(
-            numbers=np.asarray(row.species, dtype=np.int64),
-            positions=vec3_from_bytes(row.positions),
-            cell=np.asarray(row.cell, dtype=np.float64),
-            pbc=True,
-        )
-        structures.append((atoms, tuple(row.pbc)))
-    return structures
+    """Each item's starting structure and the pbc flags its result is stored with."""
+    from atlas2d.queries.models import frames_by_id
+    from atlas2d.services.predictions import frame_atoms
+
+    ids = [item.frame_id for item in items if item.frame_id is not None]
+    rows = {row.frame_id: row for row in frames_by_id(session, ids)}
+    return [
+        (item.structure, (True, True, item.dimensionality != 2))
+        if item.structure is not None
+        else (frame_atoms(rows[item.frame_id]), tuple(rows[item.frame_id].pbc))
+        for item in items
+    ]
 
 
 def _run_engine(
