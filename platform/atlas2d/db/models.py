@@ -18,6 +18,7 @@ from sqlalchemy import (
     Double,
     ForeignKey,
     Identity,
+    Index,
     Integer,
     LargeBinary,
     SmallInteger,
@@ -32,7 +33,16 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from atlas2d.db.base import Base
 from atlas2d.db.types import Matrix3, SmallIntArray, Vec3Array
 
-SOURCE_FORMATS = ("vasprun", "outcar", "extxyz", "alexandria-traj", "alexandria-hull", "records")
+SOURCE_FORMATS = (
+    "vasprun",
+    "outcar",
+    "extxyz",
+    "alexandria-traj",
+    "alexandria-hull",
+    "records",
+    "labeller",
+)
+"""``labeller``: reference data made by ``atlas2d label`` (a stand-in for DFT, never real DFT)."""
 METHODS = ("dft", "ml")
 
 
@@ -397,3 +407,69 @@ class Evaluation(Base):
     per_spacegroup: Mapped[dict[str, Any]]
     """{space-group number: figures}."""
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class HullRun(Base):
+    """One ``atlas2d hull update`` for one energy source: what it recomputed and why."""
+
+    __tablename__ = "hull_runs"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    energy_source: Mapped[str] = mapped_column(Text, index=True)
+    """``dft`` or a model version as ``NAME:VERSION``."""
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE")
+    )
+    parameters: Mapped[dict[str, Any]]
+    """chemsys filter, ``all``, energy rules and tolerances."""
+    watermarks: Mapped[dict[str, Any]]
+    """Largest energy-entry and relaxation ids seen; the next run recomputes only the
+    chemical systems touched by newer energies."""
+    counts: Mapped[dict[str, Any]]
+    """chemsys recomputed, materials written, materials skipped (and why)."""
+    wall_time_s: Mapped[float] = mapped_column(Double)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Stability(Base):
+    """A material's place relative to the convex hull, for one energy source.
+
+    All energies eV/atom. Replaced (not appended) each time a hull run recomputes the
+    material's chemical system, so a row is the latest result.
+    """
+
+    __tablename__ = "stability"
+    __table_args__ = (
+        CheckConstraint(
+            "(energy_source = 'dft') = (model_version_id IS NULL)", name="source_matches_model"
+        ),
+        Index("ix_stability_energy_source_e_above_hull", "energy_source", "e_above_hull"),
+    )
+
+    material_id: Mapped[int] = mapped_column(
+        ForeignKey("materials.id", ondelete="CASCADE"), primary_key=True
+    )
+    energy_source: Mapped[str] = mapped_column(Text, primary_key=True)
+    """``dft`` or a model version as ``NAME:VERSION``."""
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
+    )
+    hull_run_id: Mapped[int] = mapped_column(
+        ForeignKey("hull_runs.id", ondelete="CASCADE"), index=True
+    )
+    energy_per_atom: Mapped[float] = mapped_column(Double)
+    """Corrected energy used (energy + correction) / N, eV/atom."""
+    formation_energy_per_atom: Mapped[float] = mapped_column(Double)
+    """Relative to the lowest-energy DFT elemental references, eV/atom."""
+    e_above_hull: Mapped[float] = mapped_column(Double)
+    """DFT: distance above the hull of every DFT material (≥ 0, pymatgen's
+    ``get_e_above_hull``). A model: its energy against the DFT hull of all *other*
+    materials (negative when the model places it below that hull), eV/atom."""
+    hull_distance: Mapped[float] = mapped_column(Double)
+    """Signed distance to the DFT hull of all other materials, eV/atom: equals
+    ``e_above_hull`` except for DFT hull vertices, where it is minus the energy by which
+    the material is below the hull without it. What a model's e_above_hull is compared
+    with."""
+    decomposition: Mapped[list[Any]] = mapped_column(JSONB)
+    """[{material_key, formula, fraction}] of the hull phases at the material's
+    composition (atom fractions); itself alone for a hull vertex."""
