@@ -129,3 +129,59 @@ def relaxation_metrics(
         "area_median_ae_x100": float(np.median(area_errors) * AREA_SCALE),
         "area_r2": r_squared(dft_area, ml_area),
     }
+
+
+def stability_metrics(
+    dft_distance: np.ndarray, ml_e_above_hull: np.ndarray, threshold: float = 0.0
+) -> dict[str, float | int | None]:
+    """How well a model classifies stability, as Matbench Discovery measures it.
+
+    Args:
+        dft_distance: DFT distance to the hull of the other materials (eV/atom), (M,).
+        ml_e_above_hull: the model's e_above_hull against that same DFT hull (eV/atom), (M,).
+        threshold: stable means ≤ threshold (eV/atom), on both sides.
+
+    Returns:
+        Counts (true/false positives/negatives; positive = stable), precision, recall,
+        F1, accuracy, prevalence (fraction DFT-stable), discovery acceleration factor
+        (precision ÷ prevalence), and MAE, RMSE (meV/atom) and R² of e_above_hull.
+        Ratios with a zero denominator are None.
+    """
+    dft_distance = np.asarray(dft_distance, dtype=np.float64)
+    ml_e_above_hull = np.asarray(ml_e_above_hull, dtype=np.float64)
+    n = int(dft_distance.size)
+    if n == 0:
+        return {"n_materials": 0}
+    actual = dft_distance <= threshold
+    predicted = ml_e_above_hull <= threshold
+    tp = int(np.sum(actual & predicted))
+    fp = int(np.sum(~actual & predicted))
+    fn = int(np.sum(actual & ~predicted))
+    tn = int(np.sum(~actual & ~predicted))
+
+    def ratio(a: float, b: float) -> float | None:
+        return None if b == 0 else a / b
+
+    precision = ratio(tp, tp + fp)
+    recall = ratio(tp, tp + fn)
+    prevalence = (tp + fn) / n
+    errors = (ml_e_above_hull - dft_distance) * MEV_PER_EV
+    return {
+        "n_materials": n,
+        "threshold_ev_per_atom": threshold,
+        "true_positives": tp,
+        "false_positives": fp,
+        "true_negatives": tn,
+        "false_negatives": fn,
+        "precision": precision,
+        "recall": recall,
+        "f1": None
+        if not precision or not recall
+        else 2 * precision * recall / (precision + recall),
+        "accuracy": (tp + tn) / n,
+        "prevalence": prevalence,
+        "daf": None if precision is None else ratio(precision, prevalence),
+        "e_above_hull_mae_mev_per_atom": float(np.abs(errors).mean()),
+        "e_above_hull_rmse_mev_per_atom": float(np.sqrt((errors**2).mean())),
+        "e_above_hull_r2": r_squared(dft_distance, ml_e_above_hull),
+    }

@@ -12,6 +12,7 @@ from atlas2d.cli import (
     model_commands,
     query_commands,
     relax_commands,
+    stability_commands,
     trainset_commands,
 )
 from atlas2d.errors import Atlas2dError
@@ -31,6 +32,8 @@ typer_app.command()(model_commands.predict)
 typer_app.add_typer(model_commands.models_app, name="models")
 typer_app.command()(relax_commands.relax)
 typer_app.command()(relax_commands.evaluate)
+typer_app.add_typer(stability_commands.hull_app, name="hull")
+typer_app.command()(stability_commands.stable)
 
 
 def app() -> None:

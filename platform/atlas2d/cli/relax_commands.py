@@ -154,10 +154,21 @@ def evaluate(
         None, "--report", help="Write report.md and PNG plots here."
     ),
     format: OutputFormat = typer.Option(OutputFormat.table, "--format"),
+    stability: bool = typer.Option(
+        False, "--stability", help="Instead: how well the model's hull results match DFT's."
+    ),
+    threshold: float = typer.Option(
+        0.0, help="With --stability: stable means e_above_hull ≤ this (eV/atom)."
+    ),
 ) -> None:
-    """Compare a model's relaxations with DFT (energy and area after relaxation)."""
+    """Compare a model's relaxations with DFT (energy and area after relaxation), or with
+    --stability its stability classification (after `atlas2d hull update`)."""
     from atlas2d.cli.context import connect
     from atlas2d.services.evaluate import evaluate_relaxations, thesis_table
+
+    if stability:
+        _evaluate_stability(model, threshold, format)
+        return
 
     request = _request(model, trainset, split, [], [], None, [], start, fmax, steps)
     evaluation = evaluate_relaxations(
@@ -185,3 +196,45 @@ def evaluate(
     )
     if evaluation.report_dir is not None:
         console.print(f"report: {evaluation.report_dir / 'report.md'}")
+
+
+STABILITY_COLUMNS = [
+    ("n_materials", "materials"),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("f1", "F1"),
+    ("accuracy", "accuracy"),
+    ("daf", "DAF"),
+    ("e_above_hull_mae_mev_per_atom", "E_hull MAE (meV/atom)"),
+    ("e_above_hull_rmse_mev_per_atom", "E_hull RMSE (meV/atom)"),
+    ("e_above_hull_r2", "E_hull R²"),
+]
+
+
+def _evaluate_stability(model: str, threshold: float, format: OutputFormat) -> None:
+    import pandas as pd
+
+    from atlas2d.cli.context import connect
+    from atlas2d.services.evaluate_stability import evaluate_stability
+
+    evaluation = evaluate_stability(connect().sessions, model, threshold)
+    if format is OutputFormat.json:
+        print_json(
+            {
+                "evaluation": evaluation.id,
+                "model": evaluation.model,
+                "threshold_ev_per_atom": evaluation.threshold_ev_per_atom,
+                "metrics": evaluation.metrics,
+                "per_element": evaluation.per_element,
+            }
+        )
+        return
+    row = {"model": evaluation.model} | {
+        title: evaluation.metrics.get(key) for key, title in STABILITY_COLUMNS
+    }
+    print_frame(
+        pd.DataFrame([row]),
+        format,
+        title=f"stability vs DFT, stable ≤ {threshold * 1000:g} meV/atom "
+        f"(evaluation {evaluation.id})",
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,3 +35,8 @@ def make_sessions(engine: Engine) -> sessionmaker[Session]:
 def redacted_url(url: str) -> str:
     """The URL with its password replaced by ``***``."""
     return make_url(url).render_as_string(hide_password=True)
+
+
+def driver_connection(session: Session) -> Any:
+    """The psycopg connection under the session, inside the session's transaction (for COPY)."""
+    return session.connection().connection.driver_connection

@@ -12,17 +12,13 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from atlas2d.db.copy_binary import COPY_HEADER, COPY_TRAILER
+from atlas2d.db.session import driver_connection
 
 FRAME_COLUMNS = (
     "relaxation_id, step, n_sites, cell, positions, forces, stress, energy, energy_per_atom,"
     " energy_change, max_force, max_abs_stress, area_per_atom, has_isolated_atom, digest"
 )
 COPY_CHUNK_BYTES = 8 << 20
-
-
-def _driver_connection(session: Session) -> Any:
-    """The psycopg connection under the session, inside the session's transaction."""
-    return session.connection().connection.driver_connection
 
 
 def source_id_by_sha256(session: Session, sha256: str) -> int | None:
@@ -140,7 +136,7 @@ def copy_frames(session: Session, encoded_batches: Iterable[bytes]) -> None:
     """Stream binary-COPY rows (from ``copy_binary.encode_rows``) into ``frames``."""
     from psycopg.copy import QueuedLibpqWriter
 
-    connection = _driver_connection(session)
+    connection = driver_connection(session)
     with (
         connection.cursor() as cursor,
         cursor.copy(

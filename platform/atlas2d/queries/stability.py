@@ -1,0 +1,158 @@
+"""Energies for convex hulls, hull runs and stability rows. Functions take ``session``
+first and never commit. Energies are eV/atom."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import insert, select, text
+from sqlalchemy.orm import Session
+
+from atlas2d.db.models import HullRun
+from atlas2d.db.session import driver_connection
+
+# Each material's DFT energy: its latest convex-hull entry (energy + correction, the
+# pymatgen convention) when it has one, else the final energy of its last converged DFT
+# relaxation (converged unknown counts after converged; not converged does not count).
+DFT_ENERGIES_SQL = """
+WITH entries AS (
+    SELECT DISTINCT ON (material_id)
+           material_id, id, species, (energy + correction) / n_sites AS energy_per_atom,
+           correction / n_sites AS correction_per_atom
+    FROM energy_entries
+    WHERE method = 'dft'
+    ORDER BY material_id, id DESC
+), relaxed AS (
+    SELECT DISTINCT ON (material_id)
+           material_id, id, species, final_energy_per_atom AS energy_per_atom
+    FROM relaxations
+    WHERE method = 'dft' AND converged IS NOT FALSE
+    ORDER BY material_id, converged DESC NULLS LAST, sequence DESC, id DESC
+)
+SELECT m.id AS material_id, m.key, m.formula, m.chemsys,
+       COALESCE(e.species, r.species) AS species,
+       COALESCE(e.energy_per_atom, r.energy_per_atom) AS energy_per_atom,
+       COALESCE(e.correction_per_atom, 0.0) AS correction_per_atom,
+       e.id AS entry_id,
+       CASE WHEN e.id IS NULL THEN r.id END AS relaxation_id
+FROM materials m
+LEFT JOIN entries e ON e.material_id = m.id
+LEFT JOIN relaxed r ON r.material_id = m.id
+WHERE e.id IS NOT NULL OR r.id IS NOT NULL
+"""
+
+# A model's energy for each material it relaxed: its latest converged ML relaxation
+# (the latest of any when none converged).
+ML_ENERGIES_SQL = """
+SELECT DISTINCT ON (r.material_id)
+       r.material_id, m.key, m.formula, m.chemsys, r.species,
+       r.final_energy_per_atom AS energy_per_atom, r.id AS relaxation_id
+FROM relaxations r
+JOIN materials m ON m.id = r.material_id
+WHERE r.method = 'ml' AND r.model_version_id = :model_version_id
+ORDER BY r.material_id, r.converged DESC NULLS LAST, r.id DESC
+"""
+
+
+def _frame(session: Session, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    result = session.execute(text(sql), params or {})
+    return pd.DataFrame(result.all(), columns=list(result.keys()))
+
+
+def dft_energies(session: Session) -> pd.DataFrame:
+    """One row per material with a DFT energy: material_id, key, formula, chemsys,
+    species (atomic numbers), energy_per_atom and correction_per_atom (eV/atom),
+    entry_id or relaxation_id (where the energy came from)."""
+    return _frame(session, DFT_ENERGIES_SQL)
+
+
+def ml_energies(session: Session, model_version_id: int) -> pd.DataFrame:
+    """One row per material a model version relaxed: material_id, key, formula, chemsys,
+    species, energy_per_atom (eV/atom, uncorrected), relaxation_id."""
+    return _frame(session, ML_ENERGIES_SQL, {"model_version_id": model_version_id})
+
+
+def last_hull_run(session: Session, energy_source: str) -> dict[str, Any] | None:
+    row = session.execute(
+        select(HullRun).where(HullRun.energy_source == energy_source).order_by(HullRun.id.desc())
+    ).scalar()
+    if row is None:
+        return None
+    return {"id": row.id, "watermarks": row.watermarks, "created_at": row.created_at}
+
+
+def insert_hull_run(session: Session, values: dict[str, Any]) -> int:
+    return session.execute(insert(HullRun).values(**values).returning(HullRun.id)).scalar_one()
+
+
+def replace_stability(
+    session: Session,
+    energy_source: str,
+    recomputed_material_ids: Iterable[int],
+    rows: Iterable[tuple[Any, ...]],
+) -> None:
+    """Delete this source's rows for the recomputed materials, then COPY the new rows.
+
+    Rows: (material_id, energy_source, model_version_id, hull_run_id, energy_per_atom,
+    formation_energy_per_atom, e_above_hull, hull_distance, decomposition list).
+    """
+    session.execute(
+        text(
+            "DELETE FROM stability WHERE energy_source = :source"
+            " AND material_id = ANY(CAST(:ids AS int[]))"
+        ),
+        {"source": energy_source, "ids": list(recomputed_material_ids)},
+    )
+    connection = driver_connection(session)
+    with (
+        connection.cursor() as cursor,
+        cursor.copy(
+            "COPY stability (material_id, energy_source, model_version_id, hull_run_id,"
+            " energy_per_atom, formation_energy_per_atom, e_above_hull, hull_distance,"
+            " decomposition) FROM STDIN"
+        ) as copy,
+    ):
+        for row in rows:
+            copy.write_row((*row[:-1], json.dumps(row[-1])))
+
+
+def stable_materials(
+    session: Session,
+    energy_source: str,
+    max_ehull_ev: float,
+    dimensionality: int | None = None,
+    chemsys: list[str] | None = None,
+) -> pd.DataFrame:
+    """Rows of ``stable_compounds(max_ehull_ev, energy_source)`` with the public column
+    names, optionally one dimensionality and chemical systems (exact match)."""
+    return _frame(
+        session,
+        "SELECT material_key, formula, chemsys, spacegroup, e_above_hull_mev_per_atom,"
+        " formation_energy_ev_per_atom, energy_source, hull_run"
+        " FROM stable_compounds(:max_ehull, :source)"
+        " WHERE (CAST(:dim AS int) IS NULL OR dimensionality = :dim)"
+        " AND (CAST(:chemsys AS text[]) IS NULL OR chemsys = ANY(CAST(:chemsys AS text[])))",
+        {"max_ehull": max_ehull_ev, "source": energy_source, "dim": dimensionality,
+         "chemsys": chemsys or None},
+    )  # fmt: skip
+
+
+def paired_stability(session: Session, energy_source: str) -> pd.DataFrame:
+    """A model's stability next to DFT's for every material with both: material_key,
+    formula, elements, spacegroup, ml_e_above_hull, dft_e_above_hull, dft_hull_distance
+    (eV/atom) and the two hull runs."""
+    return _frame(
+        session,
+        "SELECT m.key AS material_key, m.formula, m.elements, m.spacegroup_number AS spacegroup,"
+        " ml.e_above_hull AS ml_e_above_hull, d.e_above_hull AS dft_e_above_hull,"
+        " d.hull_distance AS dft_hull_distance,"
+        " ml.hull_run_id AS ml_hull_run, d.hull_run_id AS dft_hull_run"
+        " FROM stability ml"
+        " JOIN stability d ON d.material_id = ml.material_id AND d.energy_source = 'dft'"
+        " JOIN materials m ON m.id = ml.material_id"
+        " WHERE ml.energy_source = :source ORDER BY m.key",
+        {"source": energy_source},
+    )
