@@ -246,6 +246,14 @@ def test_incremental_update_recomputes_only_touched_systems(
     for key, (e_above_hull, _) in expected.items():
         assert rows[key] == pytest.approx(e_above_hull, abs=1e-6), key
 
+    # An unstable new W-Se compound changes no hull: only its own system is recomputed.
+    unstable = ComputedStructureEntry(
+        _structure({"W": 1, "Se": 1}), 0.0, data={"mat_id": "new-WSe", "dimensionality": 2}
+    )
+    _ingest(sessions, _write_hull_file(tmp_path / "unstable.json.xz", [unstable]))
+    code, out, _ = cli("hull", "update")
+    assert "incremental): 1 chemical systems" in out
+
     code, out, _ = cli("hull", "update", "--all")
     assert "full" in out and f"{len(runs)} chemical systems" in out
 

@@ -84,6 +84,17 @@ def last_hull_run(session: Session, energy_source: str) -> dict[str, Any] | None
     return {"id": row.id, "watermarks": row.watermarks, "created_at": row.created_at}
 
 
+def dft_stable_material_ids(session: Session) -> set[int]:
+    """Materials on the DFT hull at the last DFT hull run."""
+    return set(
+        session.execute(
+            text(
+                "SELECT material_id FROM stability WHERE energy_source = 'dft' AND e_above_hull <= 0"
+            )
+        ).scalars()
+    )
+
+
 def insert_hull_run(session: Session, values: dict[str, Any]) -> int:
     return session.execute(insert(HullRun).values(**values).returning(HullRun.id)).scalar_one()
 

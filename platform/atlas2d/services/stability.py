@@ -136,15 +136,38 @@ def _decomposition(
 
 
 def _touched_systems(
-    dft: pd.DataFrame, ml: pd.DataFrame | None, watermarks: dict[str, int]
-) -> set[str]:
-    newer = (dft["entry_id"].fillna(-1) > watermarks.get("energy_entry_id", 0)) | (
-        dft["relaxation_id"].fillna(-1) > watermarks.get("dft_relaxation_id", 0)
+    dft: pd.DataFrame,
+    ml: pd.DataFrame | None,
+    blocks: dict[str, _Block],
+    watermarks: dict[str, int],
+    previously_stable: set[int],
+) -> tuple[set[str], set[str]]:
+    """Systems with energies newer than the watermarks, and among them those whose hull
+    changed: a new energy changes the hull of every system containing its own only when
+    it is on its own system's hull now, or its material was on the DFT hull before (an
+    energy that went up). Model energies never shape a hull (it is DFT's)."""
+    newer = np.flatnonzero(
+        (dft["entry_id"].fillna(-1) > watermarks.get("energy_entry_id", 0))
+        | (dft["relaxation_id"].fillna(-1) > watermarks.get("dft_relaxation_id", 0))
     )
-    systems = set(_compositions(dft[newer])[0])
+    systems = _compositions(dft.iloc[newer])[0]
+    material_ids = dft["material_id"].to_numpy()
+    hull_vertices: dict[str, set[int]] = {}
+    shaping = set()
+    for row, system in zip(newer.tolist(), systems, strict=True):
+        if system not in hull_vertices:
+            fractions, energies, rows = _gather(blocks, tuple(system.split("-")))
+            try:
+                hull_vertices[system] = set(rows[build_hull(fractions, energies).vertices].tolist())
+            except MissingTerminal:
+                hull_vertices[system] = set(rows.tolist())  # unknown: assume it shapes
+        if row in hull_vertices[system] or int(material_ids[row]) in previously_stable:
+            shaping.add(system)
+    touched = set(systems)
     if ml is not None:
-        systems |= set(_compositions(ml[ml["relaxation_id"] > watermarks.get("ml_relaxation_id", 0)])[0])  # fmt: skip
-    return systems
+        newer_ml = ml[ml["relaxation_id"] > watermarks.get("ml_relaxation_id", 0)]
+        touched |= set(_compositions(newer_ml)[0])
+    return touched, shaping
 
 
 def _watermarks(dft: pd.DataFrame, ml: pd.DataFrame | None) -> dict[str, int]:
@@ -240,16 +263,22 @@ def _ml_system(
 def _targets(
     occurring: set[str],
     chemsys: tuple[str, ...],
-    touched: set[str] | None,
+    touched: tuple[set[str], set[str]] | None,
 ) -> list[str]:
     """Occurring systems to recompute: within the --chemsys filter (subsystems of any
-    given system), and containing a touched system when incremental."""
-    wanted = {s for s in occurring}
+    given system); when incremental, the touched systems and every system containing a
+    system whose hull changed."""
+    wanted = set(occurring)
     if chemsys:
         allowed = {sub for c in chemsys for sub in _subsystems(tuple(c.split("-")))}
         wanted &= allowed
     if touched is not None:
-        wanted = {s for s in wanted if any(sub in touched for sub in _subsystems(tuple(s.split("-"))))}  # fmt: skip
+        own, shaping = touched
+        wanted = {
+            s
+            for s in wanted
+            if s in own or any(sub in shaping for sub in _subsystems(tuple(s.split("-"))))
+        }
     return sorted(wanted)
 
 
@@ -281,6 +310,7 @@ def update_hull(
         dft = queries.dft_energies(session)
         ml = None if model_version_id is None else queries.ml_energies(session, model_version_id)
         previous = queries.last_hull_run(session, energy_source)
+        previously_stable = queries.dft_stable_material_ids(session) if previous else set()
     if ml is not None and ml.empty:
         raise InvalidInput(
             f"Model {energy_source} has relaxed no material: run `atlas2d relax --model "
@@ -297,7 +327,9 @@ def update_hull(
         candidates = _blocks(ml, ml_energies)
     occurring = set(candidates if ml is not None else blocks)
     incremental = previous is not None and not recompute_all
-    touched = _touched_systems(dft, ml, previous["watermarks"]) if incremental else None
+    touched = None
+    if incremental:
+        touched = _touched_systems(dft, ml, blocks, previous["watermarks"], previously_stable)
     targets = _targets(occurring, chemsys, touched)
 
     writer = _Writer(energy_source, model_version_id)
