@@ -86,7 +86,7 @@ def insert(sessions, materials: list[dict], source_tag: str) -> None:  # type: i
                 symbols = sorted({chemical_symbols[z] for z in m["species"]})
                 copy.write_row((m["key"], "".join(symbols), "-".join(symbols), symbols,
                                 len(symbols), 2, "{}"))  # fmt: skip
-        ids = dict(session.execute(text("SELECT key, id FROM materials")).tuples().all())
+        ids = dict(session.execute(text("SELECT key, id FROM materials")).all())
         with connection.cursor() as cursor, cursor.copy(
             "COPY energy_entries (material_id, source_id, method, energy, correction, n_sites,"
             " species, cell, positions, data, content_hash) FROM STDIN"
