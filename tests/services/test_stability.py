@@ -358,6 +358,8 @@ def test_model_stability_against_the_dft_hull_of_the_others(cli, hull_data, sess
     code, out, err = cli("evaluate", "--model", "stab:1", "--stability", "--format", "json")
     assert code == 0, err
     metrics = json.loads(out)["metrics"]
+    code, again, _ = cli("evaluate", "--model", "stab:1", "--stability", "--format", "json")
+    assert json.loads(again)["evaluation"] == json.loads(out)["evaluation"]  # stored once
     with sessions.begin() as session:
         truth = dict(
             session.execute(

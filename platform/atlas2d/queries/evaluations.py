@@ -45,4 +45,25 @@ def relaxation_errors(
 
 
 def insert_evaluation(session: Session, row: dict[str, Any]) -> int:
+    """Store an evaluation; an identical one already stored (same model, set, split,
+    kind, parameters and figures) is not stored twice: its id is returned."""
+    same = session.execute(
+        text(
+            "SELECT id FROM evaluations WHERE model_version_id = :model_version_id"
+            " AND training_set_id IS NOT DISTINCT FROM :training_set_id"
+            " AND split IS NOT DISTINCT FROM :split AND kind = :kind"
+            " AND parameters = CAST(:parameters AS jsonb) AND metrics = CAST(:metrics AS jsonb)"
+            " AND per_element = CAST(:per_element AS jsonb)"
+            " AND per_spacegroup = CAST(:per_spacegroup AS jsonb) ORDER BY id LIMIT 1"
+        ),
+        {
+            **row,
+            **{
+                k: json.dumps(row[k])
+                for k in ("parameters", "metrics", "per_element", "per_spacegroup")
+            },
+        },
+    ).scalar()
+    if same is not None:
+        return int(same)
     return session.execute(insert(Evaluation).values(**row).returning(Evaluation.id)).scalar_one()
