@@ -1,0 +1,373 @@
+"""The main job end to end on the bundled dataset: ingest → training sets → train M3GNet
+and MACE → fine-tune M3GNet to the alloys → relax the test split with each model →
+evaluate against the reference → convex hulls for the reference and each model →
+stable list, comparison table and a report folder.
+
+The reference is the bundled dataset's labeller (CHGNet, standing in for DFT; see
+``atlas2d.demo.make_dataset``). Every stage reuses what a previous run stored: files
+already ingested, training sets and ready model versions by name, relaxations by their
+request key, hull runs by their watermarks; a second run only re-reads and reports.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy.orm import Session, sessionmaker
+
+from atlas2d.errors import NotFound
+from atlas2d.io.readers import ReadOptions
+from atlas2d.mlff.relax import RelaxSettings
+from atlas2d.mlff.training import M3GNetSize, MACESize, TrainOptions
+from atlas2d.queries.trainsets import SelectionParameters
+from atlas2d.services import models as registry
+from atlas2d.services.evaluate import RelaxationEvaluation, evaluate_relaxations
+from atlas2d.services.evaluate_stability import StabilityEvaluation, evaluate_stability
+from atlas2d.services.ingest import ingest_paths
+from atlas2d.services.relax import RelaxRequest, relax
+from atlas2d.services.stability import HullUpdate, stable_list, update_hull
+from atlas2d.services.training import TrainRequest, train_model
+from atlas2d.services.trainsets import create_training_set, show_training_set
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "demo" / "data"
+TRAINING_SET = "demo"
+ALLOY_SET = "demo-alloys"
+ALLOY_SYSTEMS = ("Mo-S-W", "Mo-Nb-S", "S-Ta-Ti")
+"""The thesis's transition-metal-disulfide alloys that the bundled data holds."""
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    """One model the demo trains: from scratch on the main set, or fine-tuned."""
+
+    name: str
+    options: TrainOptions
+    training_set: str = TRAINING_SET
+    parent: str | None = None
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """What the demo does; ``quick`` trains shorter and caps relaxation steps."""
+
+    quick: bool
+    models: tuple[DemoModel, ...]
+    relax_settings: RelaxSettings
+    engine: str = "batched"
+
+
+def demo_plan(quick: bool = False) -> DemoPlan:
+    """The demo's models and settings. Training time is bounded by ``max_time_s`` so
+    the whole run fits its budget on two CPU cores (full ≈ 15 min, quick ≈ 5 min)."""
+    prefix = "demo-quick" if quick else "demo"
+    seconds = 45.0 if quick else 180.0
+    m3gnet = TrainOptions(
+        architecture="m3gnet", batch_size=16, epochs=200, seed=0, max_time_s=seconds,
+        m3gnet=M3GNetSize(cutoff=5.0, threebody_cutoff=4.0, units=32, nblocks=2, max_n=3, max_l=3),
+    )  # fmt: skip
+    mace = TrainOptions(
+        architecture="mace", batch_size=16, epochs=200, seed=0, max_time_s=seconds,
+        mace=MACESize(r_max=5.0, max_l=0, channels=16, num_interactions=2, correlation=2, max_ell=2),
+    )  # fmt: skip
+    fine_tune = replace(m3gnet, lr=2e-4, freeze=1, max_time_s=seconds / 3)
+    return DemoPlan(
+        quick=quick,
+        models=(
+            DemoModel(f"{prefix}-m3gnet", m3gnet),
+            DemoModel(f"{prefix}-mace", mace),
+            DemoModel(f"{prefix}-m3gnet-alloys", fine_tune, ALLOY_SET, f"{prefix}-m3gnet"),
+        ),
+        relax_settings=RelaxSettings(fmax=0.1, max_steps=300 if quick else 1000),
+    )
+
+
+@dataclass
+class DemoResult:
+    """What the demo produced (all figures read back from stored rows)."""
+
+    comparison: pd.DataFrame
+    stable: pd.DataFrame
+    report_dir: Path
+    evaluations: list[RelaxationEvaluation] = field(default_factory=list)
+    stability: list[StabilityEvaluation] = field(default_factory=list)
+    hulls: list[HullUpdate] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+class _Stages:
+    """Numbered progress lines with each stage's wall time."""
+
+    def __init__(self, total: int, say: Callable[[str], None]) -> None:
+        self.total, self.say, self.done = total, say, 0
+        self.seconds: dict[str, float] = {}
+
+    def run(self, title: str, work: Callable[[], Any]) -> Any:
+        self.done += 1
+        self.say(f"[{self.done}/{self.total}] {title} …")
+        started = time.perf_counter()
+        result = work()
+        self.seconds[title] = time.perf_counter() - started
+        self.say(f"      done in {self.seconds[title]:.1f} s")
+        return result
+
+
+def _data_files(data_dir: Path) -> list[Path]:
+    files = sorted(data_dir.glob("*.json.xz"))
+    if not files:
+        raise NotFound(f"No demo dataset (*.json.xz) in {data_dir}; reinstall atlas2d.")
+    return files
+
+
+def _ensure_training_set(
+    sessions: sessionmaker[Session], name: str, params: SelectionParameters
+) -> str:
+    try:
+        summary = show_training_set(sessions, name)
+        verb = "reused"
+    except NotFound:
+        summary = create_training_set(sessions, name, params)
+        verb = "created"
+    counts = ", ".join(f"{s} {c['frames']} frames/{c['materials']} materials"
+                       for s, c in summary.split_counts.items())  # fmt: skip
+    return f"training set {name} {verb}: {counts} (hash {summary.content_hash[:12]})"
+
+
+def _ready_version(sessions: sessionmaker[Session], name: str) -> str | None:
+    with sessions.begin() as session:
+        try:
+            return registry.label(registry.resolve(session, name))
+        except NotFound:
+            return None
+
+
+def _ensure_model(
+    sessions: sessionmaker[Session],
+    model: DemoModel,
+    artifacts_dir: Path,
+    say: Callable[[str], None],
+) -> str:
+    existing = _ready_version(sessions, model.name)
+    if existing is not None:
+        say(f"      {existing} is ready: reused")
+        return existing
+    details = train_model(
+        sessions,
+        TrainRequest(model.name, model.training_set, model.options, model.parent),
+        artifacts_dir,
+        progress=lambda line: say(f"      · {line}"),
+    )
+    test = details.metrics.get("test", {})
+    say(
+        f"      {details.ref}: test energy MAE {test.get('energy_mae_mev_per_atom', float('nan')):.1f}"
+        f" meV/atom, force MAE {test.get('force_mae_mev_per_a', float('nan')):.0f} meV/Å"
+    )
+    return details.ref
+
+
+def comparison_table(
+    evaluations: list[RelaxationEvaluation], stability: list[StabilityEvaluation]
+) -> pd.DataFrame:
+    """One row per model: the thesis's relaxation figures and the stability figures."""
+    by_model = {s.model: s.metrics for s in stability}
+    rows = []
+    for e in evaluations:
+        m, s = e.metrics, by_model.get(e.model, {})
+        rows.append(
+            {
+                "model": e.model,
+                "materials": f"{e.training_set}/{e.split}",
+                "n": m["n_materials"],
+                "converged": m["convergence_rate"],
+                "E MAE (meV/atom)": m["energy_mae_mev_per_atom"],
+                "E median (meV/atom)": m["energy_median_ae_mev_per_atom"],
+                "area MAE ×100 (Å²/atom)": m["area_mae_x100"],
+                "E_hull MAE (meV/atom)": s.get("e_above_hull_mae_mev_per_atom"),
+                "stable F1": s.get("f1"),
+                "DAF": s.get("daf"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    def cell(value: Any) -> str:
+        if value is None or (isinstance(value, float) and value != value):
+            return "–"
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _write_summary(result: DemoResult, plan: DemoPlan) -> Path:
+    from atlas2d.analysis import plots
+
+    out = result.report_dir
+    out.mkdir(parents=True, exist_ok=True)
+    figures = []
+    for s in result.stability:
+        name = f"stability_{s.model.replace(':', '_v')}.png"
+        data = s.per_material
+        plots.parity_plot(
+            data["dft_hull_distance"], data["ml_e_above_hull"], out / name,
+            f"{s.model}: energy above the reference hull", "eV/atom",
+            s.metrics["e_above_hull_mae_mev_per_atom"] / 1000,
+        )  # fmt: skip
+        figures.append(f"![{s.model} stability]({name})")
+    model_links = "\n".join(
+        f"- [{e.model} on {e.training_set}/{e.split}]"
+        f"({e.model.replace(':', '_v')}_{e.training_set}/report.md): parity plots, element maps"
+        for e in result.evaluations
+    )
+    hulls = "\n".join(
+        f"- {h.energy_source}: "
+        + ("no new energies" if h.hull_run is None else
+           f"hull run {h.hull_run}, {h.chemsys_recomputed} chemical systems, "
+           f"{h.materials_written} materials, {h.stable} on the hull")
+        for h in result.hulls
+    )  # fmt: skip
+    stages = "\n".join(f"- {k}: {v:.1f} s" for k, v in result.stage_seconds.items())
+    text = f"""# atlas2d demo{" (quick)" if plan.quick else ""}
+
+Reference energies: the bundled dataset's labeller (CHGNet, a stand-in for DFT).
+Relaxations: FIRE, fmax {plan.relax_settings.fmax} eV/Å, at most
+{plan.relax_settings.max_steps} steps, in-plane cell for layers, engine {plan.engine};
+materials: the test split of training set `{TRAINING_SET}`, and for the fine-tuned
+model and its parent the test split of `{ALLOY_SET}` (the alloys).
+
+## Models against the reference
+
+{_markdown(result.comparison)}
+
+E: energy per atom after relaxation; area ×100 as the thesis shows it; E_hull: energy
+above the reference hull of the other materials (Matbench Discovery's convention);
+F1 and DAF (discovery acceleration factor) classify e_above_hull ≤ 0 as stable.
+
+{model_links}
+
+{" ".join(figures)}
+
+## Stable 2D compounds by the reference ({len(result.stable)})
+
+{_markdown(result.stable)}
+
+## Convex hulls
+
+{hulls}
+
+## Stages
+
+{stages}
+"""
+    path = out / "summary.md"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def run_demo(
+    sessions: sessionmaker[Session],
+    artifacts_dir: Path,
+    report_dir: Path,
+    quick: bool = False,
+    say: Callable[[str], None] = print,
+    data_dir: Path = DATA_DIR,
+) -> DemoResult:
+    """Run the whole demo (see the module docstring); returns what it measured.
+
+    Args:
+        data_dir: the dataset's Alexandria files (default: the bundled ones).
+    """
+    plan = demo_plan(quick)
+
+    def ingest() -> None:
+        summary = ingest_paths(sessions, _data_files(data_dir), ReadOptions())
+        say(
+            f"      files: {len(summary.with_status('ingested'))} ingested, "
+            f"{len(summary.with_status('already present'))} already present | "
+            f"relaxations {summary.count('relaxations')}, frames {summary.count('frames')}, "
+            f"energy entries {summary.count('entries')}"
+        )
+
+    # Each model on the main test split; the fine-tuned one and its parent on the alloys'.
+    jobs = [(m.name, TRAINING_SET) for m in plan.models if m.parent is None]
+    jobs += [(n, ALLOY_SET) for m in plan.models if m.parent for n in (m.parent, m.name)]
+    stages = _Stages(2 + len(plan.models) + len(jobs) + 2, say)
+    stages.run("ingest the bundled dataset", ingest)
+    main_set = SelectionParameters(rule="ecut", ecut=0.01, split=(90.0, 5.0, 5.0), seed=42)
+    alloy_set = replace(main_set, split=(80.0, 10.0, 10.0), chemsys=ALLOY_SYSTEMS)
+    stages.run(
+        "training sets (ecut 0.01 eV/atom, 90:5:5; alloys 80:10:10)",
+        lambda: [say("      " + _ensure_training_set(sessions, name, params))
+                 for name, params in ((TRAINING_SET, main_set), (ALLOY_SET, alloy_set))],
+    )  # fmt: skip
+    refs: dict[str, str] = {}
+    for model in plan.models:
+        how = f"fine-tune {model.parent} on {model.training_set}" if model.parent else "train"
+        refs[model.name] = stages.run(
+            f"{how}: {model.name} ({model.options.architecture}, ≤ {model.options.max_time_s:.0f} s)",
+            lambda model=model: _ensure_model(sessions, model, artifacts_dir, say),
+        )  # fmt: skip
+    evaluations = []
+    for name, training_set in jobs:
+        request = RelaxRequest(refs[name], training_set, "test", settings=plan.relax_settings,
+                               engine=plan.engine)  # fmt: skip
+
+        def relax_and_evaluate(request: RelaxRequest = request) -> RelaxationEvaluation:
+            report = relax(sessions, request, artifacts_dir)
+            say(
+                f"      {report.relaxed} relaxed ({report.converged} converged), "
+                f"{report.already_done} already done, {report.wall_time_s:.1f} s"
+            )
+            folder = f"{request.model.replace(':', '_v')}_{request.training_set}"
+            evaluation = evaluate_relaxations(
+                sessions, request.model, request.training_set, "test", request, report_dir / folder
+            )
+            m = evaluation.metrics
+            say(
+                f"      energy MAE {m['energy_mae_mev_per_atom']:.1f} meV/atom, area MAE "
+                f"×100 {m['area_mae_x100']:.2f} Å²/atom, converged {m['convergence_rate']:.0%}"
+            )
+            return evaluation
+
+        evaluations.append(
+            stages.run(
+                f"relax and evaluate: {refs[name]} on {training_set}/test", relax_and_evaluate
+            )
+        )
+
+    hulls: list[HullUpdate] = []
+
+    def hull_updates() -> None:
+        for energy in ("dft", *refs.values()):
+            update = update_hull(sessions, energy)
+            hulls.append(update)
+            say(
+                f"      {update.energy_source}: "
+                + ("no new energies" if update.hull_run is None else
+                   f"{update.chemsys_recomputed} chemical systems, {update.materials_written} "
+                   f"materials, {update.stable} on or below the hull")
+            )  # fmt: skip
+
+    stages.run("convex hulls: reference and each model", hull_updates)
+    stability = stages.run(
+        "stability against the reference",
+        lambda: [evaluate_stability(sessions, ref) for ref in refs.values()],
+    )
+    stable = stable_list(sessions, "dft", 0.0, dimensionality=2)
+    result = DemoResult(
+        comparison_table(evaluations, stability),
+        stable,
+        report_dir,
+        evaluations,
+        stability,
+        hulls,
+    )
+    result.stage_seconds = stages.seconds
+    _write_summary(result, plan)
+    return result

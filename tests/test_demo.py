@@ -1,0 +1,93 @@
+"""``atlas2d demo --quick``: the main job, end to end, as a new user runs it (a real
+subprocess of the installed command, on a database of its own), then again to prove
+that a second run reuses everything."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from atlas2d.db.session import make_engine
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_database(database_server: Engine) -> Iterator[str]:
+    from tests.conftest import _drop_database, _migrated_database
+
+    url = _migrated_database(database_server, "atlas2d_demo")
+    yield url
+    _drop_database(database_server, url)
+
+
+def _run_demo(url: str, home: Path) -> str:
+    env = {
+        **os.environ,
+        "ATLAS2D_DATABASE_URL": url,
+        "ATLAS2D_HOME": str(home),
+        "COLUMNS": "160",
+        "OMP_NUM_THREADS": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "atlas2d.cli.main", "demo", "--quick"],
+        env=env, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_quick_demo_runs_end_to_end_and_reruns_as_a_no_op(
+    demo_database: str, tmp_path: Path
+) -> None:
+    out = _run_demo(demo_database, tmp_path)
+    assert "[1/" in out and "stable 2D compounds by the reference" in out
+    assert "models against the reference" in out and "demo finished in" in out
+    report = tmp_path / "demo-report-quick"
+    summary = (report / "summary.md").read_text()
+    assert "| model |" in summary and "E MAE (meV/atom)" in summary
+    pngs = sorted(p.name for p in report.rglob("*.png"))
+    assert any(n.startswith("stability_") for n in pngs) and "parity_energy.png" in pngs
+
+    engine = make_engine(demo_database)
+    with engine.connect() as connection:
+
+        def count(sql: str) -> int:
+            return connection.execute(text(sql)).scalar_one()
+
+        models = count("SELECT count(*) FROM model_versions WHERE status = 'ready'")
+        ml = count("SELECT count(*) FROM relaxations WHERE method = 'ml'")
+        evaluations = count("SELECT count(*) FROM evaluations")
+        sources = count("SELECT count(DISTINCT energy_source) FROM stability")
+        assert models == 3
+        assert count("SELECT count(*) FROM model_versions WHERE parent_id IS NOT NULL") == 1
+        assert ml > 0 and sources == 4  # the reference and each model
+        assert count("SELECT count(*) FROM evaluations WHERE kind = 'stability'") == 3
+        # The labeller's reference data is marked as such, never as real DFT.
+        assert count(
+            "SELECT count(*) FROM relaxations WHERE method = 'dft'"
+            " AND parameters ->> 'reference' = 'labeller'"
+        ) == count("SELECT count(*) FROM relaxations WHERE method = 'dft'")
+
+    again = _run_demo(demo_database, tmp_path)
+    assert "already present" in again and "reused" in again and "no new energies" in again
+    with engine.connect() as connection:
+        assert (
+            connection.execute(text("SELECT count(*) FROM model_versions")).scalar_one() == models
+        )
+        assert (
+            connection.execute(
+                text("SELECT count(*) FROM relaxations WHERE method = 'ml'")
+            ).scalar_one()
+            == ml
+        )
+        assert (
+            connection.execute(text("SELECT count(*) FROM evaluations")).scalar_one() == evaluations
+        )
+    engine.dispose()
