@@ -8,7 +8,9 @@ import typer
 
 from atlas2d.cli import (
     db_commands,
+    demo_command,
     ingest_command,
+    label_command,
     model_commands,
     query_commands,
     relax_commands,
@@ -32,8 +34,10 @@ typer_app.command()(model_commands.predict)
 typer_app.add_typer(model_commands.models_app, name="models")
 typer_app.command()(relax_commands.relax)
 typer_app.command()(relax_commands.evaluate)
+typer_app.command()(label_command.label)
 typer_app.add_typer(stability_commands.hull_app, name="hull")
 typer_app.command()(stability_commands.stable)
+typer_app.command()(demo_command.demo)
 
 
 def app() -> None:

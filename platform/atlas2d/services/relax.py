@@ -213,7 +213,7 @@ def _not_done(session: Session, items: list[WorkItem], force: bool) -> tuple[lis
     return [item for item in items if item.key not in done], len(done)
 
 
-def _read_candidates(path: Path) -> Any:
+def read_candidates(path: Path) -> Any:
     """Structures to relax from a file. Files with DFT labels (vasprun, OUTCAR,
     Alexandria) go through the ingest readers; extxyz, ASE trajectories and whatever
     else ASE reads (CIF, POSCAR) need no labels: each structure becomes a record keyed
@@ -268,7 +268,7 @@ def _plan_files(
     starts: list[tuple[str, Atoms, str]] = []
     rows_by_key: dict[str, dict[str, Any]] = {}
     for path in expand_paths(list(request.files)):
-        parsed = _read_candidates(path)
+        parsed = read_candidates(path)
         if not parsed.trajectories:
             raise InvalidInput(
                 f"{path}: holds no structure to relax (a hull file? use its trajectories)."

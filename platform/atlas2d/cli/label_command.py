@@ -1,0 +1,101 @@
+"""``atlas2d label``: relax structures with the reference labeller (CHGNet standing in for
+DFT) and store every step as DFT data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from atlas2d.cli.choices import Device
+from atlas2d.cli.output import console
+
+
+def label(
+    from_file: list[Path] = typer.Option(
+        [],
+        "--from-file",
+        help="Label the structures in these files (any ingest format; repeatable).",
+    ),
+    materials: bool = typer.Option(
+        False,
+        "--materials",
+        help="Label stored materials (from step 0 of their first DFT relaxation), selected by the filters below.",
+    ),
+    chemsys: list[str] = typer.Option(
+        [], help="With --materials: these chemical systems (repeatable)."
+    ),
+    formula: list[str] = typer.Option(
+        [], help="With --materials: these reduced formulas (repeatable)."
+    ),
+    dimensionality: int | None = typer.Option(None, help="With --materials: 2 layers, 3 bulk."),
+    source: list[str] = typer.Option(
+        [], help="With --materials: DFT data from these sources (path or id)."
+    ),
+    fmax: float = typer.Option(0.05, help="Force criterion (eV/Å)."),
+    steps: int = typer.Option(500, help="Maximum FIRE steps."),
+    batch_size: int = typer.Option(16, help="Structures labelled and committed together."),
+    device: Device = typer.Option(Device.cpu),
+) -> None:
+    """Relax structures with the reference labeller and store the full trajectories.
+
+    FIRE with every step recorded (energy, forces, full stress); layers relax their
+    cell in-plane, bulk the full cell. Stored as method dft with parameters
+    reference=labeller, in sources of format labeller. Re-running labels nothing twice.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from atlas2d.cli.context import connect
+    from atlas2d.errors import InvalidInput
+    from atlas2d.mlff.labeller import LabelSettings
+    from atlas2d.queries.materials import normalise_chemsys
+    from atlas2d.queries.relax import MaterialFilter
+    from atlas2d.services.label import LabelRequest
+    from atlas2d.services.label import label as label_service
+
+    filters = bool(chemsys or formula or source or dimensionality is not None)
+    if from_file and (materials or filters):
+        raise InvalidInput("Give --from-file or --materials (with its filters), not both.")
+    if not from_file and not materials:
+        raise InvalidInput(
+            "Nothing to label: give --from-file FILE (repeatable) or --materials "
+            "(with --chemsys/--formula/--dimensionality/--source to select)."
+        )
+    selection = None
+    if materials:
+        selection = MaterialFilter(
+            chemsys=tuple(normalise_chemsys(c) or "" for c in chemsys),
+            formulas=tuple(formula),
+            dimensionality=dimensionality,
+            sources=tuple(source),
+        )
+    request = LabelRequest(
+        files=tuple(from_file),
+        materials=selection,
+        settings=LabelSettings(fmax=fmax, max_steps=steps, device=device.value),
+        batch_size=batch_size,
+    )
+    with Progress(
+        TextColumn("labelling"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[converged]} converged"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("label", total=None, converged=0)
+
+        def progress(done: int, total: int, converged: int) -> None:
+            bar.update(task, completed=done, total=total, converged=converged)
+
+        report = label_service(connect().sessions, request, progress)
+    steps_taken = sorted(report.optimizer_steps)
+    median = f", median {steps_taken[len(steps_taken) // 2]} FIRE steps" if steps_taken else ""
+    console.print(
+        f"labeller CHGNet: {report.requested} requested, {report.already_labelled} already "
+        f"labelled, {report.labelled} labelled ({report.converged} converged{median}) | "
+        f"relaxations: {report.stored} new | frames: {report.frames} | "
+        f"materials: {report.materials_new} new | {report.wall_time_s:.1f} s",
+        highlight=False,
+    )
