@@ -62,24 +62,33 @@ CREATE VIEW stable_compounds AS SELECT * FROM stable_compounds(0.0, 'dft')
 
 # A role, not a login: give colleagues query access with
 #   CREATE ROLE alice LOGIN PASSWORD '…' IN ROLE atlas2d_reader;
-# Roles are shared by every database of a server, so it is created only when missing.
+# Roles are shared by every database of a server, so it is created only when missing;
+# a migrating user without CREATEROLE (managed databases) gets a notice, not a failure.
+# The default privileges cover the tables later migrations create (they run as the same
+# user). Functions are executable by PUBLIC already.
 READER_ROLE = """
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'atlas2d_reader') THEN
         CREATE ROLE atlas2d_reader NOLOGIN;
     END IF;
+    GRANT USAGE ON SCHEMA public TO atlas2d_reader;
+    GRANT SELECT ON ALL TABLES IN SCHEMA public TO atlas2d_reader;
+    ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO atlas2d_reader;
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE NOTICE 'atlas2d_reader not created or granted (needs CREATEROLE): %', SQLERRM;
 END $$;
-GRANT USAGE ON SCHEMA public TO atlas2d_reader;
-GRANT SELECT ON ALL TABLES IN SCHEMA public TO atlas2d_reader;
-GRANT EXECUTE ON FUNCTION stable_compounds(double precision, text) TO atlas2d_reader;
-ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO atlas2d_reader;
 """
 
 READER_ROLE_REVOKE = """
-ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE SELECT ON TABLES FROM atlas2d_reader;
-REVOKE SELECT ON ALL TABLES IN SCHEMA public FROM atlas2d_reader;
-REVOKE USAGE ON SCHEMA public FROM atlas2d_reader;
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'atlas2d_reader') THEN
+        ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE SELECT ON TABLES FROM atlas2d_reader;
+        REVOKE SELECT ON ALL TABLES IN SCHEMA public FROM atlas2d_reader;
+        REVOKE USAGE ON SCHEMA public FROM atlas2d_reader;
+    END IF;
+END $$;
 """
 
 

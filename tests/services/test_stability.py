@@ -252,7 +252,7 @@ def test_incremental_update_recomputes_only_touched_systems(
     )
     _ingest(sessions, _write_hull_file(tmp_path / "unstable.json.xz", [unstable]))
     code, out, _ = cli("hull", "update")
-    assert "incremental): 1 chemical systems" in out
+    assert "incremental): 1 chemical system," in out
 
     code, out, _ = cli("hull", "update", "--all")
     assert "full" in out and f"{len(runs)} chemical systems" in out
@@ -403,3 +403,107 @@ def test_reader_role_can_select_and_cannot_write(hull_data, cli, sessions) -> No
             with pytest.raises(ProgrammingError, match="permission denied"):  # noqa: SIM117
                 with session.begin_nested():
                     session.execute(text(statement))
+
+
+def _snapshot(sessions: sessionmaker[Session], source: str) -> dict[str, tuple]:
+    with sessions.begin() as session:
+        rows = session.execute(
+            text(
+                "SELECT material_key, energy_ev_per_atom, formation_energy_ev_per_atom,"
+                " e_above_hull_ev_per_atom, hull_distance_ev_per_atom, decomposition"
+                " FROM material_stability WHERE energy_source = :source"
+            ),
+            {"source": source},
+        ).all()
+    return {
+        key: (*(round(v, 9) for v in values), json.dumps(decomposition, sort_keys=True))
+        for key, *values, decomposition in rows
+    }
+
+
+def _incremental_equals_full(cli, sessions, *args: str) -> None:  # type: ignore[no-untyped-def]
+    """`hull update ARGS` then the same with --all: the stored results must not change."""
+    source = args[-1] if args else "dft"
+    code, _, err = cli("hull", "update", *args)
+    assert code == 0, err
+    incremental = _snapshot(sessions, source)
+    code, _, err = cli("hull", "update", *args, "--all")
+    assert code == 0, err
+    assert _snapshot(sessions, source) == incremental
+
+
+def _shared_vertex(sessions: sessionmaker[Session], source: str, skip: set[str]) -> dict:
+    """A stable compound (not an element) in the decomposition of a material of a larger
+    system: raising its energy changes hulls beyond its own system."""
+    with sessions.begin() as session:
+        rows = session.execute(
+            text(
+                "SELECT s.decomposition, m.chemsys FROM material_stability s"
+                " JOIN materials m ON m.key = s.material_key WHERE s.energy_source = :source"
+            ),
+            {"source": source},
+        ).all()
+        for decomposition, chemsys in rows:
+            for phase in decomposition:
+                key = phase["material_key"]
+                row = session.execute(
+                    text("SELECT key, formula, chemsys FROM materials WHERE key = :k"), {"k": key}
+                ).one()
+                if "-" in row.chemsys and row.chemsys != chemsys and key not in skip:
+                    return dict(row._mapping)
+    raise AssertionError("no compound vertex is shared with a larger system")
+
+
+def _raise_energy(sessions: sessionmaker[Session], tmp_path: Path, material: dict) -> None:
+    """A newer hull entry for the material, far above every hull (0 eV/atom)."""
+    amounts = {k: int(v) for k, v in Composition(material["formula"]).get_el_amt_dict().items()}
+    entry = ComputedStructureEntry(
+        _structure(amounts), 0.0, data={"mat_id": material["key"], "dimensionality": 2}
+    )
+    _ingest(sessions, _write_hull_file(tmp_path / f"{material['key']}.json.xz", [entry]))
+
+
+def test_incremental_updates_equal_full_recomputes(cli, hull_data, sessions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cli("hull", "update")
+    # A stable compound's energy goes up: every system containing its own loses a vertex.
+    first = _shared_vertex(sessions, "dft", set())
+    _raise_energy(sessions, tmp_path, first)
+    _incremental_equals_full(cli, sessions)
+
+    # A --chemsys run rewrites rows but keeps the watermarks; the next full incremental
+    # run must still recompute the larger systems.
+    second = _shared_vertex(sessions, "dft", {first["key"]})
+    _raise_energy(sessions, tmp_path, second)
+    code, out, _ = cli("hull", "update", "--chemsys", second["chemsys"])
+    assert code == 0 and "(incremental): 1 chemical system," in out
+    _incremental_equals_full(cli, sessions)
+
+    code, _, err = cli("hull", "update", "--chemsys", "Mo-Xx")
+    assert code == 1 and "'Xx' is not an element" in err
+
+
+def test_model_results_follow_new_dft_energies(cli, hull_data, sessions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with sessions.begin() as session:
+        model_id = _model_version(session)
+        for key in [k for k in hull_data if k.startswith("hull-0")]:
+            entry = hull_data[key]
+            species = [z for el, n in entry.composition.items() for z in [el.Z] * int(n)]
+            _ml_relaxation(session, model_id, key, species, entry.energy_per_atom + 0.02)
+        # A candidate in a system without any DFT energy is skipped, not a crash.
+        session.execute(
+            text(
+                "INSERT INTO materials (key, formula, chemsys, elements, n_elements, info)"
+                " VALUES ('cand-NbTe', 'NbTe', 'Nb-Te', '{Nb,Te}', 2, '{}')"
+            )
+        )
+        _ml_relaxation(session, model_id, "cand-NbTe", [41, 52], -5.0)
+    cli("hull", "update")
+    code, out, err = cli("hull", "update", "--energy", "stab:1")
+    assert code == 0, err
+    assert "skipped (no DFT elemental reference for Nb, Te): cand-NbTe" in out
+
+    # A DFT vertex the model's placements rest on goes up; DFT's hulls are updated
+    # first (so its stored DFT row already says unstable), then the model's.
+    _raise_energy(sessions, tmp_path, _shared_vertex(sessions, "stab:1", set()))
+    cli("hull", "update")
+    _incremental_equals_full(cli, sessions, "--energy", "stab:1")

@@ -131,6 +131,12 @@ def relaxation_metrics(
     }
 
 
+def _f1(precision: float | None, recall: float | None) -> float | None:
+    if precision is None or recall is None:
+        return None
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
 def stability_metrics(
     dft_distance: np.ndarray, ml_e_above_hull: np.ndarray, threshold: float = 0.0
 ) -> dict[str, float | int | None]:
@@ -175,9 +181,7 @@ def stability_metrics(
         "false_negatives": fn,
         "precision": precision,
         "recall": recall,
-        "f1": None
-        if not precision or not recall
-        else 2 * precision * recall / (precision + recall),
+        "f1": _f1(precision, recall),
         "accuracy": (tp + tn) / n,
         "prevalence": prevalence,
         "daf": None if precision is None else ratio(precision, prevalence),

@@ -50,7 +50,8 @@ def update(
     console.print(
         f"{result.energy_source}: hull run {result.hull_run} "
         f"({'incremental' if result.incremental else 'full'}): "
-        f"{result.chemsys_recomputed} chemical systems, {result.materials_written} materials, "
+        f"{result.chemsys_recomputed} chemical system{'' if result.chemsys_recomputed == 1 else 's'}, "
+        f"{result.materials_written} materials, "
         f"{result.stable} on or below the hull, {result.wall_time_s:.1f} s",
         highlight=False,
     )

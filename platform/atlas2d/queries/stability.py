@@ -84,6 +84,19 @@ def last_hull_run(session: Session, energy_source: str) -> dict[str, Any] | None
     return {"id": row.id, "watermarks": row.watermarks, "created_at": row.created_at}
 
 
+def restricted_since_full(session: Session, energy_source: str) -> bool:
+    """Whether this source's latest hull run was restricted by ``--chemsys`` (it rewrote
+    rows but kept the watermarks of the run before it)."""
+    latest = session.execute(
+        text(
+            "SELECT parameters -> 'chemsys' FROM hull_runs WHERE energy_source = :source"
+            " ORDER BY id DESC LIMIT 1"
+        ),
+        {"source": energy_source},
+    ).scalar()
+    return bool(latest)
+
+
 def dft_stable_material_ids(session: Session) -> set[int]:
     """Materials on the DFT hull at the last DFT hull run."""
     return set(
@@ -102,20 +115,28 @@ def insert_hull_run(session: Session, values: dict[str, Any]) -> int:
 def replace_stability(
     session: Session,
     energy_source: str,
-    recomputed_material_ids: Iterable[int],
+    recomputed_material_ids: Iterable[int] | None,
     rows: Iterable[tuple[Any, ...]],
 ) -> None:
-    """Delete this source's rows for the recomputed materials, then COPY the new rows.
+    """Delete this source's rows for the recomputed materials (None: all of them), then
+    COPY the new rows. Runs of one source are serialised by an advisory lock.
 
     Rows: (material_id, energy_source, model_version_id, hull_run_id, energy_per_atom,
     formation_energy_per_atom, e_above_hull, hull_distance, decomposition list).
     """
     session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext('atlas2d stability ' || :source))"),
+        {"source": energy_source},
+    )
+    session.execute(
         text(
             "DELETE FROM stability WHERE energy_source = :source"
-            " AND material_id = ANY(CAST(:ids AS int[]))"
+            " AND (CAST(:ids AS int[]) IS NULL OR material_id = ANY(CAST(:ids AS int[])))"
         ),
-        {"source": energy_source, "ids": list(recomputed_material_ids)},
+        {
+            "source": energy_source,
+            "ids": None if recomputed_material_ids is None else list(recomputed_material_ids),
+        },
     )
     connection = driver_connection(session)
     with (

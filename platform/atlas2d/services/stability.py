@@ -38,7 +38,9 @@ DFT = "dft"
 ZERO_TOL = 1e-9
 """|e_above_hull| below this (eV/atom) is rounding: stored as 0 for DFT."""
 DFT_ENERGY_RULE = "energy entry (energy + correction), else the last converged DFT relaxation"
-ML_ENERGY_RULE = "latest converged ML relaxation + the material's DFT correction per atom"
+ML_ENERGY_RULE = (
+    "latest converged ML relaxation (else the latest) + the material's DFT correction per atom"
+)
 
 
 @dataclass
@@ -111,6 +113,8 @@ def _gather(
     are a subset of ``elements``."""
     column = {e: i for i, e in enumerate(elements)}
     parts = [blocks[s] for s in _subsystems(elements) if s in blocks]
+    if not parts:
+        raise MissingTerminal(list(range(len(elements))))
     fractions = np.zeros((sum(len(p.rows) for p in parts), len(elements)))
     start = 0
     for part in parts:
@@ -140,12 +144,14 @@ def _touched_systems(
     ml: pd.DataFrame | None,
     blocks: dict[str, _Block],
     watermarks: dict[str, int],
-    previously_stable: set[int],
+    previously_stable: set[int] | None,
 ) -> tuple[set[str], set[str]]:
     """Systems with energies newer than the watermarks, and among them those whose hull
     changed: a new energy changes the hull of every system containing its own only when
     it is on its own system's hull now, or its material was on the DFT hull before (an
-    energy that went up). Model energies never shape a hull (it is DFT's)."""
+    energy that went up). ``previously_stable`` None: that earlier state is not known,
+    so every new DFT energy counts as changing its hull. Model energies never shape a
+    hull (it is DFT's)."""
     newer = np.flatnonzero(
         (dft["entry_id"].fillna(-1) > watermarks.get("energy_entry_id", 0))
         | (dft["relaxation_id"].fillna(-1) > watermarks.get("dft_relaxation_id", 0))
@@ -161,7 +167,11 @@ def _touched_systems(
                 hull_vertices[system] = set(rows[build_hull(fractions, energies).vertices].tolist())
             except MissingTerminal:
                 hull_vertices[system] = set(rows.tolist())  # unknown: assume it shapes
-        if row in hull_vertices[system] or int(material_ids[row]) in previously_stable:
+        if (
+            previously_stable is None
+            or row in hull_vertices[system]
+            or int(material_ids[row]) in previously_stable
+        ):
             shaping.add(system)
     touched = set(systems)
     if ml is not None:
@@ -209,7 +219,8 @@ def _dft_system(
     own = blocks[system]
     fractions, energies, rows = _gather(blocks, own.elements)
     hull = build_hull(fractions, energies)  # MissingTerminal handled by the caller
-    offset = int(np.flatnonzero(rows == own.rows[0])[0])  # own block is contiguous
+    offset = len(rows) - len(own.rows)  # _subsystems yields the system itself last
+    assert (rows[offset:] == own.rows).all()
     index = np.arange(offset, offset + len(own.rows))
     e_above = own.energies - hull.energies(own.fractions)
     e_above = np.where(np.abs(e_above) < ZERO_TOL, 0.0, e_above)
@@ -260,6 +271,18 @@ def _ml_system(
                    e_above, e_above, _decomposition(dft, used_rows[decomposed[0]], weights[0]))  # fmt: skip
 
 
+def _checked_chemsys(chemsys: str) -> str:
+    """``S-Mo`` → ``Mo-S``; refuses what is not a dash-separated list of elements."""
+    elements = (normalise_chemsys(chemsys) or "").split("-")
+    unknown = [e for e in elements if e not in chemical_symbols[1:]]
+    if unknown:
+        raise InvalidInput(
+            f"--chemsys {chemsys!r}: {', '.join(repr(e) for e in unknown)} is not an element; "
+            "write a chemical system as elements joined by '-', e.g. Mo-S."
+        )
+    return "-".join(elements)
+
+
 def _targets(
     occurring: set[str],
     chemsys: tuple[str, ...],
@@ -300,7 +323,7 @@ def update_hull(
         progress: called with (systems done, systems to do).
     """
     started = time.perf_counter()
-    chemsys = tuple(normalise_chemsys(c) or "" for c in chemsys)
+    chemsys = tuple(_checked_chemsys(c) for c in chemsys)
     with sessions.begin() as session:
         if energy == DFT:
             energy_source, model_version_id = DFT, None
@@ -310,7 +333,12 @@ def update_hull(
         dft = queries.dft_energies(session)
         ml = None if model_version_id is None else queries.ml_energies(session, model_version_id)
         previous = queries.last_hull_run(session, energy_source)
-        previously_stable = queries.dft_stable_material_ids(session) if previous else set()
+        # What was on the DFT hull when the last run of this source saw its energies: the
+        # stored DFT results, unless a model's run (the DFT rows may be newer than it) or
+        # a --chemsys run since the last full one (it rewrote rows, kept watermarks).
+        previously_stable = None
+        if previous and model_version_id is None and not queries.restricted_since_full(session, DFT):  # fmt: skip
+            previously_stable = queries.dft_stable_material_ids(session)
     if ml is not None and ml.empty:
         raise InvalidInput(
             f"Model {energy_source} has relaxed no material: run `atlas2d relax --model "
@@ -331,6 +359,11 @@ def update_hull(
     if incremental:
         touched = _touched_systems(dft, ml, blocks, previous["watermarks"], previously_stable)
     targets = _targets(occurring, chemsys, touched)
+    if chemsys and not targets and not incremental:
+        raise InvalidInput(
+            f"No chemical system with {energy_source} energies lies within --chemsys "
+            f"{', '.join(chemsys)}; `atlas2d materials list` shows what is stored."
+        )
 
     writer = _Writer(energy_source, model_version_id)
     source_frame, source_blocks = (dft, blocks) if ml is None else (ml, candidates)
@@ -384,7 +417,7 @@ def update_hull(
         queries.replace_stability(
             session,
             energy_source,
-            writer.recomputed,
+            None if recompute_all and not chemsys else writer.recomputed,
             ((*r[:3], run_id, *r[4:]) for r in writer.rows),
         )
     return HullUpdate(
