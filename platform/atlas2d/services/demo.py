@@ -27,7 +27,11 @@ from atlas2d.mlff.relax import RelaxSettings
 from atlas2d.mlff.training import M3GNetSize, MACESize, TrainOptions
 from atlas2d.queries.trainsets import SelectionParameters
 from atlas2d.services import models as registry
-from atlas2d.services.evaluate import RelaxationEvaluation, evaluate_relaxations
+from atlas2d.services.evaluate import (
+    RelaxationEvaluation,
+    evaluate_relaxations,
+    markdown_table,
+)
 from atlas2d.services.evaluate_stability import StabilityEvaluation, evaluate_stability
 from atlas2d.services.ingest import ingest_paths
 from atlas2d.services.relax import RelaxRequest, relax
@@ -214,17 +218,6 @@ def comparison_table(
     return pd.DataFrame(rows)
 
 
-def _markdown(table: pd.DataFrame) -> str:
-    def cell(value: Any) -> str:
-        if value is None or (isinstance(value, float) and value != value):
-            return "–"
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]  # fmt: skip
-    return "\n".join(lines)
-
-
 def _write_summary(result: DemoResult, plan: DemoPlan) -> Path:
     from atlas2d.analysis import plots
 
@@ -263,7 +256,7 @@ model and its parent the test split of `{ALLOY_SET}` (the alloys).
 
 ## Models against the reference
 
-{_markdown(result.comparison)}
+{markdown_table(result.comparison)}
 
 E: energy per atom after relaxation; area ×100 as the thesis shows it; E_hull: energy
 above the reference hull of the other materials (Matbench Discovery's convention);
@@ -275,7 +268,7 @@ F1 and DAF (discovery acceleration factor) classify e_above_hull ≤ 0 as stable
 
 ## Stable 2D compounds by the reference ({len(result.stable)})
 
-{_markdown(result.stable)}
+{markdown_table(result.stable)}
 
 ## Convex hulls
 

@@ -184,7 +184,8 @@ def thesis_table(evaluations: list[RelaxationEvaluation]) -> pd.DataFrame:
     )
 
 
-def _markdown_table(table: pd.DataFrame) -> str:
+def markdown_table(table: pd.DataFrame) -> str:
+    """A Markdown table of a DataFrame (floats to 4 significant digits, missing as –)."""
     def cell(value: Any) -> str:
         if value is None or (isinstance(value, float) and not np.isfinite(value)):
             return "–"
@@ -232,7 +233,7 @@ def write_report(evaluation: RelaxationEvaluation, out_dir: Path) -> Path:
 Evaluation {evaluation.id}. Relaxation: {evaluation.parameters}. Reference: each
 material's DFT-relaxed final frame. A material counts for every element it contains.
 
-{_markdown_table(thesis_table([evaluation]))}
+{markdown_table(thesis_table([evaluation]))}
 
 Energy MAE {m["energy_mae_mev_per_atom"]:.4g} meV/atom, area MAE {m["area_mae_a2_per_atom"]:.4g} Å²/atom
 (×100: {m["area_mae_x100"]:.4g}), {m["n_converged"]} of {m["n_materials"]} relaxations converged.
@@ -245,11 +246,11 @@ Energy MAE {m["energy_mae_mev_per_atom"]:.4g} meV/atom, area MAE {m["area_mae_a2
 
 ![area MAE per element](elements_area_mae.png)
 
-{_markdown_table(evaluation.per_element)}
+{markdown_table(evaluation.per_element)}
 
 ## Per space group
 
-{_markdown_table(evaluation.per_spacegroup)}
+{markdown_table(evaluation.per_spacegroup)}
 """
     (out_dir / "report.md").write_text(text, encoding="utf-8")
     return out_dir
