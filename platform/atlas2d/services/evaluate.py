@@ -186,6 +186,7 @@ def thesis_table(evaluations: list[RelaxationEvaluation]) -> pd.DataFrame:
 
 def markdown_table(table: pd.DataFrame) -> str:
     """A Markdown table of a DataFrame (floats to 4 significant digits, missing as –)."""
+
     def cell(value: Any) -> str:
         if value is None or (isinstance(value, float) and not np.isfinite(value)):
             return "–"
