@@ -114,3 +114,51 @@ def test_batched_results_belong_to_their_structure(force_field) -> None:  # type
         np.testing.assert_allclose(result.forces[-1], fresh.forces[index], atol=1e-8)
         np.testing.assert_allclose(result.stresses[-1], fresh.stresses[index], atol=1e-10)
     assert len({r.n_steps for r in results}) > 1  # they did leave at different steps
+
+
+def test_loop_free_fire_step_reproduces_torch_sims_step(force_field) -> None:  # type: ignore[no-untyped-def]
+    """Thirty steps of our FIRE step and torch-sim 0.3.0's on the same batch (layers and
+    bulk) give the same positions, cells, energies and cell forces."""
+    import torch
+    import torch_sim as ts
+    import torch_sim.math as tsm
+
+    from atlas2d.mlff.batched import _in_plane_class, torchsim_model
+    from atlas2d.mlff.forcefield import as_periodic
+    from atlas2d.mlff.frechet_fire import cell_forces_log_space, frechet_fire_step
+
+    structures = [*_layers()[:3], bulk("Mo", "bcc", a=3.25, cubic=True)]
+    structures[-1].rattle(0.05, seed=9)
+    structures[-1].set_cell(structures[-1].cell * 1.03, scale_atoms=True)
+    model = _in_plane_class()(torchsim_model(force_field))
+    model.layer_mask = torch.tensor([True, True, True, False])
+    init_fn, reference_step = ts.frechet_cell_fire(model, md_flavor="ase_fire")
+    settings = {k: v for k, v in reference_step.keywords.items()
+                if k not in ("is_cell_optimization", "is_frechet")}  # fmt: skip
+
+    def start():  # type: ignore[no-untyped-def]
+        return init_fn(
+            ts.initialize_state([as_periodic(s) for s in structures], model.device, model.dtype)
+        )
+
+    ours, theirs = start(), start()
+    for step in range(30):
+        ours = frechet_fire_step(ours, first=step == 0, **settings)
+        theirs = reference_step(theirs)
+    assert ours.positions.sub(theirs.positions).abs().max() < 1e-9
+    assert ours.cell.sub(theirs.cell).abs().max() < 1e-9
+    assert ours.energy.sub(theirs.energy).abs().max() < 1e-9
+    assert ours.cell_forces.sub(theirs.cell_forces).abs().max() < 1e-9
+    assert ours.cell.sub(start().cell).abs().max() > 1e-3  # the cells did move
+
+    # The closed form equals torch-sim's nine Fréchet derivatives per structure.
+    generator = torch.Generator().manual_seed(3)
+    x = 0.05 * torch.randn(5, 3, 3, dtype=torch.float64, generator=generator)
+    g = torch.randn(5, 3, 3, dtype=torch.float64, generator=generator)
+    directions = torch.eye(9, dtype=torch.float64).reshape(9, 3, 3)
+    expected = torch.stack([
+        torch.stack([(tsm.expm_frechet(x[b], d, compute_expm=False) * g[b]).sum()
+                     for d in directions]).reshape(3, 3)
+        for b in range(5)
+    ])  # fmt: skip
+    assert cell_forces_log_space(x, g).sub(expected).abs().max() < 1e-12

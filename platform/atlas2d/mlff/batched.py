@@ -186,7 +186,15 @@ def _relax_batch(
     import torch
     import torch_sim as ts
 
-    init_fn, step_fn = ts.frechet_cell_fire(model, md_flavor="ase_fire")
+    from atlas2d.mlff.frechet_fire import frechet_fire_step
+
+    init_fn, torch_sim_step = ts.frechet_cell_fire(model, md_flavor="ase_fire")
+    # torch-sim's own settings, stepped by our loop-free version of its step.
+    settings_of_step = {
+        k: v
+        for k, v in torch_sim_step.keywords.items()
+        if k not in ("is_cell_optimization", "is_frechet")
+    }
     active = list(range(len(structures)))  # batch positions of the systems in the state
     model.layer_mask = torch.tensor(in_plane, dtype=torch.bool)
     state = init_fn(
@@ -243,7 +251,7 @@ def _relax_batch(
             active = [active[k] for k in keep]
             state = state[keep]
             model.layer_mask = torch.tensor([in_plane[i] for i in active], dtype=torch.bool)
-        state = step_fn(state)
+        state = frechet_fire_step(state, first=step == 0, **settings_of_step)
     return done
 
 
