@@ -153,6 +153,13 @@ def _ensure_training_set(
     return f"training set {name} {verb}: {counts} (hash {summary.content_hash[:12]})"
 
 
+def _budget(options: TrainOptions) -> str:
+    """How long a demo model trains: MACE by epochs, M3GNet by wall time."""
+    if options.architecture == "mace":
+        return f"{options.epochs} epochs"
+    return f"≤ {options.max_time_s:.0f} s"
+
+
 def _ready_version(sessions: sessionmaker[Session], name: str) -> str | None:
     with sessions.begin() as session:
         try:
@@ -323,7 +330,7 @@ def run_demo(
     for model in plan.models:
         how = f"fine-tune {model.parent} on {model.training_set}" if model.parent else "train"
         refs[model.name] = stages.run(
-            f"{how}: {model.name} ({model.options.architecture}, ≤ {model.options.max_time_s:.0f} s)",
+            f"{how}: {model.name} ({model.options.architecture}, {_budget(model.options)})",
             lambda model=model: _ensure_model(sessions, model, artifacts_dir, say),
         )  # fmt: skip
     evaluations = []
