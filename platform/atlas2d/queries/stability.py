@@ -81,20 +81,7 @@ def last_hull_run(session: Session, energy_source: str) -> dict[str, Any] | None
     ).scalar()
     if row is None:
         return None
-    return {"id": row.id, "watermarks": row.watermarks, "created_at": row.created_at}
-
-
-def restricted_since_full(session: Session, energy_source: str) -> bool:
-    """Whether this source's latest hull run was restricted by ``--chemsys`` (it rewrote
-    rows but kept the watermarks of the run before it)."""
-    latest = session.execute(
-        text(
-            "SELECT parameters -> 'chemsys' FROM hull_runs WHERE energy_source = :source"
-            " ORDER BY id DESC LIMIT 1"
-        ),
-        {"source": energy_source},
-    ).scalar()
-    return bool(latest)
+    return {"id": row.id, "watermarks": row.watermarks, "parameters": row.parameters}
 
 
 def dft_stable_material_ids(session: Session) -> set[int]:

@@ -192,6 +192,16 @@ def _ensure_model(
     return details.ref
 
 
+def _describe(update: HullUpdate) -> str:
+    if update.hull_run is None:
+        return f"{update.energy_source}: no new energies"
+    return (
+        f"{update.energy_source}: hull run {update.hull_run}, {update.chemsys_recomputed} "
+        f"chemical systems, {update.materials_written} materials, {update.stable} on or "
+        "below the hull"
+    )
+
+
 def comparison_table(
     evaluations: list[RelaxationEvaluation], stability: list[StabilityEvaluation]
 ) -> pd.DataFrame:
@@ -245,13 +255,7 @@ def _write_summary(result: DemoResult, plan: DemoPlan) -> Path:
         f"({e.model.replace(':', '_v')}_{e.training_set}/report.md): parity plots, element maps"
         for e in result.evaluations
     )
-    hulls = "\n".join(
-        f"- {h.energy_source}: "
-        + ("no new energies" if h.hull_run is None else
-           f"hull run {h.hull_run}, {h.chemsys_recomputed} chemical systems, "
-           f"{h.materials_written} materials, {h.stable} on the hull")
-        for h in result.hulls
-    )  # fmt: skip
+    hulls = "\n".join(f"- {_describe(h)}" for h in result.hulls)
     stages = "\n".join(f"- {k}: {v:.1f} s" for k, v in result.stage_seconds.items())
     text = f"""# atlas2d demo{" (quick)" if plan.quick else ""}
 
@@ -367,12 +371,7 @@ def run_demo(
         for energy in ("dft", *refs.values()):
             update = update_hull(sessions, energy)
             hulls.append(update)
-            say(
-                f"      {update.energy_source}: "
-                + ("no new energies" if update.hull_run is None else
-                   f"{update.chemsys_recomputed} chemical systems, {update.materials_written} "
-                   f"materials, {update.stable} on or below the hull")
-            )  # fmt: skip
+            say(f"      {_describe(update)}")
 
     stages.run("convex hulls: reference and each model", hull_updates)
     stability = stages.run(

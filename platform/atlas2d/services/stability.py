@@ -84,8 +84,11 @@ def _compositions(frame: pd.DataFrame) -> tuple[list[str], list[np.ndarray]]:
     return systems, fractions
 
 
-def _blocks(frame: pd.DataFrame, energies: np.ndarray) -> dict[str, _Block]:
-    systems, fractions = _compositions(frame)
+def _blocks(
+    systems: list[str], fractions: list[np.ndarray], energies: np.ndarray
+) -> dict[str, _Block]:
+    """The rows grouped by chemical system (``systems``, ``fractions`` from
+    :func:`_compositions`; ``energies`` (n,) eV/atom)."""
     grouped: dict[str, list[int]] = {}
     for row, system in enumerate(systems):
         grouped.setdefault(system, []).append(row)
@@ -129,9 +132,11 @@ def _gather(
 
 
 def _decomposition(
-    frame: pd.DataFrame, rows: np.ndarray, weights: np.ndarray
+    names: tuple[np.ndarray, np.ndarray], rows: np.ndarray, weights: np.ndarray
 ) -> list[dict[str, Any]]:
-    keys, formulas = frame["key"].to_numpy(), frame["formula"].to_numpy()
+    """[{material_key, formula, fraction}] of the phases with a positive weight, largest
+    first; ``names`` are the DFT frame's keys and formulas."""
+    keys, formulas = names
     return [
         {"material_key": keys[r], "formula": formulas[r], "fraction": round(float(w), 9)}
         for r, w in sorted(zip(rows.tolist(), weights.tolist(), strict=True), key=lambda x: -x[1])
@@ -141,7 +146,9 @@ def _decomposition(
 
 def _touched_systems(
     dft: pd.DataFrame,
+    dft_systems: list[str],
     ml: pd.DataFrame | None,
+    ml_systems: list[str],
     blocks: dict[str, _Block],
     watermarks: dict[str, int],
     previously_stable: set[int] | None,
@@ -156,7 +163,7 @@ def _touched_systems(
         (dft["entry_id"].fillna(-1) > watermarks.get("energy_entry_id", 0))
         | (dft["relaxation_id"].fillna(-1) > watermarks.get("dft_relaxation_id", 0))
     )
-    systems = _compositions(dft.iloc[newer])[0]
+    systems = [dft_systems[row] for row in newer]
     material_ids = dft["material_id"].to_numpy()
     hull_vertices: dict[str, set[int]] = {}
     shaping = set()
@@ -175,8 +182,8 @@ def _touched_systems(
             shaping.add(system)
     touched = set(systems)
     if ml is not None:
-        newer_ml = ml[ml["relaxation_id"] > watermarks.get("ml_relaxation_id", 0)]
-        touched |= set(_compositions(newer_ml)[0])
+        newer_ml = np.flatnonzero(ml["relaxation_id"] > watermarks.get("ml_relaxation_id", 0))
+        touched |= {ml_systems[row] for row in newer_ml}
     return touched, shaping
 
 
@@ -213,7 +220,11 @@ class _Writer:
 
 
 def _dft_system(
-    writer: _Writer, frame: pd.DataFrame, blocks: dict[str, _Block], system: str
+    writer: _Writer,
+    frame: pd.DataFrame,
+    names: tuple[np.ndarray, np.ndarray],
+    blocks: dict[str, _Block],
+    system: str,
 ) -> None:
     """Stability of the DFT materials of one system against the DFT hull."""
     own = blocks[system]
@@ -229,11 +240,12 @@ def _dft_system(
     vertices = set(hull.vertices.tolist())
     ids = frame["material_id"].to_numpy()
     for i, position in enumerate(index):
-        decomposition = _decomposition(frame, rows[decomposed[i]], weights[i])
-        distance = e_above[i]
-        if position in vertices:
+        if position not in vertices:
+            decomposition = _decomposition(names, rows[decomposed[i]], weights[i])
+            distance = e_above[i]
+        else:
             e_above[i] = 0.0
-            decomposition = _decomposition(frame, own.rows[i : i + 1], np.ones(1))
+            decomposition = _decomposition(names, own.rows[i : i + 1], np.ones(1))
             without = hull_without(fractions, energies, int(position))
             # The only pure entry of its element has no other phase to compete with.
             distance = 0.0 if without is None else float(
@@ -246,6 +258,7 @@ def _dft_system(
 def _ml_system(
     writer: _Writer,
     dft: pd.DataFrame,
+    names: tuple[np.ndarray, np.ndarray],
     blocks: dict[str, _Block],
     candidates: _Block,
     ml: pd.DataFrame,
@@ -268,7 +281,7 @@ def _ml_system(
         decomposed, weights = used.decompositions(x)
         e_above = energy - float(used.energies(x)[0])
         writer.add(material_id, energy, float(used.formation_energies(x, np.array([energy]))[0]),
-                   e_above, e_above, _decomposition(dft, used_rows[decomposed[0]], weights[0]))  # fmt: skip
+                   e_above, e_above, _decomposition(names, used_rows[decomposed[0]], weights[0]))  # fmt: skip
 
 
 def _checked_chemsys(chemsys: str) -> str:
@@ -325,11 +338,7 @@ def update_hull(
     started = time.perf_counter()
     chemsys = tuple(_checked_chemsys(c) for c in chemsys)
     with sessions.begin() as session:
-        if energy == DFT:
-            energy_source, model_version_id = DFT, None
-        else:
-            row = resolve(session, energy)
-            energy_source, model_version_id = label(row), int(row["id"])
+        energy_source, model_version_id = _energy_source(session, energy)
         dft = queries.dft_energies(session)
         ml = None if model_version_id is None else queries.ml_energies(session, model_version_id)
         previous = queries.last_hull_run(session, energy_source)
@@ -337,27 +346,32 @@ def update_hull(
         # stored DFT results, unless a model's run (the DFT rows may be newer than it) or
         # a --chemsys run since the last full one (it rewrote rows, kept watermarks).
         previously_stable = None
-        if previous and model_version_id is None and not queries.restricted_since_full(session, DFT):  # fmt: skip
+        if previous and model_version_id is None and not previous["parameters"]["chemsys"]:
             previously_stable = queries.dft_stable_material_ids(session)
     if ml is not None and ml.empty:
         raise InvalidInput(
             f"Model {energy_source} has relaxed no material: run `atlas2d relax --model "
             f"{energy_source} …` first."
         )
-    dft_energies = dft["energy_per_atom"].to_numpy(dtype=float)
-    blocks = _blocks(dft, dft_energies)
+    dft_systems, dft_fractions = _compositions(dft)
+    blocks = _blocks(dft_systems, dft_fractions, dft["energy_per_atom"].to_numpy(dtype=float))
+    names = (dft["key"].to_numpy(), dft["formula"].to_numpy())
     candidates: dict[str, _Block] = {}
+    ml_systems: list[str] = []
     if ml is not None:
         correction = dict(zip(dft["material_id"], dft["correction_per_atom"], strict=True))
         ml_energies = ml["energy_per_atom"].to_numpy(dtype=float) + np.array(
             [correction.get(m, 0.0) for m in ml["material_id"]]
         )
-        candidates = _blocks(ml, ml_energies)
+        ml_systems, ml_fractions = _compositions(ml)
+        candidates = _blocks(ml_systems, ml_fractions, ml_energies)
     occurring = set(candidates if ml is not None else blocks)
     incremental = previous is not None and not recompute_all
     touched = None
     if incremental:
-        touched = _touched_systems(dft, ml, blocks, previous["watermarks"], previously_stable)
+        touched = _touched_systems(
+            dft, dft_systems, ml, ml_systems, blocks, previous["watermarks"], previously_stable
+        )
     targets = _targets(occurring, chemsys, touched)
     if chemsys and not targets and not incremental:
         raise InvalidInput(
@@ -373,9 +387,9 @@ def update_hull(
         writer.recomputed.extend(int(m) for m in material_ids)
         try:
             if ml is None:
-                _dft_system(writer, dft, blocks, system)
+                _dft_system(writer, dft, names, blocks, system)
             else:
-                _ml_system(writer, dft, blocks, own, ml)
+                _ml_system(writer, dft, names, blocks, own, ml)
         except MissingTerminal as missing:
             elements = [tuple(system.split("-"))[i] for i in missing.missing]
             reason = f"no DFT elemental reference for {', '.join(elements)}"
@@ -432,9 +446,13 @@ def update_hull(
     )
 
 
-def energy_source_of(session: Session, energy: str) -> str:
-    """``dft``, or the ``NAME:VERSION`` label of the model version ``energy`` names."""
-    return DFT if energy == DFT else label(resolve(session, energy))
+def _energy_source(session: Session, energy: str) -> tuple[str, int | None]:
+    """(``dft``, None), or the ``NAME:VERSION`` label and id of the model version
+    ``energy`` names."""
+    if energy == DFT:
+        return DFT, None
+    row = resolve(session, energy)
+    return label(row), int(row["id"])
 
 
 def stable_list(
@@ -452,7 +470,7 @@ def stable_list(
     with sessions.begin() as session:
         return queries.stable_materials(
             session,
-            energy_source_of(session, energy),
+            _energy_source(session, energy)[0],
             max_ehull_ev,
             dimensionality,
             [normalise_chemsys(c) or "" for c in chemsys],
