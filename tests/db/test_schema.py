@@ -49,3 +49,15 @@ def test_array_length_checks(sessions: sessionmaker[Session]) -> None:
     _ingest_one(sessions)
     with pytest.raises(DBAPIError, match="ck_frames_positions_length"), sessions.begin() as session:
         session.execute(text("UPDATE frames SET positions = :p"), {"p": np.zeros((2, 3)).tobytes()})
+
+
+def test_the_frames_step_index_covers_the_selection(engine: Engine) -> None:
+    """Training-set selection reads these columns from the index alone."""
+    with engine.connect() as connection:
+        definition = connection.execute(
+            text("SELECT indexdef FROM pg_indexes WHERE indexname = 'uq_frames_relaxation_id_step'")
+        ).scalar_one()
+    assert definition.endswith(
+        "(relaxation_id, step) INCLUDE (id, energy_change, n_sites, energy_per_atom,"
+        " max_force, max_abs_stress, has_isolated_atom)"
+    )

@@ -114,6 +114,22 @@ def test_trainset_commands(cli, tmp_path: Path) -> None:  # type: ignore[no-unty
     )
     assert code == 0, out
     assert "content hash:" in out and "kept by the rule" in out and "flagged: max_force" in out
+    code, dry, _ = cli(
+        "trainset",
+        "create",
+        "t2",
+        "--ecut",
+        "0.01",
+        "--split",
+        "80:10:10",
+        "--seed",
+        "3",
+        "--dry-run",
+    )
+    assert code == 0 and "dry run: nothing stored" in dry and "content hash:" not in dry
+    # The same filter counts as the stored set's.
+    filters = out.split("outlier filters")[1].split("content hash")[0]
+    assert dry.split("outlier filters")[1].split("dry run")[0] == filters
     code, out, _ = cli("trainset", "list", "--format", "json")
     (listed,) = json.loads(out)
     assert listed["name"] == "t1" and listed["train_frames"] > 0

@@ -17,11 +17,13 @@ from atlas2d.errors import AlreadyExists, InvalidInput, NotFound
 from atlas2d.io.readers import ReadOptions
 from atlas2d.io.records import ParsedFile, Trajectory
 from atlas2d.io.synthetic import alexandria_document, synthetic_trajectories
+from atlas2d.queries import trainsets as queries
 from atlas2d.queries.trainsets import SelectionParameters
 from atlas2d.services.ingest import ingest_file, ingest_parsed
 from atlas2d.services.trainsets import (
     create_training_set,
     list_training_sets,
+    preview_training_set,
     show_training_set,
     verify_training_set,
 )
@@ -112,6 +114,45 @@ def test_wang_and_all_rules(sessions, alexandria_data) -> None:  # type: ignore[
         n = traj.n_frames
         assert wang[traj.material_key] == {0, n // 3, n - 1}
         assert everything[traj.material_key] == set(range(n))
+
+
+@pytest.mark.parametrize("rule", ["ecut", "all"])  # steps looked up, steps scanned
+def test_only_relaxations_of_the_method_enter(sessions, alexandria_data, rule) -> None:  # type: ignore[no-untyped-def]
+    with sessions.begin() as session:
+        ml_key = session.execute(
+            text(
+                "UPDATE relaxations SET method = 'ml' WHERE id = (SELECT min(id) FROM relaxations)"
+                " RETURNING (SELECT key FROM materials m WHERE m.id = material_id)"
+            )
+        ).scalar_one()
+    ecut = 1e6 if rule == "ecut" else 0.01
+    create_training_set(sessions, "dft", SelectionParameters(rule=rule, ecut=ecut))
+    create_training_set(sessions, "ml", SelectionParameters(rule=rule, ecut=ecut, method="ml"))
+    assert ml_key not in _selected_steps(sessions, "dft")
+    assert len(_selected_steps(sessions, "dft")) == len(alexandria_data) - 1
+    assert list(_selected_steps(sessions, "ml")) == [ml_key]
+
+
+def test_a_dry_run_counts_what_create_stores_and_stores_nothing(sessions, alexandria_data) -> None:  # type: ignore[no-untyped-def]
+    params = SelectionParameters(ecut=0.003, split=(60.0, 20.0, 20.0), seed=2)
+    preview = preview_training_set(sessions, "later", params)
+    with sessions.begin() as session:
+        assert session.execute(text("SELECT count(*) FROM training_sets")).scalar_one() == 0
+    created = create_training_set(sessions, "later", params)
+    assert preview.content_hash is None and created.content_hash
+    for field in ("split_counts", "filter_counts", "n_frames", "n_materials"):
+        assert getattr(preview, field) == getattr(created, field), field
+    assert preview.relaxation_watermark == created.relaxation_watermark
+
+
+def test_the_pass_over_the_frames_leaves_the_planner_settings_alone(
+    sessions, alexandria_data
+) -> None:  # type: ignore[no-untyped-def]
+    with sessions.begin() as session:
+        before = {n: session.execute(text(f"SHOW {n}")).scalar_one() for n in queries.PARALLEL_PASS}
+        queries.select_candidates(session, SelectionParameters(), watermark=10**9)
+        after = {n: session.execute(text(f"SHOW {n}")).scalar_one() for n in queries.PARALLEL_PASS}
+    assert after == before
 
 
 def test_each_relaxation_of_a_material_gets_the_rule(

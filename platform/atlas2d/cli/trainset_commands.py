@@ -60,7 +60,10 @@ def _summary_lines(summary) -> None:  # type: ignore[no-untyped-def]
         counts = summary.filter_counts[key]
         filters.add_row(label, f"{counts['frames']:,}", f"{counts['materials']:,}")
     console.print(filters)
-    console.print(f"content hash: {summary.content_hash}")
+    if summary.content_hash is None:
+        console.print("dry run: nothing stored")
+    else:
+        console.print(f"content hash: {summary.content_hash}")
 
 
 @app.command()
@@ -97,6 +100,9 @@ def create(
         [], help="Only relaxations from these sources (path or id; repeatable)."
     ),
     method: str = typer.Option("dft", help="Relaxation method that enters."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Show the counts per split and filter; store nothing."
+    ),
 ) -> None:
     """Create an immutable training set from the stored relaxations."""
     from atlas2d.analysis.splits import parse_ratios
@@ -104,7 +110,7 @@ def create(
     from atlas2d.errors import InvalidInput
     from atlas2d.queries.materials import normalise_chemsys
     from atlas2d.queries.trainsets import SelectionParameters
-    from atlas2d.services.trainsets import create_training_set
+    from atlas2d.services.trainsets import create_training_set, preview_training_set
 
     try:
         ratios = parse_ratios(split)
@@ -129,8 +135,8 @@ def create(
         chemsys=tuple(normalise_chemsys(c) or "" for c in chemsys),
         sources=tuple(source),
     )
-    summary = create_training_set(connect().sessions, name, params)
-    _summary_lines(summary)
+    make = preview_training_set if dry_run else create_training_set
+    _summary_lines(make(connect().sessions, name, params))
 
 
 @app.command("list")

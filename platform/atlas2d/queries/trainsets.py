@@ -3,15 +3,18 @@ content hash.
 
 The rules need each step's energy change to the next step and whether any step of the
 relaxation passes ecut; ingest stores both (``frames.energy_change``,
-``relaxations.max_energy_change``), so a selection is one pass over the frames with no
-window functions. Every function takes ``session`` first and never commits. The
-selection is left in temporary tables of the current transaction, one row per
-relaxation:
+``relaxations.max_energy_change``). A selection is then one pass over the frames'
+covering index (``uq_frames_relaxation_id_step``) for the steps a frame's own columns
+decide, plus index lookups of named steps for the relaxations that need their length
+(the fallback steps, Wang's steps), with no window functions and no per-frame join.
+Every function takes ``session`` first and never commits. The selection is left in
+temporary tables of the current transaction, one row per relaxation:
 
 * ``trainset_candidates``: the frames the rule keeps, outlier counts per filter, and the
   ids of the frames no filter flags;
-* ``trainset_selected(relaxation_id, material_id, split, frame_ids)``: what survives
-  the filters, with its split (``fill_selected``).
+* ``trainset_selected(relaxation_id, split, frame_ids, content_hash)``: what survives
+  the filters, with its split (``fill_selected``, for ``verify``; ``store`` writes the
+  same rows straight into ``training_set_relaxations``).
 """
 
 from __future__ import annotations
@@ -85,22 +88,45 @@ class SelectionParameters:
         )
 
 
-_RULES = {
-    "ecut": "f.energy_change > :ecut"
-    " OR (r.no_step_passes AND f.step IN (0, (r.n_steps - 1) / 2, r.n_steps - 1))"
-    " OR (:include_final AND f.step = r.n_steps - 1)",
-    "wang": "f.step IN (0, r.n_steps / 3, r.n_steps - 1)",
-    "all": "true",
+@dataclass(frozen=True)
+class RuleSql:
+    """A step rule split so that no frame row is joined to its relaxation's row.
+
+    Attributes:
+        probed: SQL on relaxation ``r``: its steps are looked up by number (``probe``)
+            instead of read from the scan. Every relaxation takes its frames from
+            exactly one of the two.
+        scan: SQL on frame ``f`` alone: the steps kept by the one pass over the
+            frames' covering index (for relaxations that are not probed); None when
+            the rule keeps only named steps.
+        probe: SQL int[] on relaxation ``r``: the steps kept of a probed relaxation
+            (N = ``r.n_steps``); None when no relaxation is probed.
+    """
+
+    probed: str
+    scan: str | None
+    probe: str | None
+
+
+RULES_SQL = {
+    # Steps passing ecut, read from the scan; a relaxation where none passes keeps its
+    # fallback steps. The last step is the one with a NULL energy_change (ingest).
+    "ecut": RuleSql(
+        probed="COALESCE(r.max_energy_change, 0) <= :ecut",
+        scan="f.energy_change > :ecut OR (:include_final AND f.energy_change IS NULL)",
+        probe="ARRAY[0, (r.n_steps - 1) / 2, r.n_steps - 1]",
+    ),
+    "wang": RuleSql(probed="true", scan=None, probe="ARRAY[0, r.n_steps / 3, r.n_steps - 1]"),
+    "all": RuleSql(probed="false", scan="true", probe=None),
 }
 
 RUNS_CTE = """
-WITH runs AS (
-    SELECT r.id, r.material_id, r.n_steps,
-           COALESCE(r.max_energy_change, 0) <= :ecut AS no_step_passes
+WITH runs AS NOT MATERIALIZED (
+    SELECT r.id, r.material_id, r.n_steps, r.content_hash, {probed} AS probed
     FROM relaxations r
     WHERE r.method = :method AND r.id <= :watermark {conditions}
 )"""
-"""The relaxations that enter, and whether any of their steps passes ecut. Materials are
+"""The relaxations that enter, and whether the rule probes their steps. Materials are
 joined only when a selection needs them."""
 
 RUN_CONDITIONS = {
@@ -112,38 +138,63 @@ RUN_CONDITIONS = {
 
 
 def _runs_cte(params: SelectionParameters) -> str:
+    return RUNS_CTE.format(
+        probed=RULES_SQL[params.rule].probed,
+        conditions="".join(f" AND {RUN_CONDITIONS[k]}" for k in _selectors(params)),
+    )
+
+
+def _selectors(params: SelectionParameters) -> list[str]:
+    """The RUN_CONDITIONS this selection uses."""
     used = {
         "dimensionality": params.dimensionality is not None,
         "chemsys": bool(params.chemsys),
         "sources": bool(params.sources),
     }
-    return RUNS_CTE.format(
-        conditions="".join(f" AND {RUN_CONDITIONS[k]}" for k, on in used.items() if on)
-    )
+    return [name for name, on in used.items() if on]
 
 
-CANDIDATES_SQL = """, kept AS (
-    SELECT f.id, f.relaxation_id, r.material_id, f.step,
-           f.n_sites > :max_sites AS max_sites,
-           {isolated} AS isolated,
-           (f.energy_per_atom > :max_energy_per_atom OR f.energy_per_atom < :min_energy_per_atom) AS energy_per_atom,
-           f.max_force > :max_force AS max_force,
-           COALESCE(f.max_abs_stress * :kbar_per_ev_a3 > :max_stress_kbar, false) AS max_stress
-    FROM frames f JOIN runs r ON r.id = f.relaxation_id
-    WHERE {rule}
-)
-SELECT relaxation_id, min(material_id) AS material_id, count(*) AS n_kept,
-       {filter_counts},
-       array_agg(id ORDER BY step) FILTER (WHERE NOT ({offending})) AS clean_ids
-FROM kept GROUP BY relaxation_id
-"""
-"""Per relaxation: the frames the rule keeps, counted per outlier filter, with the ids of
-those no filter flags (appended to the runs CTE)."""
+def _kept_frames(params: SelectionParameters, columns: str) -> dict[str, str]:
+    """SQL selecting ``columns`` (on frame ``f``) of the frames the rule keeps, one
+    query per branch ("scanned", "probed"), to follow the runs CTE.
+
+    The scan reads every frame below the watermark in (relaxation, step) order and
+    leaves the relaxations that are not runs to the caller's join, which is cheaper
+    than joining each frame to its relaxation; with selectors it is restricted to the
+    runs first, as those may be few.
+    """
+    rule = RULES_SQL[params.rule]
+    branches = {}
+    if rule.scan is not None:
+        restrict = " AND f.relaxation_id IN (SELECT id FROM runs)" if _selectors(params) else ""
+        branches["scanned"] = (
+            f"SELECT {columns} FROM frames f"
+            f" WHERE f.relaxation_id <= :watermark AND ({rule.scan}){restrict}"
+        )
+    if rule.probe is not None:
+        branches["probed"] = (
+            f"SELECT {columns} FROM runs r JOIN frames f"
+            f" ON f.relaxation_id = r.id AND f.step = ANY({rule.probe}) WHERE r.probed"
+        )
+    return branches
 
 
-def _offending() -> str:
-    """SQL: the frame is flagged by some outlier filter."""
-    return " OR ".join(FILTERS)
+FLAGS_SQL = """f.id, f.relaxation_id, f.step,
+    f.n_sites > :max_sites AS max_sites,
+    {isolated} AS isolated,
+    (f.energy_per_atom > :max_energy_per_atom OR f.energy_per_atom < :min_energy_per_atom) AS energy_per_atom,
+    f.max_force > :max_force AS max_force,
+    COALESCE(f.max_abs_stress * :kbar_per_ev_a3 > :max_stress_kbar, false) AS max_stress"""
+"""A kept frame's id, relaxation and step, and whether each outlier filter flags it."""
+
+AGGREGATE_SQL = """SELECT c.*, r.material_id, r.content_hash FROM (
+    SELECT relaxation_id, count(*) AS n_kept, {filter_counts},
+           array_agg(id ORDER BY step) FILTER (WHERE NOT ({offending})) AS clean_ids
+    FROM ({frames}) kept GROUP BY relaxation_id
+) c JOIN runs r ON r.id = c.relaxation_id AND {branch}"""
+"""Per relaxation of one branch: the frames the rule keeps, counted per outlier filter,
+with the ids of those no filter flags (in step order) and the relaxation's content hash.
+Aggregating before joining the runs keeps the join at one row per relaxation."""
 
 
 def _reset(session: Session) -> None:
@@ -170,28 +221,60 @@ def select_candidates(
     _reset(session)
     # Aggregating a million frames fits in memory with this.
     session.execute(text("SET LOCAL work_mem = '256MB'"))
-    sql = (
-        "CREATE TEMP TABLE trainset_candidates ON COMMIT DROP AS"
-        + _runs_cte(params)
-        + CANDIDATES_SQL.format(
-            rule=_RULES[params.rule],
-            # The stored flag is for 5 Å; another cutoff comes as a list of frame ids.
-            isolated="f.has_isolated_atom"
-            if isolated_frames is None
-            else "f.id = ANY(CAST(:isolated_ids AS bigint[]))",
+    flags = FLAGS_SQL.format(
+        # The stored flag is for 5 Å; another cutoff comes as a list of frame ids.
+        isolated="f.has_isolated_atom"
+        if isolated_frames is None
+        else "f.id = ANY(CAST(:isolated_ids AS bigint[]))"
+    )
+    aggregates = [
+        AGGREGATE_SQL.format(
             filter_counts=", ".join(
                 f"count(*) FILTER (WHERE {name}) AS {name}" for name in FILTERS
             ),
             offending=_offending(),
+            frames=frames,
+            branch="r.probed" if branch == "probed" else "NOT r.probed",
         )
-    )
+        for branch, frames in _kept_frames(params, flags).items()
+    ]
+    # One parallel worker shares the pass over the index while this backend aggregates
+    # in (relaxation, step) order: 1.25x faster for a million frames on two cores
+    # (more workers only contend with the aggregating leader). Left alone, the planner
+    # prices merging the ordered outputs too high. Small tables stay serial
+    # (min_parallel_index_scan_size).
+    _set_local(session, PARALLEL_PASS)
     session.execute(
-        text(sql),
+        text(
+            "CREATE TEMP TABLE trainset_candidates ON COMMIT DROP AS"
+            + _runs_cte(params)
+            + "\nUNION ALL\n".join(aggregates)
+        ),
         {
             **_parameters(params, watermark),
             "isolated_ids": [] if isolated_frames is None else isolated_frames.tolist(),
         },
     )
+    _set_local(session, dict.fromkeys(PARALLEL_PASS, "DEFAULT"))
+
+
+PARALLEL_PASS = {
+    "max_parallel_workers_per_gather": "1",
+    "parallel_setup_cost": "0",
+    "parallel_tuple_cost": "0.001",
+}
+"""Planner settings for the pass over the frames (PostgreSQL's defaults: 2, 1000, 0.1)."""
+
+
+def _set_local(session: Session, settings: dict[str, str]) -> None:
+    """SET LOCAL each setting (to a number or DEFAULT) for the current transaction."""
+    for name, value in settings.items():
+        session.execute(text(f"SET LOCAL {name} TO {value}"))
+
+
+def _offending() -> str:
+    """SQL: the frame is flagged by some outlier filter."""
+    return " OR ".join(FILTERS)
 
 
 def _parameters(params: SelectionParameters, watermark: int) -> dict[str, Any]:
@@ -219,11 +302,15 @@ def rule_frame_geometry(
     one relaxation at a time: for an isolated-atom cutoff other than the stored one."""
     from atlas2d.db.types import vec3_from_bytes
 
+    kept = " UNION ALL ".join(
+        f"SELECT k.id FROM ({frames}) k JOIN runs r ON r.id = k.relaxation_id"
+        f" AND {'r.probed' if branch == 'probed' else 'NOT r.probed'}"
+        for branch, frames in _kept_frames(params, "f.id, f.relaxation_id").items()
+    )
     rows = session.execute(
         text(
             f"{_runs_cte(params)} SELECT f.id, f.relaxation_id, f.cell, f.positions FROM frames f"
-            f" JOIN runs r ON r.id = f.relaxation_id WHERE {_RULES[params.rule]}"
-            " ORDER BY f.relaxation_id, f.step"
+            f" WHERE f.id IN ({kept}) ORDER BY f.relaxation_id, f.step"
         ).execution_options(stream_results=True, yield_per=5000),
         _parameters(params, watermark),
     )
@@ -265,105 +352,118 @@ def filter_counts(session: Session) -> dict[str, dict[str, int]]:
     return counts
 
 
-def _survivors_where(scope: str) -> str:
-    if scope == "material":
-        return (
-            "material_id NOT IN (SELECT material_id FROM trainset_candidates"
-            " WHERE n_kept > COALESCE(cardinality(clean_ids), 0))"
-        )
-    return "clean_ids IS NOT NULL"
+SURVIVORS = {
+    # A material with any flagged frame is dropped whole.
+    "material": "material_id NOT IN (SELECT material_id FROM trainset_candidates"
+    " WHERE n_kept > COALESCE(cardinality(clean_ids), 0))",
+    # Only the flagged frames go.
+    "frame": "clean_ids IS NOT NULL",
+}
+"""Per outlier scope: the candidate rows (relaxations) that keep frames."""
 
 
-def surviving_groups(session: Session, scope: str, group_by: str) -> list[tuple[int, str]]:
-    """(material id, group key) of every material that keeps at least one frame."""
-    if group_by == "material":  # no join needed
-        ids = session.execute(
-            text(
-                f"SELECT DISTINCT material_id FROM trainset_candidates WHERE {_survivors_where(scope)}"
-            )
-        ).scalars()
-        return [(material_id, str(material_id)) for material_id in ids]
-    group = {"formula": "m.formula", "chemsys": "m.chemsys"}[group_by]
-    return [
-        (material_id, key)
-        for material_id, key in session.execute(
-            text(
-                f"SELECT DISTINCT m.id, {group} FROM trainset_candidates c"
-                f" JOIN materials m ON m.id = c.material_id WHERE {_survivors_where(scope)}"
-            )
-        )
+@dataclass(frozen=True)
+class Survivors:
+    """The materials that keep at least one frame: parallel lists of material ids, group
+    keys and selected frame counts."""
+
+    material_ids: list[int]
+    groups: list[str]
+    frames: list[int]
+
+
+def surviving_materials(session: Session, scope: str, group_by: str) -> Survivors:
+    """Every material that keeps at least one frame, with its group and frame count."""
+    group = {"material": "c.material_id::text", "formula": "m.formula", "chemsys": "m.chemsys"}[
+        group_by
     ]
-
-
-def fill_selected(session: Session, scope: str, split_of_material: dict[int, str]) -> None:
-    """Fill ``trainset_selected`` with the surviving relaxations, their splits, frame ids
-    and digests."""
-    session.execute(
+    join = "" if group_by == "material" else " JOIN materials m ON m.id = c.material_id"
+    # One row of three arrays: 40,000 rows cost three times more to fetch one by one.
+    material_ids, groups, frames = session.execute(
         text(
-            "CREATE TEMP TABLE trainset_selected ON COMMIT DROP AS"
-            " SELECT c.relaxation_id, c.material_id, a.split, c.clean_ids AS frame_ids"
-            " FROM trainset_candidates c"
-            " JOIN unnest(CAST(:material_ids AS int[]), CAST(:splits AS text[])) AS a(material_id, split)"
-            f" ON a.material_id = c.material_id WHERE {_survivors_where(scope).replace('material_id NOT IN', 'c.material_id NOT IN')}"
-        ),
-        {"material_ids": list(split_of_material), "splits": list(split_of_material.values())},
+            "SELECT array_agg(material_id), array_agg(grp), array_agg(frames) FROM ("
+            f" SELECT c.material_id, {group} AS grp, sum(cardinality(c.clean_ids))::int AS frames"
+            f" FROM trainset_candidates c{join} WHERE {SURVIVORS[scope]}"
+            f" GROUP BY c.material_id, {group}) survivors"
+        )
+    ).one()
+    return Survivors(material_ids or [], groups or [], frames or [])
+
+
+SPLIT_OF_CANDIDATE = "CASE {} END".format(
+    " ".join(
+        f"WHEN c.material_id = ANY(CAST(:{split}_ids AS int[])) THEN '{split}'" for split in SPLITS
+    )
+)
+
+SELECTED_SQL = f"""SELECT relaxation_id, split, frame_ids, content_hash FROM (
+    SELECT c.relaxation_id, {SPLIT_OF_CANDIDATE} AS split, c.clean_ids AS frame_ids, c.content_hash
+    FROM trainset_candidates c WHERE c.clean_ids IS NOT NULL
+) s WHERE split IS NOT NULL"""
+"""The selected relaxations with their splits, given each split's surviving materials
+(``surviving_materials``): a surviving material's relaxations with clean frames (all of
+them at material scope)."""
+
+HASH_SQL = """encode(sha256(COALESCE(string_agg(
+    int4send(relaxation_id) || convert_to(split, 'UTF8') || array_send(frame_ids)
+    || convert_to(content_hash, 'UTF8'), ''::bytea ORDER BY relaxation_id), ''::bytea)), 'hex')"""
+"""The content hash of selected rows: sha256 over, in relaxation order, each selected
+relaxation's id, split, selected frame ids (step order) and content hash (sha256 of all
+its arrays, from ingest)."""
+
+
+def _split_parameters(split_of_material: dict[int, str]) -> dict[str, str]:
+    """Each split's material ids as one PostgreSQL int[] literal: three text parameters
+    instead of lists the driver would encode element by element (40,000 of them in the
+    benchmark took longer than the query using them)."""
+    ids: dict[str, list[int]] = {split: [] for split in SPLITS}
+    for material_id, split in split_of_material.items():
+        ids[split].append(material_id)
+    return {f"{split}_ids": "{" + ",".join(map(str, v)) + "}" for split, v in ids.items()}
+
+
+def fill_selected(session: Session, split_of_material: dict[int, str]) -> None:
+    """Fill ``trainset_selected`` (relaxation_id, split, frame_ids, content_hash)."""
+    session.execute(
+        text(f"CREATE TEMP TABLE trainset_selected ON COMMIT DROP AS {SELECTED_SQL}"),
+        _split_parameters(split_of_material),
     )
 
 
-def selected_counts(session: Session) -> dict[str, dict[str, int]]:
-    """{split: {"frames": n, "materials": m}} of ``trainset_selected``."""
-    rows = session.execute(
-        text(
-            "SELECT split, sum(cardinality(frame_ids)), count(DISTINCT material_id)"
-            " FROM trainset_selected GROUP BY split"
-        )
-    ).all()
-    counts = {split: {"frames": 0, "materials": 0} for split in SPLITS}
-    for split, frames, materials in rows:
-        counts[split] = {"frames": int(frames), "materials": int(materials)}
-    return counts
-
-
 def selected_hash(session: Session) -> str:
-    """sha256 over, in relaxation order, each selected relaxation's id, split, selected
-    frame ids (step order) and content hash (sha256 of all its arrays, from ingest)."""
-    return session.execute(
-        text(
-            "SELECT encode(sha256(COALESCE(string_agg(int4send(s.relaxation_id)"
-            " || convert_to(s.split, 'UTF8') || array_send(s.frame_ids)"
-            " || convert_to(r.content_hash, 'UTF8'), ''::bytea ORDER BY s.relaxation_id),"
-            " ''::bytea)), 'hex') FROM trainset_selected s JOIN relaxations r ON r.id = s.relaxation_id"
-        )
-    ).scalar_one()
+    """The content hash of ``trainset_selected``."""
+    return session.execute(text(f"SELECT {HASH_SQL} FROM trainset_selected")).scalar_one()
 
 
-def insert_training_set(session: Session, row: dict[str, Any]) -> int:
-    """Insert the ``training_sets`` row and ``trainset_selected`` under it."""
+STORE_SQL = f"""WITH selected AS MATERIALIZED ({SELECTED_SQL}),
+new_set AS (
+    INSERT INTO training_sets (name, rule, parameters, split_counts, filter_counts,
+                               n_frames, n_materials, relaxation_watermark, content_hash)
+    SELECT :name, :rule, CAST(:parameters AS jsonb), CAST(:split_counts AS jsonb),
+           CAST(:filter_counts AS jsonb), :n_frames, :n_materials, :watermark, {HASH_SQL}
+    FROM selected
+    RETURNING id
+)
+INSERT INTO training_set_relaxations (training_set_id, relaxation_id, split, frame_ids)
+SELECT n.id, s.relaxation_id, s.split, s.frame_ids FROM selected s CROSS JOIN new_set n"""
+"""The training set's row, with the content hash of what it selects, and one row per
+selected relaxation, in one statement: the selection is computed once, in memory."""
+
+
+def store(session: Session, row: dict[str, Any], split_of_material: dict[int, str]) -> None:
+    """Insert the ``training_sets`` row and its selected relaxations (SELECTED_SQL)."""
     import json
 
-    training_set_id = session.execute(
-        text(
-            "INSERT INTO training_sets (name, rule, parameters, split_counts, filter_counts,"
-            " n_frames, n_materials, relaxation_watermark, content_hash)"
-            " VALUES (:name, :rule, CAST(:parameters AS jsonb), CAST(:split_counts AS jsonb),"
-            " CAST(:filter_counts AS jsonb), :n_frames, :n_materials, :watermark, :content_hash)"
-            " RETURNING id"
-        ),
+    session.execute(
+        text(STORE_SQL),
         {
             **row,
             "parameters": json.dumps(row["parameters"]),
             "split_counts": json.dumps(row["split_counts"]),
             "filter_counts": json.dumps(row["filter_counts"]),
+            **_split_parameters(split_of_material),
         },
-    ).scalar_one()
-    session.execute(
-        text(
-            "INSERT INTO training_set_relaxations (training_set_id, relaxation_id, split, frame_ids)"
-            " SELECT :id, relaxation_id, split, frame_ids FROM trainset_selected"
-        ),
-        {"id": training_set_id},
     )
-    return training_set_id
 
 
 def training_set_row(session: Session, name: str) -> dict[str, Any] | None:

@@ -43,7 +43,8 @@ class TrainingSetSummary:
     n_frames: int
     n_materials: int
     relaxation_watermark: int
-    content_hash: str
+    content_hash: str | None
+    """None for a dry run (``preview_training_set``)."""
     created_at: Any = None
 
     @classmethod
@@ -93,21 +94,31 @@ def _isolated_frames(
 
 
 def _select(session: Session, params: SelectionParameters, watermark: int) -> dict[str, Any]:
-    """Run the whole selection into ``trainset_selected``; return its counts."""
+    """Run the rule and the filters into ``trainset_candidates`` and assign splits.
+
+    Returns:
+        split_of_material (material id → split), split_counts, filter_counts,
+        n_frames, n_materials.
+    """
     queries.select_candidates(
         session, params, watermark, _isolated_frames(session, params, watermark)
     )
     per_filter = queries.filter_counts(session)
-    groups = queries.surviving_groups(session, params.outlier_scope, params.group_by)
-    split_of_group = assign_splits([key for _, key in groups], params.split, params.seed)
-    queries.fill_selected(
-        session, params.outlier_scope, {m: split_of_group[key] for m, key in groups}
-    )
-    split_counts = queries.selected_counts(session)
-    n_frames = sum(c["frames"] for c in split_counts.values())
-    n_materials = sum(c["materials"] for c in split_counts.values())
+    survivors = queries.surviving_materials(session, params.outlier_scope, params.group_by)
+    split_of_group = assign_splits(survivors.groups, params.split, params.seed)
+    split_of_material = {
+        m: split_of_group[g] for m, g in zip(survivors.material_ids, survivors.groups, strict=True)
+    }
+    split_counts = {split: {"frames": 0, "materials": 0} for split in SPLIT_NAMES}
+    for material_id, frames in zip(survivors.material_ids, survivors.frames, strict=True):
+        counts = split_counts[split_of_material[material_id]]
+        counts["frames"] += frames
+        counts["materials"] += 1
+    n_frames = sum(survivors.frames)
+    n_materials = len(survivors.material_ids)
     kept = per_filter["rule_kept"]
     return {
+        "split_of_material": split_of_material,
         "split_counts": split_counts,
         "filter_counts": {
             **per_filter,
@@ -138,27 +149,52 @@ def create_training_set(
                     f"A training set named {name!r} exists; training sets are immutable, pick another name."
                 )
             watermark = queries.relaxation_watermark(session)
-            counts = _select(session, params, watermark)
-            if counts["n_frames"] == 0:
+            selection = _select(session, params, watermark)
+            if selection["n_frames"] == 0:
                 raise InvalidInput(
                     f"No frame survives the selection for training set {name!r} "
-                    f"(rule kept {counts['filter_counts']['rule_kept']['frames']} frames before the "
+                    f"(rule kept {selection['filter_counts']['rule_kept']['frames']} frames before the "
                     "outlier filters); ingest data or loosen the selection."
                 )
+            split_of_material = selection.pop("split_of_material")
             row = {
                 "name": name,
                 "rule": params.rule,
                 "parameters": params.to_json(),
                 "watermark": watermark,
-                "content_hash": queries.selected_hash(session),
-                **counts,
+                **selection,
             }
-            queries.insert_training_set(session, row)
+            queries.store(session, row, split_of_material)
             stored = queries.training_set_row(session, name)
     except IntegrityError as err:
         raise AlreadyExists(f"A training set named {name!r} exists; pick another name.") from err
     assert stored is not None
     return TrainingSetSummary.from_row(stored)
+
+
+def preview_training_set(
+    sessions: sessionmaker[Session], name: str, params: SelectionParameters
+) -> TrainingSetSummary:
+    """What ``create_training_set`` would store under ``name``: the counts per split and
+    per outlier filter, from the same selection, without storing anything or computing
+    the content hash (``trainset create --dry-run``).
+
+    Raises:
+        InvalidInput: bad parameters.
+    """
+    _validate(params)
+    with sessions.begin() as session:
+        watermark = queries.relaxation_watermark(session)
+        selection = _select(session, params, watermark)
+    del selection["split_of_material"]
+    return TrainingSetSummary(
+        name=name,
+        rule=params.rule,
+        parameters=params.to_json(),
+        relaxation_watermark=watermark,
+        content_hash=None,
+        **selection,
+    )
 
 
 def _get(session: Session, name: str) -> dict[str, Any]:
@@ -213,7 +249,8 @@ def verify_training_set(sessions: sessionmaker[Session], name: str) -> VerifyRep
     with sessions.begin() as session:
         row = _get(session, name)
         params = SelectionParameters.from_json(row["parameters"])
-        _select(session, params, row["relaxation_watermark"])
+        selection = _select(session, params, row["relaxation_watermark"])
+        queries.fill_selected(session, selection["split_of_material"])
         recomputed = queries.selected_hash(session)
         differences = queries.compare_with_stored(session, row["id"])
         differences["changed"] = _changed_frames(session, row["id"])
