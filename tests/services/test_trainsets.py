@@ -143,15 +143,22 @@ def test_a_dry_run_counts_what_create_stores_and_stores_nothing(sessions, alexan
     for field in ("split_counts", "filter_counts", "n_frames", "n_materials"):
         assert getattr(preview, field) == getattr(created, field), field
     assert preview.relaxation_watermark == created.relaxation_watermark
+    with pytest.raises(AlreadyExists, match="'later' exists"):
+        preview_training_set(sessions, "later", params)
 
 
-def test_the_pass_over_the_frames_leaves_the_planner_settings_alone(
+def test_the_pass_over_the_frames_leaves_the_session_settings_alone(
     sessions, alexandria_data
 ) -> None:  # type: ignore[no-untyped-def]
     with sessions.begin() as session:
-        before = {n: session.execute(text(f"SHOW {n}")).scalar_one() for n in queries.PARALLEL_PASS}
+        # A session's own values, not the server's defaults, must come back.
+        session.execute(text("SET max_parallel_workers_per_gather = 0"))
+        session.execute(text("SET work_mem = '7MB'"))
+        before = {n: session.execute(text(f"SHOW {n}")).scalar_one() for n in queries.PASS_SETTINGS}
         queries.select_candidates(session, SelectionParameters(), watermark=10**9)
-        after = {n: session.execute(text(f"SHOW {n}")).scalar_one() for n in queries.PARALLEL_PASS}
+        after = {n: session.execute(text(f"SHOW {n}")).scalar_one() for n in queries.PASS_SETTINGS}
+        session.execute(text("RESET ALL"))
+    assert before["max_parallel_workers_per_gather"] == "0" and before["work_mem"] == "7MB"
     assert after == before
 
 

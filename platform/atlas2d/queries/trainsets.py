@@ -219,8 +219,6 @@ def select_candidates(
             stored 5 Å one (see ``rule_frame_geometry``); None uses the stored flag.
     """
     _reset(session)
-    # Aggregating a million frames fits in memory with this.
-    session.execute(text("SET LOCAL work_mem = '256MB'"))
     flags = FLAGS_SQL.format(
         # The stored flag is for 5 Å; another cutoff comes as a list of frame ids.
         isolated="f.has_isolated_atom"
@@ -238,12 +236,7 @@ def select_candidates(
         )
         for branch, frames in _kept_frames(params, flags).items()
     ]
-    # One parallel worker shares the pass over the index while this backend aggregates
-    # in (relaxation, step) order: 1.25x faster for a million frames on two cores
-    # (more workers only contend with the aggregating leader). Left alone, the planner
-    # prices merging the ordered outputs too high. Small tables stay serial
-    # (min_parallel_index_scan_size).
-    _set_local(session, PARALLEL_PASS)
+    previous = _set_local(session, PASS_SETTINGS)
     session.execute(
         text(
             "CREATE TEMP TABLE trainset_candidates ON COMMIT DROP AS"
@@ -255,21 +248,35 @@ def select_candidates(
             "isolated_ids": [] if isolated_frames is None else isolated_frames.tolist(),
         },
     )
-    _set_local(session, dict.fromkeys(PARALLEL_PASS, "DEFAULT"))
+    _set_local(session, previous)
 
 
-PARALLEL_PASS = {
+PASS_SETTINGS = {
+    # Aggregating a million frames fits in memory with this.
+    "work_mem": "256MB",
+    # One parallel worker shares the pass over the index while this backend aggregates
+    # in (relaxation, step) order: 1.25x faster for a million frames on two cores (more
+    # workers only contend with the aggregating leader). At PostgreSQL's default costs
+    # (2, 1000, 0.1) the planner prices merging the ordered outputs too high. Small
+    # tables stay serial (min_parallel_index_scan_size).
     "max_parallel_workers_per_gather": "1",
     "parallel_setup_cost": "0",
     "parallel_tuple_cost": "0.001",
 }
-"""Planner settings for the pass over the frames (PostgreSQL's defaults: 2, 1000, 0.1)."""
+"""Settings for the pass over the frames only; the session's own come back after it."""
 
 
-def _set_local(session: Session, settings: dict[str, str]) -> None:
-    """SET LOCAL each setting (to a number or DEFAULT) for the current transaction."""
+def _set_local(session: Session, settings: dict[str, str]) -> dict[str, str]:
+    """Set each setting for the current transaction; return the values they replaced."""
+    previous = {}
     for name, value in settings.items():
-        session.execute(text(f"SET LOCAL {name} TO {value}"))
+        previous[name] = session.execute(
+            text("SELECT current_setting(:name)"), {"name": name}
+        ).scalar_one()
+        session.execute(
+            text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value}
+        )
+    return previous
 
 
 def _offending() -> str:

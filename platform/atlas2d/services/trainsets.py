@@ -132,6 +132,13 @@ def _select(session: Session, params: SelectionParameters, watermark: int) -> di
     }
 
 
+def _refuse_taken(session: Session, name: str) -> None:
+    if queries.training_set_row(session, name) is not None:
+        raise AlreadyExists(
+            f"A training set named {name!r} exists; training sets are immutable, pick another name."
+        )
+
+
 def create_training_set(
     sessions: sessionmaker[Session], name: str, params: SelectionParameters
 ) -> TrainingSetSummary:
@@ -144,10 +151,7 @@ def create_training_set(
     _validate(params)
     try:
         with sessions.begin() as session:
-            if queries.training_set_row(session, name) is not None:
-                raise AlreadyExists(
-                    f"A training set named {name!r} exists; training sets are immutable, pick another name."
-                )
+            _refuse_taken(session, name)
             watermark = queries.relaxation_watermark(session)
             selection = _select(session, params, watermark)
             if selection["n_frames"] == 0:
@@ -180,10 +184,11 @@ def preview_training_set(
     the content hash (``trainset create --dry-run``).
 
     Raises:
-        InvalidInput: bad parameters.
+        InvalidInput: bad parameters. AlreadyExists: ``name`` is taken (as create would).
     """
     _validate(params)
     with sessions.begin() as session:
+        _refuse_taken(session, name)
         watermark = queries.relaxation_watermark(session)
         selection = _select(session, params, watermark)
     del selection["split_of_material"]
