@@ -251,9 +251,11 @@ def select_candidates(
     _set_local(session, previous)
 
 
+WORK_MEM = {"work_mem": "256MB"}
+"""Aggregating a million frames, and holding 40,000 selected rows, fit in memory."""
+
 PASS_SETTINGS = {
-    # Aggregating a million frames fits in memory with this.
-    "work_mem": "256MB",
+    **WORK_MEM,
     # One parallel worker shares the pass over the index while this backend aggregates
     # in (relaxation, step) order: 1.25x faster for a million frames on two cores (more
     # workers only contend with the aggregating leader). At PostgreSQL's default costs
@@ -461,6 +463,7 @@ def store(session: Session, row: dict[str, Any], split_of_material: dict[int, st
     """Insert the ``training_sets`` row and its selected relaxations (SELECTED_SQL)."""
     import json
 
+    previous = _set_local(session, WORK_MEM)
     session.execute(
         text(STORE_SQL),
         {
@@ -471,6 +474,7 @@ def store(session: Session, row: dict[str, Any], split_of_material: dict[int, st
             **_split_parameters(split_of_material),
         },
     )
+    _set_local(session, previous)
 
 
 def training_set_row(session: Session, name: str) -> dict[str, Any] | None:
