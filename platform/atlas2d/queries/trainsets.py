@@ -154,6 +154,10 @@ def _selectors(params: SelectionParameters) -> list[str]:
     return [name for name, on in used.items() if on]
 
 
+BRANCH_RUNS = {"scanned": "NOT r.probed", "probed": "r.probed"}
+"""Which runs (relaxation ``r``) take their frames from each branch of ``_kept_frames``."""
+
+
 def _kept_frames(params: SelectionParameters, columns: str) -> dict[str, str]:
     """SQL selecting ``columns`` (on frame ``f``) of the frames the rule keeps, one
     query per branch ("scanned", "probed"), to follow the runs CTE.
@@ -174,7 +178,8 @@ def _kept_frames(params: SelectionParameters, columns: str) -> dict[str, str]:
     if rule.probe is not None:
         branches["probed"] = (
             f"SELECT {columns} FROM runs r JOIN frames f"
-            f" ON f.relaxation_id = r.id AND f.step = ANY({rule.probe}) WHERE r.probed"
+            f" ON f.relaxation_id = r.id AND f.step = ANY({rule.probe})"
+            f" WHERE {BRANCH_RUNS['probed']}"
         )
     return branches
 
@@ -232,7 +237,7 @@ def select_candidates(
             ),
             offending=_offending(),
             frames=frames,
-            branch="r.probed" if branch == "probed" else "NOT r.probed",
+            branch=BRANCH_RUNS[branch],
         )
         for branch, frames in _kept_frames(params, flags).items()
     ]
@@ -313,7 +318,7 @@ def rule_frame_geometry(
 
     kept = " UNION ALL ".join(
         f"SELECT k.id FROM ({frames}) k JOIN runs r ON r.id = k.relaxation_id"
-        f" AND {'r.probed' if branch == 'probed' else 'NOT r.probed'}"
+        f" AND {BRANCH_RUNS[branch]}"
         for branch, frames in _kept_frames(params, "f.id, f.relaxation_id").items()
     )
     rows = session.execute(
