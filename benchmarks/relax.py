@@ -1,7 +1,8 @@
 """Relaxation throughput: the ASE engine (one structure at a time), the batched engine
-(torch-sim state and models, our loop-free FIRE step), the batched engine with
-torch-sim 0.3.0's own step, and Dask with 2 workers, on the same 2D structures and the
-same model, in one run.
+(torch-sim's state, our loop-free FIRE step and, for MACE, our model adapter), the
+batched engine with torch-sim 0.3.0's own step and MaceModel, and Dask with 2 workers,
+on the same 2D structures and the same model, in one run. Also counted: the operations
+per batched step that make the host wait for the device (what costs most on a GPU).
 
     python benchmarks/relax.py [--materials 120] [--arch mace] [--device cpu]
 
@@ -34,6 +35,7 @@ from sqlalchemy import text
 
 from atlas2d.db.session import make_sessions
 from atlas2d.io.records import ParsedFile, Trajectory
+from atlas2d.mlff import batched as batched_engine
 from atlas2d.mlff import frechet_fire
 from atlas2d.mlff.relax import RelaxSettings
 from atlas2d.mlff.training import M3GNetSize, MACESize, TrainOptions
@@ -104,6 +106,7 @@ def final_energies(sessions, model_version_id: int) -> dict[str, tuple[float, bo
 
 
 loop_free_step = frechet_fire.frechet_fire_step
+our_model = batched_engine.torchsim_model
 
 
 def torch_sim_step(state, first: bool, **settings):  # type: ignore[no-untyped-def]
@@ -111,6 +114,52 @@ def torch_sim_step(state, first: bool, **settings):  # type: ignore[no-untyped-d
     from torch_sim.optimizers import _ase_fire_step
 
     return _ase_fire_step(state, is_cell_optimization=True, is_frechet=True, **settings)
+
+
+def torch_sim_model(force_field):  # type: ignore[no-untyped-def]
+    """torch-sim 0.3.0's own MaceModel (the baseline); M3GNet has only our adapter."""
+    import torch
+    from torch_sim.models.mace import MaceModel
+
+    if force_field.architecture != "mace":
+        return our_model(force_field)
+    return MaceModel(
+        model=force_field.model, device=torch.device(force_field.device), dtype=torch.float64
+    )
+
+
+def use_torch_sims_own(on: bool) -> None:
+    """Step (and model) the batched engine with torch-sim 0.3.0's own code, or ours."""
+    frechet_fire.frechet_fire_step = torch_sim_step if on else loop_free_step
+    batched_engine.torchsim_model = torch_sim_model if on else our_model
+
+
+def waits_per_step(force_field, structures) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Operations that make the host wait for the device in one FIRE step (not the
+    first) of the whole batch, ours and torch-sim 0.3.0's; see atlas2d.mlff.device_waits."""
+    import torch
+    import torch_sim as ts
+
+    from atlas2d.mlff.device_waits import count_device_waits
+    from atlas2d.mlff.forcefield import as_periodic
+
+    counts = {}
+    for label, own in (("ours", False), ("torch_sim", True)):
+        use_torch_sims_own(own)
+        model = batched_engine._in_plane_class()(batched_engine.torchsim_model(force_field))
+        model.layer_mask = torch.ones(len(structures), dtype=torch.bool, device=model.device)
+        init_fn, step = ts.frechet_cell_fire(model, md_flavor="ase_fire")
+        settings = {k: v for k, v in step.keywords.items()
+                    if k not in ("is_cell_optimization", "is_frechet")}  # fmt: skip
+        state = init_fn(
+            ts.initialize_state([as_periodic(s) for s in structures], model.device, model.dtype)
+        )
+        state = frechet_fire.frechet_fire_step(state, first=True, **settings)
+        with count_device_waits() as waits:
+            frechet_fire.frechet_fire_step(state, first=False, **settings)
+        counts[label] = sum(waits.values())
+    use_torch_sims_own(False)
+    return counts
 
 
 def total_steps(sessions, model_version_id: int) -> int:  # type: ignore[no-untyped-def]
@@ -180,23 +229,33 @@ def main() -> None:
         "device": args.device,
         "fmax_ev_per_a": args.fmax,
     }
+    from ase import Atoms
+
+    from atlas2d.services.models import load_force_field
+
+    starts = [
+        Atoms(numbers=t.species, positions=t.positions[0], cell=t.cells[0], pbc=True)
+        for t in trajectories
+    ]
+    force_field = load_force_field(sessions, "bench:1", scratch / "artifacts", device=args.device)
+    results["device_waits_per_step"] = waits_per_step(force_field, starts)
+    print(f"device waits per step: {results['device_waits_per_step']}", flush=True)
     energies: dict[str, dict[str, tuple[float, bool]]] = {}
     # Materials committed together: small for the one-at-a-time engines (resume
     # granularity), all of them for the batched engine (one batch per model call).
     runs = [
         ("ase", "ase", 0, 16),
         ("batched", "batched", 0, args.materials),
-        ("torchsim_step", "batched", 0, args.materials),
+        ("torchsim", "batched", 0, args.materials),
         ("dask_2_workers", "ase", 2, 16),
     ]
     for label, engine_name, workers, chunk_size in runs:
         if label.split("_")[0] in skip:
             continue
-        # The batched engine once more, stepped by torch-sim 0.3.0's own FIRE step (with
-        # its per-structure Fréchet loop) instead of ours: what the rewrite gained.
-        frechet_fire.frechet_fire_step = (
-            torch_sim_step if label == "torchsim_step" else loop_free_step
-        )
+        # The batched engine once more with torch-sim 0.3.0's own FIRE step (its
+        # per-structure Fréchet loop) and MaceModel (its per-structure neighbour lists)
+        # instead of ours: what the rewrites gained.
+        use_torch_sims_own(label == "torchsim")
         request = RelaxRequest(
             "bench", materials=None, settings=settings, engine=engine_name, force=True,
             device=args.device, chunk_size=chunk_size, training_set=None,
@@ -215,13 +274,13 @@ def main() -> None:
             "relaxed": report.relaxed,
         }
         print(f"{label}: {json.dumps(results[label])}", flush=True)
-    frechet_fire.frechet_fire_step = loop_free_step
-    if "torchsim_step" in results and "batched" in results:
-        results["batched_vs_torchsim_step"] = round(
-            results["batched"]["structures_per_s"] / results["torchsim_step"]["structures_per_s"], 2
+    use_torch_sims_own(False)
+    if "torchsim" in results and "batched" in results:
+        results["batched_vs_torchsim"] = round(
+            results["batched"]["structures_per_s"] / results["torchsim"]["structures_per_s"], 2
         )
     if "ase" in results:
-        for label in ("batched", "torchsim_step", "dask_2_workers"):
+        for label in ("batched", "torchsim", "dask_2_workers"):
             if label in results:
                 results[f"{label}_vs_ase"] = round(
                     results[label]["structures_per_s"] / results["ase"]["structures_per_s"], 2

@@ -127,9 +127,7 @@ def test_loop_free_fire_step_reproduces_torch_sims_step(force_field) -> None:  #
     from atlas2d.mlff.forcefield import as_periodic
     from atlas2d.mlff.frechet_fire import cell_forces_log_space, frechet_fire_step
 
-    structures = [*_layers()[:3], bulk("Mo", "bcc", a=3.25, cubic=True)]
-    structures[-1].rattle(0.05, seed=9)
-    structures[-1].set_cell(structures[-1].cell * 1.03, scale_atoms=True)
+    structures = _batch_with_bulk()
     model = _in_plane_class()(torchsim_model(force_field))
     model.layer_mask = torch.tensor([True, True, True, False])
     init_fn, reference_step = ts.frechet_cell_fire(model, md_flavor="ase_fire")
@@ -162,3 +160,79 @@ def test_loop_free_fire_step_reproduces_torch_sims_step(force_field) -> None:  #
         for b in range(5)
     ])  # fmt: skip
     assert cell_forces_log_space(x, g).sub(expected).abs().max() < 1e-12
+
+
+def _batch_with_bulk() -> list[Atoms]:
+    """Three layers of 3 and 12 atoms and a strained, rattled bcc cell."""
+    structures = [*_layers()[:3], bulk("Mo", "bcc", a=3.25, cubic=True)]
+    structures[-1].rattle(0.05, seed=9)
+    structures[-1].set_cell(structures[-1].cell * 1.03, scale_atoms=True)
+    return structures
+
+
+def test_mace_batch_model_gives_torch_sims_mace_model_outputs(trained_registry) -> None:  # type: ignore[no-untyped-def]
+    import torch
+    import torch_sim as ts
+    from torch_sim.models.mace import MaceModel
+
+    from atlas2d.mlff.forcefield import as_periodic
+    from atlas2d.mlff.torchsim_mace import mace_batch_model
+
+    mace = load_force_field(
+        trained_registry.sessions, "tiny-mace:1", trained_registry.artifacts_dir
+    )
+    structures = _batch_with_bulk()
+    state = ts.initialize_state(
+        [as_periodic(s) for s in structures], torch.device("cpu"), torch.float64
+    )
+    ours = mace_batch_model(mace.model, "cpu")(state)
+    theirs = MaceModel(model=mace.model, device=torch.device("cpu"), dtype=torch.float64)(state)
+    assert ours["energy"].shape == (len(structures),)
+    assert ours["forces"].shape == (sum(len(s) for s in structures), 3)
+    assert ours["stress"].shape == (len(structures), 3, 3)
+    for key in ("energy", "forces", "stress"):
+        torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=1e-10)
+    assert ours["forces"].abs().max() > 1e-3  # not a trivially flat comparison
+
+
+def test_a_batched_mace_step_never_waits_for_the_device(trained_registry) -> None:  # type: ignore[no-untyped-def]
+    """A FIRE step of the batched engine (our step, our MACE adapter, the in-plane
+    stress mask) reads nothing back from the device: on a GPU each such read stalls the
+    queue. torch-sim's own step and model read back several values per structure, which
+    the census must see."""
+    import torch
+    import torch_sim as ts
+    from torch_sim.models.mace import MaceModel
+
+    from atlas2d.mlff.batched import _in_plane_class, torchsim_model
+    from atlas2d.mlff.device_waits import count_device_waits
+    from atlas2d.mlff.forcefield import as_periodic
+    from atlas2d.mlff.frechet_fire import frechet_fire_step
+
+    mace = load_force_field(
+        trained_registry.sessions, "tiny-mace:1", trained_registry.artifacts_dir
+    )
+    structures = _batch_with_bulk()
+    initial = [as_periodic(s) for s in structures]
+
+    def first_step(inner):  # type: ignore[no-untyped-def]
+        model = _in_plane_class()(inner)
+        model.layer_mask = torch.tensor([True, True, True, False])
+        init_fn, torch_sim_step = ts.frechet_cell_fire(model, md_flavor="ase_fire")
+        settings = {k: v for k, v in torch_sim_step.keywords.items()
+                    if k not in ("is_cell_optimization", "is_frechet")}  # fmt: skip
+        state = init_fn(ts.initialize_state(initial, model.device, model.dtype))
+        return frechet_fire_step(state, first=True, **settings), settings, torch_sim_step
+
+    state, settings, _ = first_step(torchsim_model(mace))
+    with count_device_waits() as waits:
+        state = frechet_fire_step(state, first=False, **settings)
+    assert waits == {}
+    assert torch.isfinite(state.energy).all()
+
+    state, _, torch_sim_step = first_step(
+        MaceModel(model=mace.model, device=torch.device("cpu"), dtype=torch.float64)
+    )
+    with count_device_waits() as waits:
+        torch_sim_step(state)
+    assert sum(waits.values()) > len(structures)

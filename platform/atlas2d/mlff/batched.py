@@ -4,8 +4,10 @@ the same algorithm and cell filter as :func:`atlas2d.mlff.relax.relax_ase`. torc
 sets up the state; each step is :func:`atlas2d.mlff.frechet_fire.frechet_fire_step`,
 torch-sim's step without its per-structure loop (equal to it to 1e-9, tested).
 
-MACE runs through torch-sim's own ``MaceModel``; M3GNet through
-:class:`M3GNetTorchSimModel`, a small adapter over our batch API. Both are wrapped in
+MACE runs through :func:`atlas2d.mlff.torchsim_mace.mace_batch_model` (torch-sim's
+``MaceModel`` with one host round trip per call instead of several per structure);
+M3GNet through :class:`M3GNetTorchSimModel`, a small adapter over our batch API. Both
+are wrapped in
 :class:`InPlaneStressModel`, which zeroes the z-index stress components of 2D layers
 for the optimiser, as the ASE engine's calculator does.
 
@@ -39,18 +41,10 @@ def _model_interface() -> Any:
 
 def torchsim_model(force_field: ForceField) -> Any:
     """The torch-sim model of a force field (float64, the force field's device)."""
-    import torch
-
     if force_field.architecture == "mace":
-        from torch_sim.models.mace import MaceModel
+        from atlas2d.mlff.torchsim_mace import mace_batch_model
 
-        return MaceModel(
-            model=force_field.model,  # type: ignore[attr-defined]
-            device=torch.device(force_field.device),  # type: ignore[attr-defined]
-            dtype=torch.float64,
-            compute_forces=True,
-            compute_stress=True,
-        )
+        return mace_batch_model(force_field.model, force_field.device)  # type: ignore[attr-defined]
     return _m3gnet_model_class()(force_field)
 
 
@@ -120,12 +114,13 @@ def _in_plane_class() -> type:
 
         def forward(self, state: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
             output = dict(self.inner(state, **kwargs))
-            self.full_stress = output["stress"].detach().clone()
-            stress = output["stress"].clone()
-            mask = self.layer_mask.to(stress.device)
-            stress[mask, 2, :] = 0.0
-            stress[mask, :, 2] = 0.0
-            output["stress"] = stress
+            self.full_stress = output["stress"].detach()
+            stress = output["stress"]
+            # torch.where, not boolean indexing: that would wait for the device.
+            z_index = torch.zeros((3, 3), dtype=torch.bool, device=stress.device)
+            z_index[2, :] = z_index[:, 2] = True
+            zeroed = self.layer_mask.view(-1, 1, 1) & z_index
+            output["stress"] = torch.where(zeroed, torch.zeros_like(stress), stress)
             return output
 
     return InPlaneStressModel
@@ -198,16 +193,14 @@ def _relax_batch(
         if k not in ("is_cell_optimization", "is_frechet")
     }
     active = list(range(len(structures)))  # batch positions of the systems in the state
-    model.layer_mask = torch.tensor(in_plane, dtype=torch.bool)
+    model.layer_mask = torch.tensor(in_plane, dtype=torch.bool, device=model.device)
     state = init_fn(
         ts.initialize_state([as_periodic(s) for s in structures], model.device, model.dtype)
     )
     trajectories: list[list[tuple]] = [[] for _ in structures]
     done: list[tuple[int, RelaxResult]] = []
     for step in range(settings.max_steps + 1):
-        atom_forces = torch.zeros(
-            state.n_systems, dtype=state.forces.dtype, device=state.forces.device
-        )
+        atom_forces = torch.zeros(len(active), dtype=state.forces.dtype, device=state.forces.device)
         atom_forces = atom_forces.scatter_reduce(
             0, state.system_idx, state.forces.norm(dim=1), reduce="amax", include_self=True
         )
@@ -252,7 +245,9 @@ def _relax_batch(
                 break
             active = [active[k] for k in keep]
             state = state[keep]
-            model.layer_mask = torch.tensor([in_plane[i] for i in active], dtype=torch.bool)
+            model.layer_mask = torch.tensor(
+                [in_plane[i] for i in active], dtype=torch.bool, device=model.device
+            )
         state = frechet_fire_step(state, first=step == 0, **settings_of_step)
     return done
 

@@ -14,9 +14,15 @@ no hydrostatic or constant-volume constraint), with two changes that keep its re
   upper-right block of expm([[Xᵀ, G], [0, Xᵀ]]): one batched 6×6 matrix exponential
   for the whole batch (:func:`cell_forces_log_space`).
 - **No host round trips.** torch-sim checks every step whether any velocity is NaN
-  (its mark of the first step) and whether a volume is non-positive, two device-to-host
-  synchronisations; the first step is told by the caller instead, and volumes are not
-  checked (a collapsed cell shows as non-finite energies, which the engine reports).
+  (its mark of the first step) and whether a volume is non-positive; its helpers count
+  the structures with ``torch.unique``, check the system indices of every per-structure
+  dot product with ``.min()``/``.max()``, and solve and invert with the error-checking
+  ``torch.linalg`` calls. Each of those makes the host wait for the device. Here the
+  first step is told by the caller, volumes are not checked (a collapsed cell shows as
+  non-finite energies, which the engine reports), the count is the cells' leading
+  dimension, sums per structure are one ``index_add_`` of known length, and the linear
+  algebra is ``solve_ex``/``inv_ex`` (the same kernels without the check). A test counts
+  the waiting operations of a step: none.
 """
 
 from __future__ import annotations
@@ -48,6 +54,11 @@ def cell_forces_log_space(
     return torch.matrix_exp(block)[:, :3, 3:]
 
 
+def _per_system_dot(x: torch.Tensor, y: torch.Tensor, system: torch.Tensor, n: int) -> torch.Tensor:
+    """Σ x·y over each structure's rows: x, y (N, 3), system (N,) -> (n,)."""
+    return x.new_zeros(n).index_add_(0, system, (x * y).sum(dim=1))
+
+
 def frechet_fire_step(
     state: Any,
     model: Any,
@@ -70,18 +81,20 @@ def frechet_fire_step(
         first: the state's first step (its velocities are still unset).
         dt_max … eps: the optimiser's settings, as torch-sim's step takes them.
     """
-    from torch_sim.math import batched_vdot
-
-    n = state.n_systems
+    n = state.row_vector_cell.shape[0]
     system = state.system_idx
-    deformation = state.deform_grad()  # F, (n, 3, 3)
+
+    # F from reference to current row-vector cell, F = (A⁻¹ B)ᵀ as torch-sim's deform_grad.
+    deformation = torch.linalg.solve_ex(
+        state.reference_row_vector_cell, state.row_vector_cell
+    ).result.mT  # (n, 3, 3)
     if first:  # torch-sim's first step: zero velocities, no power check, no mixing
         forces = state.forces
         state.velocities = torch.zeros_like(state.positions)
         state.cell_velocities = torch.zeros_like(state.cell_positions)
     else:
         forces = torch.bmm(state.forces.unsqueeze(1), deformation[system]).squeeze(1)
-        power = batched_vdot(forces, state.velocities, system) + (
+        power = _per_system_dot(forces, state.velocities, system, n) + (
             state.cell_forces * state.cell_velocities
         ).sum(dim=(1, 2))
         uphill = power <= 0.0
@@ -96,11 +109,11 @@ def frechet_fire_step(
         state.n_pos = torch.where(uphill, torch.zeros_like(state.n_pos), state.n_pos + 1)
         # Velocity mixing before the acceleration (ASE's order).
         v_norm = torch.sqrt(
-            batched_vdot(state.velocities, state.velocities, system)
+            _per_system_dot(state.velocities, state.velocities, system, n)
             + state.cell_velocities.pow(2).sum(dim=(1, 2))
         )
         f_norm = torch.sqrt(
-            batched_vdot(forces, forces, system) + state.cell_forces.pow(2).sum(dim=(1, 2))
+            _per_system_dot(forces, forces, system, n) + state.cell_forces.pow(2).sum(dim=(1, 2))
         )
         alpha = state.alpha.view(n, 1, 1)
         state.cell_velocities = torch.where(
@@ -123,13 +136,17 @@ def frechet_fire_step(
     state.cell_velocities = state.cell_velocities + state.cell_forces * dt.view(n, 1, 1)
     dr_atom = state.velocities * dt[system].unsqueeze(-1)
     dr_cell = state.cell_velocities * dt.view(n, 1, 1)
-    dr_norm = torch.sqrt(batched_vdot(dr_atom, dr_atom, system) + dr_cell.pow(2).sum(dim=(1, 2)))
+    dr_norm = torch.sqrt(
+        _per_system_dot(dr_atom, dr_atom, system, n) + dr_cell.pow(2).sum(dim=(1, 2))
+    )
     scale = torch.where(dr_norm > max_step, max_step / (dr_norm + eps), torch.ones_like(dr_norm))
     dr_atom = dr_atom * scale[system].unsqueeze(-1)
     dr_cell = dr_cell * scale.view(n, 1, 1)
 
     # Move in the undeformed frame, then apply the new deformation F = expm(log F).
-    undeformed = torch.linalg.solve(deformation[system], state.positions.unsqueeze(-1)).squeeze(-1)
+    undeformed = torch.linalg.solve_ex(
+        deformation[system], state.positions.unsqueeze(-1)
+    ).result.squeeze(-1)
     state.cell_positions = state.cell_positions + dr_cell
     log_deformation = state.cell_positions / (state.cell_factor + eps)
     new_deformation = torch.matrix_exp(log_deformation)
@@ -146,7 +163,7 @@ def frechet_fire_step(
     )
     volumes = torch.linalg.det(state.cell).view(n, 1, 1)
     virial = -volumes * (state.stress + state.pressure)
-    cell_gradient = torch.bmm(virial, torch.linalg.inv(new_deformation.mT))
+    cell_gradient = torch.bmm(virial, torch.linalg.inv_ex(new_deformation.mT).inverse)
     state.cell_forces = cell_forces_log_space(log_deformation, cell_gradient) / (
         state.cell_factor + eps
     )
