@@ -18,6 +18,11 @@ def test_reads_of_device_values_are_counted_and_device_only_work_is_not() -> Non
         torch.bincount(x.long())
         torch.linalg.solve(torch.eye(3), torch.ones(3))
         torch.equal(x, x)
+        torch.matrix_exp(torch.zeros(2, 3, 3))
+        torch.nonzero(x)
+        torch.masked_select(x, mask)
+        torch.unique_consecutive(x)
+        torch.repeat_interleave(x[:2], torch.tensor([1, 2]))
     assert waits == {
         "boolean index": 1,
         "_local_scalar_dense": 2,
@@ -25,6 +30,11 @@ def test_reads_of_device_values_are_counted_and_device_only_work_is_not() -> Non
         "bincount": 1,
         "_linalg_check_errors": 1,
         "equal": 1,
+        "linalg_matrix_exp": 1,
+        "nonzero": 1,
+        "masked_select": 1,
+        "unique_consecutive": 1,
+        "repeat_interleave": 1,
     }
 
     with count_device_waits() as waits:
@@ -33,4 +43,6 @@ def test_reads_of_device_values_are_counted_and_device_only_work_is_not() -> Non
         torch.linalg.solve_ex(torch.eye(3), torch.ones(3))
         torch.linalg.inv_ex(torch.eye(3))
         x.new_zeros(2).index_add_(0, torch.tensor([0, 1, 1]), x[:3])
+        torch.repeat_interleave(x[:2], torch.tensor([1, 2]), output_size=3)
+        torch.repeat_interleave(x[:2], 2)
     assert waits == {}

@@ -119,7 +119,7 @@ def _in_plane_class() -> type:
             # torch.where, not boolean indexing: that would wait for the device.
             z_index = torch.zeros((3, 3), dtype=torch.bool, device=stress.device)
             z_index[2, :] = z_index[:, 2] = True
-            zeroed = self.layer_mask.view(-1, 1, 1) & z_index
+            zeroed = self.layer_mask.to(stress.device).view(-1, 1, 1) & z_index
             output["stress"] = torch.where(zeroed, torch.zeros_like(stress), stress)
             return output
 

@@ -13,16 +13,18 @@ no hydrostatic or constant-volume constraint), with two changes that keep its re
   the adjoint derivative, Σ_mn L(X, E_μν)_mn G_mn = L(Xᵀ, G)_μν, and L(Xᵀ, G) is the
   upper-right block of expm([[Xᵀ, G], [0, Xᵀ]]): one batched 6×6 matrix exponential
   for the whole batch (:func:`cell_forces_log_space`).
-- **No host round trips.** torch-sim checks every step whether any velocity is NaN
-  (its mark of the first step) and whether a volume is non-positive; its helpers count
-  the structures with ``torch.unique``, check the system indices of every per-structure
-  dot product with ``.min()``/``.max()``, and solve and invert with the error-checking
-  ``torch.linalg`` calls. Each of those makes the host wait for the device. Here the
-  first step is told by the caller, volumes are not checked (a collapsed cell shows as
-  non-finite energies, which the engine reports), the count is the cells' leading
-  dimension, sums per structure are one ``index_add_`` of known length, and the linear
-  algebra is ``solve_ex``/``inv_ex`` (the same kernels without the check). A test counts
-  the waiting operations of a step: none.
+- **No reads of device values but two.** torch-sim checks every step whether any
+  velocity is NaN (its mark of the first step) and whether a volume is non-positive;
+  its helpers count the structures with ``torch.unique``, check the system indices of
+  every per-structure dot product with ``.min()``/``.max()``, and solve and invert with
+  the error-checking ``torch.linalg`` calls. Each of those makes the host wait for a
+  GPU. Here the first step is told by the caller, volumes are not checked, the count is
+  the cells' leading dimension, sums per structure are one ``index_add_`` of known
+  length, and the linear algebra is ``solve_ex``/``inv_ex`` (the same kernels without
+  the check: a singular cell gives non-finite values instead of an exception, and the
+  engine reports non-finite results as diverged). What waits is the two batched
+  ``torch.matrix_exp`` calls (the kernel reads norms on the host), whatever the batch
+  size; a test counts them (:mod:`atlas2d.mlff.device_waits`).
 """
 
 from __future__ import annotations

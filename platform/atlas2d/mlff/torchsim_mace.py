@@ -9,10 +9,11 @@ and, whenever they differ, rebuilds its per-structure pointers with one ``.item(
 structure. On a GPU, where a model call on a few thousand atoms takes milliseconds,
 those waits grow with the batch and dominate the step.
 
-:class:`MACEBatchModel` gives the model the same inputs (the same vesin neighbour list,
-one-hot elements, pointers and shifts; equal outputs, tested) from one copy of all
-positions and cells to the host, one vesin call per structure on host arrays, and one
-copy of the pairs back. Everything else stays on the device.
+:class:`MACEBatchModel` gives the model the same inputs for periodic structures (the
+batched engine makes every structure 3D periodic): the same vesin neighbour list,
+one-hot elements, pointers and shifts (equal outputs, tested). It builds them from one
+copy of all positions and cells to the host, one vesin call per structure on host
+arrays, and one copy of the pairs back. Everything else stays on the device.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def mace_batch_model(model: Any, device: str) -> Any:
             system = state.system_idx
             n_systems = cells.shape[0]
             edge_index, unit_shifts = self.neighbour_list(state.positions, cells, system)
-            # bincount and one_hot read a maximum or minimum back to the host; these do not.
+            # bincount reads its maximum back to the host (one_hot its minimum, on the CPU).
             counts = system.new_zeros(n_systems).index_add_(0, system, torch.ones_like(system))
             ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
             columns = self.element_index[state.atomic_numbers].unsqueeze(1)
@@ -98,8 +99,8 @@ def mace_batch_model(model: Any, device: str) -> Any:
                 edge_index (2, E) long: sender and receiver atoms, indexed in the batch;
                 unit_shifts (E, 3) float: the receiver's image, in lattice vectors.
             """
-            # The one wait for the device in a step: positions, cells and membership
-            # come to the host together.
+            # The model's one round trip: positions, cells and membership to the host
+            # (the first copy waits for the queue; the others find it empty), pairs back.
             host_positions = positions.detach().to("cpu", torch.float64).numpy()
             host_cells = cells.detach().to("cpu", torch.float64).numpy()
             sizes = np.bincount(system.to("cpu").numpy(), minlength=len(host_cells))
