@@ -1,8 +1,10 @@
 """Relaxation throughput: the ASE engine (one structure at a time), the batched engine
 (torch-sim's state, our loop-free FIRE step and, for MACE, our model adapter), the
 batched engine with torch-sim 0.3.0's own step and MaceModel, and Dask with 2 workers,
-on the same 2D structures and the same model, in one run. Also counted: the operations
-per batched step that make the host wait for the device (what costs most on a GPU).
+on the same 2D structures and the same model, in one run. Also counted, to read the
+figures for a GPU: the operations per batched step that make the host wait for the
+device, the ATen operations (kernel launches) per step of each engine, and the steps of
+the longest relaxation (a batch takes as many steps as its longest member).
 
     python benchmarks/relax.py [--materials 120] [--arch mace] [--device cpu]
 
@@ -134,6 +136,50 @@ def use_torch_sims_own(on: bool) -> None:
     batched_engine.torchsim_model = torch_sim_model if on else our_model
 
 
+def operations_per_step(force_field, structures) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """ATen operations (each a kernel launch on a GPU) per step: one ASE calculator call
+    on one structure (the largest), and one batched FIRE step with the model on all.
+
+    With structures this small a GPU finishes each kernel faster than the host launches
+    the next, so host time per step follows these counts."""
+    import torch
+    import torch_sim as ts
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from atlas2d.mlff.forcefield import as_periodic
+
+    class Count(TorchDispatchMode):
+        operations = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            Count.operations += 1
+            return func(*args, **(kwargs or {}))
+
+    def counted(call) -> int:  # type: ignore[no-untyped-def]
+        Count.operations = 0
+        with Count():
+            call()
+        return Count.operations
+
+    atoms = max(structures, key=len).copy()
+    atoms.calc = force_field.calculator(in_plane_stress=True)
+    atoms.get_forces()
+    atoms.positions[0, 0] += 0.01  # a new geometry: the next call evaluates the model
+    ase = counted(lambda: (atoms.get_forces(), atoms.get_stress()))
+
+    model = batched_engine._in_plane_class()(batched_engine.torchsim_model(force_field))
+    model.layer_mask = torch.ones(len(structures), dtype=torch.bool, device=model.device)
+    init_fn, step = ts.frechet_cell_fire(model, md_flavor="ase_fire")
+    settings = {k: v for k, v in step.keywords.items()
+                if k not in ("is_cell_optimization", "is_frechet")}  # fmt: skip
+    state = init_fn(
+        ts.initialize_state([as_periodic(s) for s in structures], model.device, model.dtype)
+    )
+    state = frechet_fire.frechet_fire_step(state, first=True, **settings)
+    batched = counted(lambda: frechet_fire.frechet_fire_step(state, first=False, **settings))
+    return {"ase_per_structure_step": ase, "batched_per_step": batched}
+
+
 def waits_per_step(force_field, structures) -> dict[str, int]:  # type: ignore[no-untyped-def]
     """Operations that make the host wait for the device in one FIRE step (not the
     first) of the whole batch, ours and torch-sim 0.3.0's; see atlas2d.mlff.device_waits."""
@@ -162,17 +208,19 @@ def waits_per_step(force_field, structures) -> dict[str, int]:  # type: ignore[n
     return counts
 
 
-def total_steps(sessions, model_version_id: int) -> int:  # type: ignore[no-untyped-def]
+def total_steps(sessions, model_version_id: int) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """FIRE steps of all relaxations together, and of the longest (a batch of them all
+    takes as many steps as its longest member)."""
     with sessions.begin() as session:
-        return int(
-            session.execute(
-                text(
-                    "SELECT sum((info ->> 'optimizer_steps')::int) FROM relaxations"
-                    " WHERE model_version_id = :mv"
-                ),
-                {"mv": model_version_id},
-            ).scalar_one()
-        )
+        total, longest = session.execute(
+            text(
+                "SELECT sum((info ->> 'optimizer_steps')::int),"
+                " max((info ->> 'optimizer_steps')::int) FROM relaxations"
+                " WHERE model_version_id = :mv"
+            ),
+            {"mv": model_version_id},
+        ).one()
+    return int(total), int(longest)
 
 
 def main() -> None:
@@ -239,7 +287,9 @@ def main() -> None:
     ]
     force_field = load_force_field(sessions, "bench:1", scratch / "artifacts", device=args.device)
     results["device_waits_per_step"] = waits_per_step(force_field, starts)
+    results["operations_per_step"] = operations_per_step(force_field, starts)
     print(f"device waits per step: {results['device_waits_per_step']}", flush=True)
+    print(f"operations per step: {results['operations_per_step']}", flush=True)
     energies: dict[str, dict[str, tuple[float, bool]]] = {}
     # Materials committed together: small for the one-at-a-time engines (resume
     # granularity), all of them for the batched engine (one batch per model call).
@@ -263,13 +313,14 @@ def main() -> None:
         started = time.perf_counter()
         report = relax(sessions, request, scratch / "artifacts", workers=workers)
         seconds = time.perf_counter() - started
-        steps = total_steps(sessions, model_version_id)
+        steps, longest = total_steps(sessions, model_version_id)
         energies[label] = final_energies(sessions, model_version_id)
         results[label] = {
             "seconds": round(seconds, 2),
             "structures_per_s": round(report.relaxed / seconds, 3),
             "steps_per_s": round(steps / seconds, 1),
             "total_steps": steps,
+            "longest_relaxation_steps": longest,
             "converged": report.converged,
             "relaxed": report.relaxed,
         }
