@@ -7,9 +7,8 @@ torch-sim's step without its per-structure loop (equal to it to 1e-9, tested).
 MACE runs through :func:`atlas2d.mlff.torchsim_mace.mace_batch_model` (torch-sim's
 ``MaceModel`` with one host round trip per call instead of several per structure);
 M3GNet through :class:`M3GNetTorchSimModel`, a small adapter over our batch API. Both
-are wrapped in
-:class:`InPlaneStressModel`, which zeroes the z-index stress components of 2D layers
-for the optimiser, as the ASE engine's calculator does.
+are wrapped in :class:`InPlaneStressModel`, which zeroes the z-index stress components
+of 2D layers for the optimiser, as the ASE engine's calculator does.
 
 Structures are grouped into batches of at most ``max_atoms`` atoms (automatic batch
 sizing by atom count). Every step each structure's convergence is checked (atomic and

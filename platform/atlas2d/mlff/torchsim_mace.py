@@ -93,7 +93,8 @@ def mace_batch_model(model: Any, device: str) -> Any:
         def neighbour_list(
             self, positions: torch.Tensor, cells: torch.Tensor, system: torch.Tensor
         ) -> tuple[torch.Tensor, torch.Tensor]:
-            """All pairs within the cutoff, every structure 3D periodic.
+            """All pairs within the cutoff, every structure 3D periodic. A structure's
+            atoms are contiguous and in system order, as torch-sim's states keep them.
 
             Returns:
                 edge_index (2, E) long: sender and receiver atoms, indexed in the batch;
