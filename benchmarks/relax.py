@@ -136,17 +136,33 @@ def use_torch_sims_own(on: bool) -> None:
     batched_engine.torchsim_model = torch_sim_model if on else our_model
 
 
+def second_step(force_field, structures):  # type: ignore[no-untyped-def]
+    """The batched engine's state of all structures (as layers) after its first FIRE
+    step, and a call that takes the second: what the counts below watch."""
+    import torch
+    import torch_sim as ts
+
+    from atlas2d.mlff.forcefield import as_periodic
+
+    model = batched_engine._in_plane_class()(batched_engine.torchsim_model(force_field))
+    model.layer_mask = torch.ones(len(structures), dtype=torch.bool, device=model.device)
+    init_fn, step = ts.frechet_cell_fire(model, md_flavor="ase_fire")
+    settings = {k: v for k, v in step.keywords.items()
+                if k not in ("is_cell_optimization", "is_frechet")}  # fmt: skip
+    state = init_fn(
+        ts.initialize_state([as_periodic(s) for s in structures], model.device, model.dtype)
+    )
+    state = frechet_fire.frechet_fire_step(state, first=True, **settings)
+    return lambda: frechet_fire.frechet_fire_step(state, first=False, **settings)
+
+
 def operations_per_step(force_field, structures) -> dict[str, int]:  # type: ignore[no-untyped-def]
     """ATen operations (each a kernel launch on a GPU) per step: one ASE calculator call
     on one structure (the largest), and one batched FIRE step with the model on all.
 
     With structures this small a GPU finishes each kernel faster than the host launches
     the next, so host time per step follows these counts."""
-    import torch
-    import torch_sim as ts
     from torch.utils._python_dispatch import TorchDispatchMode
-
-    from atlas2d.mlff.forcefield import as_periodic
 
     class Count(TorchDispatchMode):
         operations = 0
@@ -166,43 +182,21 @@ def operations_per_step(force_field, structures) -> dict[str, int]:  # type: ign
     atoms.get_forces()
     atoms.positions[0, 0] += 0.01  # a new geometry: the next call evaluates the model
     ase = counted(lambda: (atoms.get_forces(), atoms.get_stress()))
-
-    model = batched_engine._in_plane_class()(batched_engine.torchsim_model(force_field))
-    model.layer_mask = torch.ones(len(structures), dtype=torch.bool, device=model.device)
-    init_fn, step = ts.frechet_cell_fire(model, md_flavor="ase_fire")
-    settings = {k: v for k, v in step.keywords.items()
-                if k not in ("is_cell_optimization", "is_frechet")}  # fmt: skip
-    state = init_fn(
-        ts.initialize_state([as_periodic(s) for s in structures], model.device, model.dtype)
-    )
-    state = frechet_fire.frechet_fire_step(state, first=True, **settings)
-    batched = counted(lambda: frechet_fire.frechet_fire_step(state, first=False, **settings))
+    batched = counted(second_step(force_field, structures))
     return {"ase_per_structure_step": ase, "batched_per_step": batched}
 
 
 def waits_per_step(force_field, structures) -> dict[str, int]:  # type: ignore[no-untyped-def]
     """Operations that make the host wait for the device in one FIRE step (not the
     first) of the whole batch, ours and torch-sim 0.3.0's; see atlas2d.mlff.device_waits."""
-    import torch
-    import torch_sim as ts
-
     from atlas2d.mlff.device_waits import count_device_waits
-    from atlas2d.mlff.forcefield import as_periodic
 
     counts = {}
     for label, own in (("ours", False), ("torch_sim", True)):
         use_torch_sims_own(own)
-        model = batched_engine._in_plane_class()(batched_engine.torchsim_model(force_field))
-        model.layer_mask = torch.ones(len(structures), dtype=torch.bool, device=model.device)
-        init_fn, step = ts.frechet_cell_fire(model, md_flavor="ase_fire")
-        settings = {k: v for k, v in step.keywords.items()
-                    if k not in ("is_cell_optimization", "is_frechet")}  # fmt: skip
-        state = init_fn(
-            ts.initialize_state([as_periodic(s) for s in structures], model.device, model.dtype)
-        )
-        state = frechet_fire.frechet_fire_step(state, first=True, **settings)
+        step = second_step(force_field, structures)
         with count_device_waits() as waits:
-            frechet_fire.frechet_fire_step(state, first=False, **settings)
+            step()
         counts[label] = sum(waits.values())
     use_torch_sims_own(False)
     return counts
