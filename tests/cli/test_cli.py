@@ -114,3 +114,26 @@ def test_a_new_user_on_the_embedded_database(tmp_path: Path) -> None:
         assert _atlas2d(home, "db", "url").stdout.startswith("postgresql+psycopg://")
     finally:
         _atlas2d(home, "db", "stop")
+
+
+def test_a_table_written_to_a_pipe_keeps_every_number_on_one_line(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Rich folds at 80 columns when it has no terminal; a wide table then split numbers
+    across lines in every log. Without a terminal and without COLUMNS, nothing folds."""
+    import pandas as pd
+
+    from atlas2d.cli import output
+
+    frame = pd.DataFrame({f"formation_energy_ev_per_atom_{i}": [-1.119381 - i] for i in range(10)})
+    numbers = [f"{-1.119381 - i:.6g}" for i in range(10)]
+    monkeypatch.delenv("COLUMNS", raising=False)
+    piped = io.StringIO()
+    monkeypatch.setattr(output, "console", output.make_console(file=piped))
+    output.print_frame(frame, output.OutputFormat.table)
+    assert all(number in piped.getvalue() for number in numbers)
+
+    monkeypatch.setenv("COLUMNS", "80")  # a width asked for is a width kept
+    narrow = io.StringIO()
+    monkeypatch.setattr(output, "console", output.make_console(file=narrow))
+    output.print_frame(frame, output.OutputFormat.table)
+    assert max(len(line) for line in narrow.getvalue().splitlines()) <= 80
+    assert not any(number in narrow.getvalue() for number in numbers)  # folded, as asked

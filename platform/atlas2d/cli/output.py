@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Console
 
 if TYPE_CHECKING:
     import pandas as pd
 
-console = Console()
-error_console = Console(stderr=True)
+PIPE_WIDTH = 240
+"""Columns of output written to a file or a pipe, where there is no screen to fit."""
+
+
+def make_console(stderr: bool = False, file: IO[str] | None = None) -> Console:
+    """Rich's console, except that written to a file or a pipe without ``COLUMNS`` set it
+    folds at :data:`PIPE_WIDTH` columns, not Rich's 80: at 80 a table of results folded
+    numbers across two lines in every log of ``atlas2d demo``."""
+    console = Console(stderr=stderr, file=file)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, file=file, width=PIPE_WIDTH)
+    return console
+
+
+console = make_console()
+error_console = make_console(stderr=True)
 
 
 class OutputFormat(str, Enum):
