@@ -140,19 +140,11 @@ def second_step(force_field, structures):  # type: ignore[no-untyped-def]
     """The batched engine's state of all structures (as layers) after its first FIRE
     step, and a call that takes the second: what the counts below watch."""
     import torch
-    import torch_sim as ts
-
-    from atlas2d.mlff.forcefield import as_periodic
 
     model = batched_engine._in_plane_class()(batched_engine.torchsim_model(force_field))
     model.layer_mask = torch.ones(len(structures), dtype=torch.bool, device=model.device)
-    init_fn, step = ts.frechet_cell_fire(model, md_flavor="ase_fire")
-    settings = {k: v for k, v in step.keywords.items()
-                if k not in ("is_cell_optimization", "is_frechet")}  # fmt: skip
-    state = init_fn(
-        ts.initialize_state([as_periodic(s) for s in structures], model.device, model.dtype)
-    )
-    state = frechet_fire.frechet_fire_step(state, first=True, **settings)
+    start, settings, _ = frechet_fire.fire_optimiser(model)
+    state = frechet_fire.frechet_fire_step(start(structures), first=True, **settings)
     return lambda: frechet_fire.frechet_fire_step(state, first=False, **settings)
 
 

@@ -120,24 +120,22 @@ def test_loop_free_fire_step_reproduces_torch_sims_step(force_field) -> None:  #
     """Thirty steps of our FIRE step and torch-sim 0.3.0's on the same batch (layers and
     bulk) give the same positions, cells, energies and cell forces."""
     import torch
-    import torch_sim as ts
     import torch_sim.math as tsm
 
     from atlas2d.mlff.batched import _in_plane_class, torchsim_model
-    from atlas2d.mlff.forcefield import as_periodic
-    from atlas2d.mlff.frechet_fire import cell_forces_log_space, frechet_fire_step
+    from atlas2d.mlff.frechet_fire import (
+        cell_forces_log_space,
+        fire_optimiser,
+        frechet_fire_step,
+    )
 
     structures = _batch_with_bulk()
     model = _in_plane_class()(torchsim_model(force_field))
     model.layer_mask = torch.tensor([True, True, True, False])
-    init_fn, reference_step = ts.frechet_cell_fire(model, md_flavor="ase_fire")
-    settings = {k: v for k, v in reference_step.keywords.items()
-                if k not in ("is_cell_optimization", "is_frechet")}  # fmt: skip
+    start_from, settings, reference_step = fire_optimiser(model)
 
     def start():  # type: ignore[no-untyped-def]
-        return init_fn(
-            ts.initialize_state([as_periodic(s) for s in structures], model.device, model.dtype)
-        )
+        return start_from(structures)
 
     ours, theirs = start(), start()
     for step in range(30):
@@ -203,13 +201,11 @@ def test_a_batched_mace_step_waits_for_the_device_twice_whatever_the_batch(
     matrix exponentials' and no more for four structures than for one; torch-sim's own
     step and model have dozens per structure, which the census must see."""
     import torch
-    import torch_sim as ts
     from torch_sim.models.mace import MaceModel
 
     from atlas2d.mlff.batched import _in_plane_class, torchsim_model
     from atlas2d.mlff.device_waits import count_device_waits
-    from atlas2d.mlff.forcefield import as_periodic
-    from atlas2d.mlff.frechet_fire import frechet_fire_step
+    from atlas2d.mlff.frechet_fire import fire_optimiser, frechet_fire_step
 
     mace = load_force_field(
         trained_registry.sessions, "tiny-mace:1", trained_registry.artifacts_dir
@@ -218,12 +214,8 @@ def test_a_batched_mace_step_waits_for_the_device_twice_whatever_the_batch(
     def second_step_waits(inner, structures, torch_sims_step=False):  # type: ignore[no-untyped-def]
         model = _in_plane_class()(inner)
         model.layer_mask = torch.tensor([not s.pbc[2] for s in structures])  # layers
-        init_fn, torch_sim_step = ts.frechet_cell_fire(model, md_flavor="ase_fire")
-        settings = {k: v for k, v in torch_sim_step.keywords.items()
-                    if k not in ("is_cell_optimization", "is_frechet")}  # fmt: skip
-        initial = [as_periodic(s) for s in structures]
-        state = init_fn(ts.initialize_state(initial, model.device, model.dtype))
-        state = frechet_fire_step(state, first=True, **settings)
+        start, settings, torch_sim_step = fire_optimiser(model)
+        state = frechet_fire_step(start(structures), first=True, **settings)
         with count_device_waits() as waits:
             if torch_sims_step:
                 state = torch_sim_step(state)

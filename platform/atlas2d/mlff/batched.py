@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from atlas2d.mlff.forcefield import ForceField, as_periodic
+from atlas2d.mlff.forcefield import ForceField
 from atlas2d.mlff.relax import RelaxResult, RelaxSettings
 
 DEFAULT_MAX_ATOMS = {"cpu": 2_000, "cuda": 50_000}
@@ -110,15 +110,16 @@ def _in_plane_class() -> type:
             self._memory_scales_with = inner.memory_scales_with
             self.layer_mask = torch.zeros(0, dtype=torch.bool)
             self.full_stress: torch.Tensor | None = None
+            # (3, 3): the components with a z index.
+            self.z_index = torch.zeros((3, 3), dtype=torch.bool, device=inner.device)
+            self.z_index[2, :] = self.z_index[:, 2] = True
 
         def forward(self, state: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
             output = dict(self.inner(state, **kwargs))
             self.full_stress = output["stress"].detach()
             stress = output["stress"]
             # torch.where, not boolean indexing: that would wait for the device.
-            z_index = torch.zeros((3, 3), dtype=torch.bool, device=stress.device)
-            z_index[2, :] = z_index[:, 2] = True
-            zeroed = self.layer_mask.to(stress.device).view(-1, 1, 1) & z_index
+            zeroed = self.layer_mask.to(stress.device).view(-1, 1, 1) & self.z_index
             output["stress"] = torch.where(zeroed, torch.zeros_like(stress), stress)
             return output
 
@@ -180,22 +181,14 @@ def _relax_batch(
     model: Any, structures: list[Atoms], in_plane: list[bool], settings: RelaxSettings
 ) -> list[tuple[int, RelaxResult]]:
     import torch
-    import torch_sim as ts
 
-    from atlas2d.mlff.frechet_fire import frechet_fire_step
+    from atlas2d.mlff.frechet_fire import fire_optimiser, frechet_fire_step
 
-    init_fn, torch_sim_step = ts.frechet_cell_fire(model, md_flavor="ase_fire")
     # torch-sim's own settings, stepped by our loop-free version of its step.
-    settings_of_step = {
-        k: v
-        for k, v in torch_sim_step.keywords.items()
-        if k not in ("is_cell_optimization", "is_frechet")
-    }
+    start, settings_of_step, _ = fire_optimiser(model)
     active = list(range(len(structures)))  # batch positions of the systems in the state
     model.layer_mask = torch.tensor(in_plane, dtype=torch.bool, device=model.device)
-    state = init_fn(
-        ts.initialize_state([as_periodic(s) for s in structures], model.device, model.dtype)
-    )
+    state = start(structures)
     trajectories: list[list[tuple]] = [[] for _ in structures]
     done: list[tuple[int, RelaxResult]] = []
     for step in range(settings.max_steps + 1):

@@ -29,9 +29,39 @@ no hydrostatic or constant-volume constraint), with two changes that keep its re
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from ase import Atoms
+
+from atlas2d.mlff.forcefield import as_periodic
+
+
+def fire_optimiser(
+    model: Any,
+) -> tuple[Callable[[Sequence[Atoms]], Any], dict[str, Any], Callable[[Any], Any]]:
+    """torch-sim's ASE-flavour FIRE on the Fréchet cell for a torch-sim ``model``.
+
+    Returns:
+        start: structures -> the optimiser's state of their 3D-periodic copies;
+        settings: torch-sim's settings, as :func:`frechet_fire_step` takes them;
+        torch_sim_step: torch-sim 0.3.0's own step (the reference).
+    """
+    import torch_sim as ts
+
+    init_fn, torch_sim_step = ts.frechet_cell_fire(model, md_flavor="ase_fire")
+    settings = {
+        k: v
+        for k, v in torch_sim_step.keywords.items()
+        if k not in ("is_cell_optimization", "is_frechet")
+    }
+
+    def start(structures: Sequence[Atoms]) -> Any:
+        periodic = [as_periodic(s) for s in structures]
+        return init_fn(ts.initialize_state(periodic, model.device, model.dtype))
+
+    return start, settings, torch_sim_step
 
 
 def cell_forces_log_space(

@@ -23,17 +23,12 @@ from typing import Any
 import numpy as np
 
 
-def _model_interface() -> type:
-    from torch_sim.models.interface import ModelInterface
-
-    return ModelInterface  # type: ignore[no-any-return]
-
-
 def mace_batch_model(model: Any, device: str) -> Any:
     """A :class:`MACEBatchModel` over a MACE module, in float64 on ``device``."""
     import torch
+    from torch_sim.models.interface import ModelInterface
 
-    class MACEBatchModel(_model_interface()):  # type: ignore[misc]
+    class MACEBatchModel(ModelInterface):  # type: ignore[misc]
         """torch-sim model over a MACE module: energy (B,) eV, forces (N, 3) eV/Å,
         stress (B, 3, 3) eV/Å³ with ASE's sign, as torch-sim's ``MaceModel`` returns."""
 
