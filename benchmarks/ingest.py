@@ -21,10 +21,11 @@ from pathlib import Path
 import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tests.support.synthetic import alexandria_document, synthetic_trajectories
+
 from _common import fresh_database, machine, stop_embedded_servers, timer, workdir
 from atlas2d.db.session import make_sessions
 from atlas2d.io.records import ParsedFile
-from atlas2d.io.synthetic import alexandria_document, synthetic_trajectories
 from atlas2d.services.ingest import ingest_parsed
 
 

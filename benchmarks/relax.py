@@ -41,7 +41,7 @@ from atlas2d.mlff import batched as batched_engine
 from atlas2d.mlff import frechet_fire
 from atlas2d.mlff.relax import RelaxSettings
 from atlas2d.mlff.training import M3GNetSize, MACESize, TrainOptions
-from atlas2d.queries.trainsets import SelectionParameters
+from atlas2d.queries.training_sets import SelectionParameters
 from atlas2d.services.ingest import ingest_parsed
 from atlas2d.services.relax import RelaxRequest, relax
 from atlas2d.services.training import TrainRequest, train_model
@@ -180,8 +180,8 @@ def operations_per_step(force_field, structures) -> dict[str, int]:  # type: ign
 
 def waits_per_step(force_field, structures) -> dict[str, int]:  # type: ignore[no-untyped-def]
     """Operations that make the host wait for the device in one FIRE step (not the
-    first) of the whole batch, ours and torch-sim 0.3.0's; see atlas2d.mlff.device_waits."""
-    from atlas2d.mlff.device_waits import count_device_waits
+    first) of the whole batch, ours and torch-sim 0.3.0's; see tests.support.device_waits."""
+    from tests.support.device_waits import count_device_waits
 
     counts = {}
     for label, own in (("ours", False), ("torch_sim", True)):

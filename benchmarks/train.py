@@ -26,12 +26,13 @@ from atlas2d.threads import apply_threads
 
 apply_threads()  # one thread per process unless ATLAS2D_NUM_THREADS says otherwise
 
+from tests.support.synthetic import synthetic_trajectories
+
 from atlas2d.db.session import make_sessions
 from atlas2d.io.records import ParsedFile
-from atlas2d.io.synthetic import synthetic_trajectories
 from atlas2d.mlff.train_mace import mace_arguments, mace_command, read_curve
 from atlas2d.mlff.training import M3GNetSize, MACESize, TrainOptions
-from atlas2d.queries.trainsets import SelectionParameters
+from atlas2d.queries.training_sets import SelectionParameters
 from atlas2d.services.ingest import ingest_parsed
 from atlas2d.services.training import TrainRequest, train_model
 from atlas2d.services.trainsets import create_training_set, export_training_set

@@ -23,13 +23,14 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tests.support.synthetic import synthetic_trajectories
+
 from _common import fresh_database, machine, stop_embedded_servers, timer, workdir
 from atlas2d.analysis.splits import assign_splits
 from atlas2d.analysis.units import KBAR_PER_EV_PER_A3
 from atlas2d.db.session import make_sessions
 from atlas2d.io.records import ParsedFile
-from atlas2d.io.synthetic import synthetic_trajectories
-from atlas2d.queries.trainsets import SelectionParameters
+from atlas2d.queries.training_sets import SelectionParameters
 from atlas2d.services.ingest import ingest_parsed
 from atlas2d.services.trainsets import (
     create_training_set,

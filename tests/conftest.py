@@ -189,11 +189,11 @@ def trained_registry(
     import json
 
     from atlas2d.io.readers import ReadOptions
-    from atlas2d.io.synthetic import alexandria_document, synthetic_trajectories
-    from atlas2d.queries.trainsets import SelectionParameters
+    from atlas2d.queries.training_sets import SelectionParameters
     from atlas2d.services.ingest import ingest_file
     from atlas2d.services.training import TrainRequest, train_model
     from atlas2d.services.trainsets import create_training_set
+    from tests.support.synthetic import alexandria_document, synthetic_trajectories
 
     url = _migrated_database(database_server, "atlas2d_models")
     root = tmp_path_factory.mktemp("registry")

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from atlas2d.db.migrate import current_revision, head_revision
 from atlas2d.db.models import Base
 from atlas2d.io.records import ParsedFile
-from atlas2d.io.synthetic import synthetic_trajectories
 from atlas2d.services.ingest import ingest_parsed
+from tests.support.synthetic import synthetic_trajectories
 
 
 def test_migrated_database_equals_the_models(engine: Engine) -> None:

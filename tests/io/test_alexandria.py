@@ -16,7 +16,7 @@ from pymatgen.entries.computed_entries import (
 from atlas2d.analysis.units import StressUnit
 from atlas2d.errors import InvalidInput
 from atlas2d.io.alexandria import read_alexandria_hull, read_alexandria_trajectories
-from atlas2d.io.synthetic import alexandria_document, synthetic_trajectories
+from tests.support.synthetic import alexandria_document, synthetic_trajectories
 
 
 def _document(n_materials: int = 3, n_steps: int = 5) -> dict:

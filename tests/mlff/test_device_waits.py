@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from atlas2d.mlff.device_waits import count_device_waits
+from tests.support.device_waits import count_device_waits
 
 
 def test_reads_of_device_values_are_counted_and_device_only_work_is_not() -> None:

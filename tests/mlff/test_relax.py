@@ -204,8 +204,8 @@ def test_a_batched_mace_step_waits_for_the_device_twice_whatever_the_batch(
     from torch_sim.models.mace import MaceModel
 
     from atlas2d.mlff.batched import _in_plane_class, torchsim_model
-    from atlas2d.mlff.device_waits import count_device_waits
     from atlas2d.mlff.frechet_fire import fire_optimiser, frechet_fire_step
+    from tests.support.device_waits import count_device_waits
 
     mace = load_force_field(
         trained_registry.sessions, "tiny-mace:1", trained_registry.artifacts_dir

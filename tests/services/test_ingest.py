@@ -20,7 +20,6 @@ from atlas2d.db.types import vec3_from_bytes
 from atlas2d.errors import InvalidInput
 from atlas2d.io.readers import ReadOptions
 from atlas2d.io.records import ParsedFile, Trajectory
-from atlas2d.io.synthetic import alexandria_document, synthetic_trajectories
 from atlas2d.services.ingest import (
     ALREADY_PRESENT,
     INGESTED,
@@ -31,6 +30,7 @@ from atlas2d.services.ingest import (
 )
 from tests.conftest import VASP_DATA
 from tests.io.test_alexandria import _entry
+from tests.support.synthetic import alexandria_document, synthetic_trajectories
 
 FE2O2 = VASP_DATA / "Fe2O2_relax_vasprun.xml.gz"
 X_SPECIES = VASP_DATA / "Cl8F88Sb16X8_relax_vasprun.xml.gz"

@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from atlas2d.errors import InvalidInput
 from atlas2d.mlff.labeller import LabelSettings
-from atlas2d.queries.relax import MaterialFilter
+from atlas2d.queries.materials import MaterialFilter
 from atlas2d.services import label as label_service
 from atlas2d.services.label import LabelRequest, label
 
@@ -116,8 +116,8 @@ def test_a_bad_file_is_named_and_nothing_is_written(
 
 def test_label_stored_materials(sessions, count_rows, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from atlas2d.io.readers import ReadOptions
-    from atlas2d.io.synthetic import alexandria_document, synthetic_trajectories
     from atlas2d.services.ingest import ingest_file
+    from tests.support.synthetic import alexandria_document, synthetic_trajectories
 
     path = tmp_path / "layers.json"
     layers = synthetic_trajectories(3, 4, 3, seed=5)

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import text
 
 from atlas2d.mlff.relax import RelaxSettings
-from atlas2d.queries.relax import MaterialFilter
+from atlas2d.queries.materials import MaterialFilter
 from atlas2d.services import relax as relax_service
 from atlas2d.services.relax import RelaxRequest, relax, request_key
 

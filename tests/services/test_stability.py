@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from atlas2d.db.models import Relaxation
 from atlas2d.io.readers import ReadOptions
 from atlas2d.io.records import Trajectory
-from atlas2d.io.synthetic import alexandria_document
 from atlas2d.services.ingest import ingest_paths
+from tests.support.synthetic import alexandria_document
 
 ELEMENTS = ["Mo", "S", "Se", "W"]
 

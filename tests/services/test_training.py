@@ -264,15 +264,15 @@ def test_predict_stores_predictions_once_and_reports_errors(trained_registry) ->
         predict_split(sessions, "tiny-mace:1", "layers", "dev", artifacts)
 
 
-def test_mlff_load_gives_an_ase_calculator_in_ev_per_a3(trained_registry) -> None:  # type: ignore[no-untyped-def]
+def test_atlas2d_load_gives_an_ase_calculator_in_ev_per_a3(trained_registry) -> None:  # type: ignore[no-untyped-def]
     from ase.build import mx2
 
-    import atlas2d.mlff
+    import atlas2d
 
     atoms = mx2("MoS2", a=3.2, vacuum=6.0)
     atoms.rattle(0.05, seed=1)
     for ref in ("tiny-m3gnet:1", "tiny-mace"):
-        calculator = atlas2d.mlff.load(
+        calculator = atlas2d.load(
             ref, sessions=trained_registry.sessions, artifacts_dir=trained_registry.artifacts_dir
         )
         atoms.calc = calculator

@@ -15,12 +15,12 @@ from sqlalchemy import text
 from atlas2d.analysis.units import GPA_PER_EV_PER_A3
 from atlas2d.io.exporters import load_matgl_dataset
 from atlas2d.io.readers import ReadOptions
-from atlas2d.io.synthetic import alexandria_document, synthetic_trajectories
-from atlas2d.queries.trainsets import SelectionParameters
+from atlas2d.queries.training_sets import SelectionParameters
 from atlas2d.services.ingest import ingest_file
 from atlas2d.services.trainsets import create_training_set, export_training_set
 from tests.conftest import VASP_DATA
 from tests.io.test_vasp import _raw_stresses_kbar
+from tests.support.synthetic import alexandria_document, synthetic_trajectories
 
 FE2O2 = VASP_DATA / "Fe2O2_relax_vasprun.xml.gz"
 

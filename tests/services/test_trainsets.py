@@ -16,9 +16,8 @@ from atlas2d.analysis.splits import assign_splits, parse_ratios
 from atlas2d.errors import AlreadyExists, InvalidInput, NotFound
 from atlas2d.io.readers import ReadOptions
 from atlas2d.io.records import ParsedFile, Trajectory
-from atlas2d.io.synthetic import alexandria_document, synthetic_trajectories
-from atlas2d.queries import trainsets as queries
-from atlas2d.queries.trainsets import SelectionParameters
+from atlas2d.queries import training_sets as queries
+from atlas2d.queries.training_sets import SelectionParameters
 from atlas2d.services.ingest import ingest_file, ingest_parsed
 from atlas2d.services.trainsets import (
     create_training_set,
@@ -27,6 +26,7 @@ from atlas2d.services.trainsets import (
     show_training_set,
     verify_training_set,
 )
+from tests.support.synthetic import alexandria_document, synthetic_trajectories
 
 # Lengths cover the corner cases of the fallback {0, ⌊(N−1)/2⌋, N−1}.
 LENGTHS = [1, 2, 3, 4, 5, 7, 12, 25, 40]

@@ -8,9 +8,9 @@ import typer
 
 from atlas2d.cli import (
     db_commands,
-    demo_command,
-    ingest_command,
-    label_command,
+    demo_commands,
+    ingest_commands,
+    label_commands,
     model_commands,
     query_commands,
     relax_commands,
@@ -25,7 +25,7 @@ typer_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 typer_app.add_typer(db_commands.app, name="db")
-typer_app.command()(ingest_command.ingest)
+typer_app.command()(ingest_commands.ingest)
 typer_app.command()(query_commands.sql)
 typer_app.add_typer(query_commands.materials_app, name="materials")
 typer_app.add_typer(trainset_commands.app, name="trainset")
@@ -34,10 +34,10 @@ typer_app.command()(model_commands.predict)
 typer_app.add_typer(model_commands.models_app, name="models")
 typer_app.command()(relax_commands.relax)
 typer_app.command()(relax_commands.evaluate)
-typer_app.command()(label_command.label)
+typer_app.command()(label_commands.label)
 typer_app.add_typer(stability_commands.hull_app, name="hull")
 typer_app.command()(stability_commands.stable)
-typer_app.command()(demo_command.demo)
+typer_app.command()(demo_commands.demo)
 
 
 def app() -> None:

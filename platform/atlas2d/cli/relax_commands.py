@@ -25,8 +25,7 @@ def _request(
     model, trainset, split, chemsys, formula, dimensionality, source, start, fmax, steps, **extra
 ):  # type: ignore[no-untyped-def]
     from atlas2d.mlff.relax import RelaxSettings
-    from atlas2d.queries.materials import normalise_chemsys
-    from atlas2d.queries.relax import MaterialFilter
+    from atlas2d.queries.materials import MaterialFilter, normalise_chemsys
     from atlas2d.services.relax import RelaxRequest
 
     materials = None

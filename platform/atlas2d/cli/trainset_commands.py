@@ -42,7 +42,7 @@ def _summary_lines(summary) -> None:  # type: ignore[no-untyped-def]
     from rich.table import Table
 
     from atlas2d.analysis.splits import SPLIT_NAMES
-    from atlas2d.queries.trainsets import FILTERS
+    from atlas2d.queries.training_sets import FILTERS
 
     splits = Table("split", "frames", "materials", title=f"training set {summary.name}")
     for split in SPLIT_NAMES:
@@ -109,7 +109,7 @@ def create(
     from atlas2d.cli.context import connect
     from atlas2d.errors import InvalidInput
     from atlas2d.queries.materials import normalise_chemsys
-    from atlas2d.queries.trainsets import SelectionParameters
+    from atlas2d.queries.training_sets import SelectionParameters
     from atlas2d.services.trainsets import create_training_set, preview_training_set
 
     try:

@@ -286,7 +286,7 @@ class TrainingSet(Base):
     """Largest relaxation id visible when the set was made; verify re-selects below it."""
     content_hash: Mapped[str] = mapped_column(String(64))
     """sha256 over, in relaxation order, each relaxation's id, split, selected frame ids
-    and content hash (``queries.trainsets.HASH_SQL``)."""
+    and content hash (``queries.training_sets.HASH_SQL``)."""
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 

@@ -46,7 +46,7 @@ def _expect_shape(
 
 def validate_trajectory(traj: Trajectory, path: str) -> None:
     """Check the shapes and species of a trajectory (values are checked per block, see
-    ``services.ingest_prepare``).
+    ``queries.row_encoding``).
 
     Raises:
         InvalidInput: naming the file, record, step and field at fault.

@@ -24,7 +24,7 @@ no hydrostatic or constant-volume constraint), with two changes that keep its re
   the check: a singular cell gives non-finite values instead of an exception, and the
   engine reports non-finite results as diverged). What waits is the two batched
   ``torch.matrix_exp`` calls (the kernel reads norms on the host), whatever the batch
-  size; a test counts them (:mod:`atlas2d.mlff.device_waits`).
+  size; a test counts them (:mod:`tests.support.device_waits`).
 """
 
 from __future__ import annotations

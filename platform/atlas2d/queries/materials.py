@@ -1,12 +1,16 @@
-"""Read queries about materials, their relaxations and energy entries."""
+"""The ``materials`` table: listing, details, the upsert of ingest, and the selector of
+materials by chemical system, formula, dimensionality and source."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import text
 from sqlalchemy.orm import Session
+
+from atlas2d.queries.json_records import json_rows
 
 MATERIAL_LIST_SQL = """
 SELECT m.key, m.formula, m.chemsys, m.dimensionality AS dim, m.spacegroup_number AS spg,
@@ -104,3 +108,61 @@ def material_entries(session: Session, material_id: int) -> pd.DataFrame:
         {"id": material_id},
     )
     return pd.DataFrame(result.all(), columns=list(result.keys()))
+
+
+@dataclass(frozen=True)
+class StoredMaterial:
+    """A material row as the upsert left it."""
+
+    id: int
+    formula: str
+    inserted: bool
+
+
+def upsert_materials(session: Session, rows: list[dict[str, Any]]) -> dict[str, StoredMaterial]:
+    """Insert new materials; on an existing key fill fields that are still empty.
+
+    Args:
+        rows: dicts with key, formula, chemsys, elements (list[str]), prototype,
+            spacegroup_number, dimensionality, info (dict). Keys must be unique.
+
+    Returns:
+        key → StoredMaterial (``formula`` is the stored one, so callers can check it).
+    """
+    if not rows:
+        return {}
+    result = session.execute(
+        text(
+            "INSERT INTO materials (key, formula, chemsys, elements, n_elements, prototype,"
+            " spacegroup_number, dimensionality, info)"
+            " SELECT key, formula, chemsys, elements, cardinality(elements), prototype,"
+            " spacegroup_number, dimensionality, info"
+            " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t(key text, formula text,"
+            " chemsys text, elements text[], prototype text, spacegroup_number smallint,"
+            " dimensionality smallint, info jsonb)"
+            " ON CONFLICT (key) DO UPDATE SET"
+            " prototype = COALESCE(materials.prototype, EXCLUDED.prototype),"
+            " spacegroup_number = COALESCE(materials.spacegroup_number, EXCLUDED.spacegroup_number),"
+            " dimensionality = COALESCE(materials.dimensionality, EXCLUDED.dimensionality),"
+            " info = EXCLUDED.info || materials.info"
+            " RETURNING key, id, formula, (xmax = 0) AS inserted"
+        ),
+        {"rows": json_rows(rows)},
+    )
+    return {key: StoredMaterial(id_, formula, inserted) for key, id_, formula, inserted in result}
+
+
+@dataclass(frozen=True)
+class MaterialFilter:
+    """Which materials to relax when no training set is given (all must match).
+
+    Attributes:
+        chemsys: chemical systems (elements sorted, ``Mo-S``); empty = any.
+        formulas: reduced formulas; empty = any. dimensionality: 2 layers, 3 bulk.
+        sources: ingest source ids or paths the material's DFT relaxations come from.
+    """
+
+    chemsys: tuple[str, ...] = ()
+    formulas: tuple[str, ...] = ()
+    dimensionality: int | None = None
+    sources: tuple[str, ...] = ()

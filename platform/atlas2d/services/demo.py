@@ -25,7 +25,7 @@ from atlas2d.errors import InvalidInput, NotFound
 from atlas2d.io.readers import ReadOptions
 from atlas2d.mlff.relax import RelaxSettings
 from atlas2d.mlff.training import M3GNetSize, MACESize, TrainOptions
-from atlas2d.queries.trainsets import SelectionParameters
+from atlas2d.queries.training_sets import SelectionParameters
 from atlas2d.services import models as registry
 from atlas2d.services.evaluate import (
     RelaxationEvaluation,

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from atlas2d.analysis.metrics import relaxation_metrics
 from atlas2d.errors import InvalidInput, NotFound
 from atlas2d.queries import evaluations as queries
-from atlas2d.queries import trainsets as trainset_queries
+from atlas2d.queries import training_sets as trainset_queries
 from atlas2d.services import models as registry
 from atlas2d.services.relax import RelaxRequest, relaxation_parameters
 

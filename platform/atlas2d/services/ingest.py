@@ -12,24 +12,26 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from atlas2d.analysis.structure import dimensionality_from_vacuum
 from atlas2d.errors import AlreadyExists, InvalidInput
 from atlas2d.io.readers import ReadOptions, read_file
 from atlas2d.io.records import ParsedFile
 from atlas2d.io.validate import validate_entry, validate_trajectory
-from atlas2d.queries import ingest_writes
-from atlas2d.services.ingest_prepare import (
+from atlas2d.queries import energy_entries as energy_entries_queries
+from atlas2d.queries import frames as frames_queries
+from atlas2d.queries import materials as materials_queries
+from atlas2d.queries import relaxations as relaxations_queries
+from atlas2d.queries import sources as sources_queries
+from atlas2d.queries.row_encoding import (
     FrameBlock,
     PreparedEntry,
     build_blocks,
-    composition_fields,
     encode_frames,
     entry_row,
+    material_rows,
     prepare_entry,
     relaxation_row,
 )
@@ -74,51 +76,6 @@ def parser_versions() -> dict[str, str]:
     return {package: version or "unknown" for package, version in versions.items()}
 
 
-def material_rows(
-    parsed: ParsedFile, blocks: list[FrameBlock], entries: list[PreparedEntry]
-) -> list[dict[str, Any]]:
-    """One ``materials`` row per key in the file; compositions must agree within the file.
-
-    Dimensionality comes from the file's own data when it gives one, else from the
-    vacuum detected in the key's first structure.
-    """
-    structures: dict[str, list[tuple[Any, int, str]]] = {}
-    for block in blocks:
-        for t, traj in enumerate(block.trajectories):
-            structures.setdefault(traj.material_key, []).append(
-                (traj.species, int(block.vacuum[t].sum()), traj.record)
-            )
-    for prepared in entries:
-        entry = prepared.source
-        structures.setdefault(entry.material_key, []).append(
-            (entry.species, int(prepared.vacuum.sum()), entry.record)
-        )
-    rows = []
-    for key, items in structures.items():
-        composition = composition_fields(items[0][0])
-        for species, _, record in items[1:]:
-            other = composition_fields(species)["formula"]
-            if other != composition["formula"]:
-                raise InvalidInput(
-                    f"{parsed.path}: {record}: material {key!r} has formula {other} here but "
-                    f"{composition['formula']} elsewhere in the file. Give the two different "
-                    "keys; nothing from this file was written."
-                )
-        material = parsed.material(key)
-        dimensionality = material.dimensionality
-        if dimensionality is None:
-            dimensionality = dimensionality_from_vacuum(items[0][1])
-        rows.append(
-            {
-                "key": key,
-                **composition,
-                "prototype": material.prototype,
-                "spacegroup_number": material.spacegroup_number,
-                "dimensionality": dimensionality,
-                "info": material.info,
-            }
-        )
-    return rows
 
 
 def _batch_sha256(blocks: list[FrameBlock], entries: list[PreparedEntry]) -> str:
@@ -150,7 +107,7 @@ def ingest_parsed(sessions: sessionmaker[Session], parsed: ParsedFile) -> FileRe
     result = FileResult(parsed.path, parsed.format, INGESTED)
     try:
         with sessions.begin() as session:
-            if ingest_writes.source_id_by_sha256(session, sha256) is not None:
+            if sources_queries.source_id_by_sha256(session, sha256) is not None:
                 result.status = ALREADY_PRESENT
                 return result
             _write(session, parsed, sha256, blocks, entries, result)
@@ -169,7 +126,7 @@ def _write(
     entries: list[PreparedEntry],
     result: FileResult,
 ) -> None:
-    source_id = ingest_writes.insert_source(
+    source_id = sources_queries.insert_source(
         session,
         {
             "format": parsed.format,
@@ -181,7 +138,7 @@ def _write(
         },
     )
     rows = material_rows(parsed, blocks, entries)
-    stored = ingest_writes.upsert_materials(session, rows)
+    stored = materials_queries.upsert_materials(session, rows)
     for row in rows:
         if stored[row["key"]].formula != row["formula"]:
             raise InvalidInput(
@@ -199,14 +156,14 @@ def _write(
                 relaxation_rows.append(
                     relaxation_row(block, t, stored[traj.material_key].id, source_id)
                 )
-    inserted = ingest_writes.insert_relaxations(session, relaxation_rows)
+    inserted = relaxations_queries.insert_relaxations(session, relaxation_rows)
     ids_per_block = []
     for block in blocks:
         ids: list[int | None] = []
         for content_hash in block.hashes:
             ids.append(inserted.pop(content_hash, None))  # pop: a duplicate gets None
         ids_per_block.append(ids)
-    ingest_writes.copy_frames(
+    frames_queries.copy_frames(
         session,
         (
             chunk
@@ -214,7 +171,7 @@ def _write(
             for chunk in encode_frames(block, ids)
         ),
     )
-    result.entries = ingest_writes.insert_entries(
+    result.entries = energy_entries_queries.insert_entries(
         session, [entry_row(e, stored[e.source.material_key].id, source_id) for e in entries]
     )
     result.materials_new = sum(m.inserted for m in stored.values())
@@ -226,7 +183,7 @@ def _write(
         for t, i in enumerate(ids)
         if i is not None
     )
-    ingest_writes.update_source_counts(
+    sources_queries.update_source_counts(
         session,
         source_id,
         {

@@ -36,8 +36,8 @@ from atlas2d.mlff.labeller import (
     labeller_force_field,
     labeller_parameters,
 )
-from atlas2d.queries import label as queries
-from atlas2d.queries.relax import MaterialFilter
+from atlas2d.queries import relaxations as queries
+from atlas2d.queries.materials import MaterialFilter
 
 DEFAULT_BATCH = 16
 """Structures labelled and committed together: an interruption loses at most these."""
@@ -117,9 +117,9 @@ def _items_from_files(files: tuple[Path, ...]) -> list[tuple[str, Atoms, str, st
         InvalidInput: a file cannot be read, holds no structure, or gives two structures
             one key.
     """
+    from atlas2d.io.candidates import read_candidates
     from atlas2d.io.files import expand_paths
-    from atlas2d.services.ingest_prepare import build_blocks
-    from atlas2d.services.relax import read_candidates
+    from atlas2d.queries.row_encoding import build_blocks
 
     starts = []
     for path in expand_paths(list(files)):
@@ -158,8 +158,8 @@ def _items_from_materials(
     sessions: sessionmaker[Session], selection: MaterialFilter
 ) -> list[tuple[str, Atoms, str, str, str]]:
     """(material key, structure, origin, record, start) of the selected stored materials."""
-    from atlas2d.queries.models import frames_by_id
-    from atlas2d.queries.relax import start_frames
+    from atlas2d.queries.frames import frames_by_id
+    from atlas2d.queries.relaxations import start_frames
     from atlas2d.services.predictions import frame_atoms
 
     with sessions.begin() as session:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from atlas2d.errors import InvalidInput, NotFound
 from atlas2d.mlff.forcefield import ForceField
-from atlas2d.queries import models as queries
+from atlas2d.queries import model_versions as queries
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 

@@ -17,8 +17,8 @@ from atlas2d.analysis.splits import SPLIT_NAMES
 from atlas2d.db.types import vec3_from_bytes
 from atlas2d.errors import InvalidInput, NotFound
 from atlas2d.mlff.forcefield import ForceField
-from atlas2d.queries import models as queries
-from atlas2d.queries import trainsets as trainset_queries
+from atlas2d.queries import model_versions as queries
+from atlas2d.queries import training_sets as trainset_queries
 from atlas2d.services import models as registry
 
 CHUNK_FRAMES = 512

@@ -28,10 +28,11 @@ from atlas2d.errors import InvalidInput, NotFound
 from atlas2d.io.records import Trajectory
 from atlas2d.mlff.forcefield import ForceField
 from atlas2d.mlff.relax import RelaxResult, RelaxSettings
-from atlas2d.queries import ingest_writes
-from atlas2d.queries import relax as queries
-from atlas2d.queries import trainsets as trainset_queries
-from atlas2d.queries.relax import MaterialFilter
+from atlas2d.queries import frames as frames_queries
+from atlas2d.queries import materials as materials_queries
+from atlas2d.queries import relaxations as queries
+from atlas2d.queries import training_sets as trainset_queries
+from atlas2d.queries.materials import MaterialFilter
 from atlas2d.services import models as registry
 
 ENGINES = ("ase", "batched")
@@ -213,57 +214,16 @@ def _not_done(session: Session, items: list[WorkItem], force: bool) -> tuple[lis
     return [item for item in items if item.key not in done], len(done)
 
 
-def read_candidates(path: Path) -> Any:
-    """Structures to relax from a file. Files with DFT labels (vasprun, OUTCAR,
-    Alexandria) go through the ingest readers; extxyz, ASE trajectories and whatever
-    else ASE reads (CIF, POSCAR) need no labels: each structure becomes a record keyed
-    by its ``material_key`` info or the file name and its index."""
-    import io
-
-    import ase.io
-
-    from atlas2d.io.files import base_name, format_from_name, read_bytes, sha256_hex
-    from atlas2d.io.readers import ReadOptions, read_file
-    from atlas2d.io.records import ParsedFile
-
-    content = read_bytes(path)
-    fmt = format_from_name(path)
-    if fmt not in (None, "extxyz"):
-        return read_file(path, ReadOptions())
-    try:
-        if base_name(path).lower().endswith((".xyz", ".extxyz")):
-            structures = ase.io.read(io.StringIO(content.decode()), ":", format="extxyz")
-        else:
-            structures = ase.io.read(path, ":")
-    except Exception as err:  # ASE raises many types for unreadable files
-        raise InvalidInput(f"{path}: ASE cannot read a structure from it ({err}).") from err
-    parsed = ParsedFile(str(path), "records", sha256_hex(content), "ase.io.read")
-    # Default keys carry the file's hash: a/POSCAR and b/POSCAR are not one material.
-    stem = f"{base_name(path).rsplit('.', 1)[0]}-{sha256_hex(content)[:8]}"
-    for index, atoms in enumerate(structures):
-        n_sites = len(atoms)
-        parsed.trajectories.append(
-            Trajectory(
-                material_key=str(atoms.info.get("material_key", f"{stem}-{index}")),
-                species=atoms.get_atomic_numbers(),
-                cells=atoms.cell.array[None].copy(),
-                positions=atoms.positions[None].copy(),
-                energies=np.zeros(1),  # unlabelled: only the geometry is used
-                forces=np.zeros((1, n_sites, 3)),
-                stresses=None,
-                record=f"structure {index}",
-            )
-        )
-    return parsed
 
 
 def _plan_files(
     sessions: sessionmaker[Session], request: RelaxRequest
 ) -> tuple[dict[str, Any], list[WorkItem], int]:
     """Materials and starting structures from files (any ingest format)."""
+    from atlas2d.io.candidates import read_candidates
     from atlas2d.io.files import expand_paths
-    from atlas2d.services.ingest import material_rows as rows_of
-    from atlas2d.services.ingest_prepare import build_blocks
+    from atlas2d.queries.row_encoding import build_blocks
+    from atlas2d.queries.row_encoding import material_rows as rows_of
 
     starts: list[tuple[str, Atoms, str]] = []
     rows_by_key: dict[str, dict[str, Any]] = {}
@@ -297,7 +257,7 @@ def _plan_files(
         )
     with sessions.begin() as session:
         model = registry.resolve(session, request.model)
-        stored = ingest_writes.upsert_materials(session, list(rows_by_key.values()))
+        stored = materials_queries.upsert_materials(session, list(rows_by_key.values()))
         for key, row in rows_by_key.items():
             if stored[key].formula != row["formula"]:
                 raise InvalidInput(
@@ -320,7 +280,7 @@ def _starting_structures(
     session: Session, items: Sequence[WorkItem]
 ) -> list[tuple[Atoms, tuple[bool, ...]]]:
     """Each item's starting structure and the pbc flags its result is stored with."""
-    from atlas2d.queries.models import frames_by_id
+    from atlas2d.queries.frames import frames_by_id
     from atlas2d.services.predictions import frame_atoms
 
     ids = [item.frame_id for item in items if item.frame_id is not None]
@@ -363,7 +323,7 @@ def relax_chunk(
     outcome; with ``replace`` the chunk's stored results are deleted in the same
     transaction that stores the new ones (``--force``: an interruption loses nothing).
     """
-    from atlas2d.services.ingest_prepare import build_blocks, encode_frames, relaxation_row
+    from atlas2d.queries.row_encoding import build_blocks, encode_frames, relaxation_row
 
     with sessions.begin() as session:
         starts = _starting_structures(session, items)
@@ -432,9 +392,9 @@ def relax_chunk(
                     row = relaxation_row(block, t, item.material_id, None)  # type: ignore[arg-type]
                     row |= {"model_version_id": model["id"], "content_hash": item.key}
                     rows.append(row)
-            inserted = ingest_writes.insert_relaxations(session, rows)
+            inserted = queries.insert_relaxations(session, rows)
             ids = [[inserted.get(t.info["key"]) for t in block.trajectories] for block in blocks]
-            ingest_writes.copy_frames(
+            frames_queries.copy_frames(
                 session,
                 (
                     chunk
@@ -485,7 +445,16 @@ def relax(
         from atlas2d.services.relax_dask import run_on_dask
 
         run_on_dask(
-            sessions, model, chunks, parameters, request, artifacts_dir, workers, scheduler, add
+            relax_chunk,
+            sessions,
+            model,
+            chunks,
+            parameters,
+            request,
+            artifacts_dir,
+            workers,
+            scheduler,
+            add,
         )
     elif chunks:
         force_field = registry.load_from_row(model, artifacts_dir, request.device)

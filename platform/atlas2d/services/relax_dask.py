@@ -23,6 +23,7 @@ def _database_url(sessions: sessionmaker[Session]) -> str:
 
 
 def relax_chunk_on_worker(
+    relax_chunk: Callable[..., Any],
     database_url: str,
     artifacts_dir: str,
     model: dict[str, Any],
@@ -35,13 +36,13 @@ def relax_chunk_on_worker(
     num_threads: int,
     replace: bool = False,
 ) -> Any:
-    """Run in a worker process: relax one chunk and commit it."""
+    """Run in a worker process: relax one chunk with ``relax_chunk`` (the service's own
+    function, handed in so that this module does not import the service) and commit it."""
     from atlas2d.threads import apply_threads
 
     apply_threads(num_threads)
     from atlas2d.db.session import make_engine, make_sessions
     from atlas2d.services import models as registry
-    from atlas2d.services.relax import relax_chunk
 
     if _WORKER_STATE.get("url") != database_url:
         _WORKER_STATE["url"] = database_url
@@ -51,12 +52,20 @@ def relax_chunk_on_worker(
         _WORKER_STATE["model_key"] = cache_key
         _WORKER_STATE["force_field"] = registry.load_from_row(model, Path(artifacts_dir), device)
     return relax_chunk(
-        _WORKER_STATE["sessions"], model, _WORKER_STATE["force_field"], items, parameters, engine,
-        settings, max_atoms, replace,
-    )  # fmt: skip
+        _WORKER_STATE["sessions"],
+        model,
+        _WORKER_STATE["force_field"],
+        items,
+        parameters,
+        engine,
+        settings,
+        max_atoms,
+        replace,
+    )
 
 
 def run_on_dask(
+    relax_chunk: Callable[..., Any],
     sessions: sessionmaker[Session],
     model: dict[str, Any],
     chunks: list[list[Any]],
@@ -67,7 +76,8 @@ def run_on_dask(
     scheduler: str | None,
     on_done: Callable[[Any], None],
 ) -> None:
-    """Submit every chunk and report each outcome as it completes."""
+    """Submit every chunk to ``relax_chunk`` on a worker and report each outcome as it
+    completes."""
     from dask.distributed import Client, LocalCluster, as_completed
 
     from atlas2d.threads import configured_threads, thread_environment
@@ -89,6 +99,7 @@ def run_on_dask(
         futures = [
             client.submit(
                 relax_chunk_on_worker,
+                relax_chunk,
                 _database_url(sessions),
                 str(artifacts_dir),
                 model,

@@ -23,8 +23,8 @@ from atlas2d.errors import InvalidInput, MissingExtra, NotFound, TrainingFailed
 from atlas2d.mlff.artifacts import read_verified, sha256_of_file
 from atlas2d.mlff.training import TrainedModel, TrainOptions
 from atlas2d.provenance import environment
-from atlas2d.queries import models as queries
-from atlas2d.queries import trainsets as trainset_queries
+from atlas2d.queries import model_versions as queries
+from atlas2d.queries import training_sets as trainset_queries
 from atlas2d.services import models as registry
 from atlas2d.services.models import ModelVersionDetails
 from atlas2d.services.predictions import predict_frames, split_errors

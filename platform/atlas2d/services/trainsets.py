@@ -1,7 +1,7 @@
 """Training sets: create (rule, outlier filters, splits), list, show, verify, export.
 
 Python API for notebooks; every function returns plain data (dataclasses, DataFrames,
-paths). The selection runs in SQL (``queries.trainsets``).
+paths). The selection runs in SQL (``queries.training_sets``).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from atlas2d.db.types import vec3_from_bytes
 from atlas2d.errors import AlreadyExists, InvalidInput, NotFound
 from atlas2d.io.records import ExportFrame
 from atlas2d.mlff.forcefield import zero_out_of_plane
-from atlas2d.queries import trainsets as queries
-from atlas2d.queries.trainsets import SelectionParameters
+from atlas2d.queries import training_sets as queries
+from atlas2d.queries.training_sets import SelectionParameters
 
 EXPORT_FORMATS = ("mace", "matgl", "extxyz")
 

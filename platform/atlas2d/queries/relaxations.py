@@ -1,30 +1,48 @@
-"""Choosing what to relax and writing ML relaxations back. Functions take ``session``
-first and never commit."""
+"""The ``relaxations`` table: set-based inserts of new relaxations, the starting frames of
+chosen materials, and lookups by request key. Functions take ``session`` first and never
+commit."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from atlas2d.queries.json_records import json_rows
+from atlas2d.queries.materials import MaterialFilter
 
-@dataclass(frozen=True)
-class MaterialFilter:
-    """Which materials to relax when no training set is given (all must match).
+RELAXATION_RECORD = (
+    "material_id int, source_id int, method text, model_version_id int, sequence smallint,"
+    " parameters jsonb,"
+    " n_sites smallint, species smallint[], pbc boolean[], n_steps int, converged boolean,"
+    " final_energy float8, final_energy_per_atom float8, final_area_per_atom float8,"
+    " max_energy_change float8, wall_time_s float8, info jsonb, content_hash text"
+)
 
-    Attributes:
-        chemsys: chemical systems (elements sorted, ``Mo-S``); empty = any.
-        formulas: reduced formulas; empty = any. dimensionality: 2 layers, 3 bulk.
-        sources: ingest source ids or paths the material's DFT relaxations come from.
+
+def insert_relaxations(session: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Insert relaxations, skipping content hashes already stored.
+
+    Args:
+        rows: dicts with the columns of ``RELAXATION_RECORD``.
+
+    Returns:
+        content_hash → id for the rows inserted now (hashes already present are absent).
     """
-
-    chemsys: tuple[str, ...] = ()
-    formulas: tuple[str, ...] = ()
-    dimensionality: int | None = None
-    sources: tuple[str, ...] = ()
+    if not rows:
+        return {}
+    columns = ", ".join(c.split()[0] for c in RELAXATION_RECORD.split(","))
+    result = session.execute(
+        text(
+            f"INSERT INTO relaxations ({columns}) SELECT {columns}"
+            f" FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t({RELAXATION_RECORD})"
+            " ON CONFLICT (content_hash) DO NOTHING RETURNING content_hash, id"
+        ),
+        {"rows": json_rows(rows)},
+    )
+    return dict(result.tuples().all())
 
 
 # The starting frame of each material: step 0 of its first DFT relaxation ('first') or
@@ -44,14 +62,19 @@ JOIN frames f ON f.relaxation_id = s.relaxation_id AND f.step = {step}
 ORDER BY m.id
 """
 
+
 _FIRST = {"order": "r.sequence, r.id", "step": "0"}
+
+
 _FINAL = {"order": "r.sequence DESC, r.id DESC", "step": "s.n_steps - 1"}
+
 
 _BY_SPLIT = """
 SELECT DISTINCT r.material_id FROM training_set_relaxations t
 JOIN relaxations r ON r.id = t.relaxation_id
 WHERE t.training_set_id = :training_set_id AND t.split = :split
 """
+
 
 _BY_FILTER = """
 SELECT m.id AS material_id FROM materials m
@@ -108,3 +131,18 @@ def delete_by_keys(session: Session, keys: Sequence[str]) -> int:
         {"keys": list(keys)},
     )
     return result.rowcount
+
+
+def labelled_keys(session: Session, keys: Sequence[str]) -> set[str]:
+    """The labelling request keys (``relaxations.info->>'label_key'``) already stored."""
+    if not keys:
+        return set()
+    rows = session.execute(
+        text(
+            "SELECT r.info->>'label_key' FROM relaxations r"
+            " JOIN sources s ON s.id = r.source_id"
+            " WHERE s.format = 'labeller' AND r.info->>'label_key' = ANY(:keys)"
+        ),
+        {"keys": list(keys)},
+    )
+    return set(rows.scalars())

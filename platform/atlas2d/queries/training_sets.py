@@ -19,6 +19,7 @@ temporary tables of the current transaction, one row per relaxation:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -466,7 +467,6 @@ selected relaxation, in one statement: the selection is computed once, in memory
 
 def store(session: Session, row: dict[str, Any], split_of_material: dict[int, str]) -> None:
     """Insert the ``training_sets`` row and its selected relaxations (SELECTED_SQL)."""
-    import json
 
     previous = _set_local(session, WORK_MEM)
     session.execute(
@@ -554,3 +554,18 @@ def stored_frame_contents(session: Session, training_set_id: int) -> Iterator[li
         {"id": training_set_id},
     )
     yield from _by_relaxation(rows)
+
+
+def training_set_elements(session: Session, training_set_id: int) -> tuple[str, ...]:
+    """Element symbols of every frame of a training set, in Z order."""
+    from ase.data import chemical_symbols
+
+    numbers = session.execute(
+        text(
+            "SELECT DISTINCT z FROM training_set_relaxations t"
+            " JOIN relaxations r ON r.id = t.relaxation_id, unnest(r.species) AS z"
+            " WHERE t.training_set_id = :id ORDER BY z"
+        ),
+        {"id": training_set_id},
+    ).scalars()
+    return tuple(chemical_symbols[z] for z in numbers)

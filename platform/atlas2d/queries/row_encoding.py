@@ -17,10 +17,12 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from atlas2d.analysis import structure
+from atlas2d.analysis.structure import dimensionality_from_vacuum
 from atlas2d.db.copy_binary import Field, encode_rows
 from atlas2d.db.digests import frame_digests
 from atlas2d.db.types import vec3_to_bytes
-from atlas2d.io.records import EnergyEntryRecord, Trajectory
+from atlas2d.errors import InvalidInput
+from atlas2d.io.records import EnergyEntryRecord, ParsedFile, Trajectory
 from atlas2d.io.validate import bad_record
 
 ENCODE_CHUNK_FRAMES = 4096
@@ -231,7 +233,7 @@ def encode_frames(block: FrameBlock, relaxation_ids: list[int | None]) -> Iterat
     """Summarise and encode the block's frames as binary COPY rows, chunk by chunk.
 
     Trajectories whose id is None (already stored) are skipped. Column order is
-    ``ingest_writes.FRAME_COLUMNS``. Computing summaries here, lazily, lets them overlap
+    ``queries.frames.FRAME_COLUMNS``. Computing summaries here, lazily, lets them overlap
     with the database writing the previous chunk.
     """
     counts = np.diff(block.offsets)
@@ -342,3 +344,52 @@ def entry_row(prepared: PreparedEntry, material_id: int, source_id: int) -> dict
         "data": entry.data,
         "content_hash": prepared.content_hash,
     }
+
+
+def material_rows(
+    parsed: ParsedFile, blocks: list[FrameBlock], entries: list[PreparedEntry]
+) -> list[dict[str, Any]]:
+    """One ``materials`` row per key in the file; compositions must agree within the file.
+
+    Dimensionality comes from the file's own data when it gives one, else from the
+    vacuum detected in the key's first structure.
+    """
+    structures: dict[str, list[tuple[Any, int, str]]] = {}
+    for block in blocks:
+        for t, traj in enumerate(block.trajectories):
+            structures.setdefault(traj.material_key, []).append(
+                (traj.species, int(block.vacuum[t].sum()), traj.record)
+            )
+    for prepared in entries:
+        entry = prepared.source
+        structures.setdefault(entry.material_key, []).append(
+            (entry.species, int(prepared.vacuum.sum()), entry.record)
+        )
+    rows = []
+    for key, items in structures.items():
+        composition = composition_fields(items[0][0])
+        for species, _, record in items[1:]:
+            other = composition_fields(species)["formula"]
+            if other != composition["formula"]:
+                raise InvalidInput(
+                    f"{parsed.path}: {record}: material {key!r} has formula {other} here but "
+                    f"{composition['formula']} elsewhere in the file. Give the two different "
+                    "keys; nothing from this file was written."
+                )
+        material = parsed.material(key)
+        dimensionality = material.dimensionality
+        if dimensionality is None:
+            dimensionality = dimensionality_from_vacuum(items[0][1])
+        rows.append(
+            {
+                "key": key,
+                **composition,
+                "prototype": material.prototype,
+                "spacegroup_number": material.spacegroup_number,
+                "dimensionality": dimensionality,
+                "info": material.info,
+            }
+        )
+    return rows
+
+

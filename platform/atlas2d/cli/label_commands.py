@@ -48,8 +48,7 @@ def label(
     from atlas2d.cli.context import connect
     from atlas2d.errors import InvalidInput
     from atlas2d.mlff.labeller import LabelSettings
-    from atlas2d.queries.materials import normalise_chemsys
-    from atlas2d.queries.relax import MaterialFilter
+    from atlas2d.queries.materials import MaterialFilter, normalise_chemsys
     from atlas2d.services.label import LabelRequest
     from atlas2d.services.label import label as label_service
 

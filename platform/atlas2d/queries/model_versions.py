@@ -3,15 +3,13 @@ and never commit."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from sqlalchemy import func, insert, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from atlas2d.db.models import FramePrediction, ModelVersion, TrainingSet
+from atlas2d.db.models import ModelVersion, TrainingSet
 
 COLUMNS = [c.name for c in ModelVersion.__table__.columns]
 
@@ -113,87 +111,6 @@ def parent_chain(session: Session, model_version_id: int) -> list[dict[str, Any]
 
 
 # --- predictions ----------------------------------------------------------------------
-
-
-def training_set_elements(session: Session, training_set_id: int) -> tuple[str, ...]:
-    """Element symbols of every frame of a training set, in Z order."""
-    from ase.data import chemical_symbols
-
-    numbers = session.execute(
-        text(
-            "SELECT DISTINCT z FROM training_set_relaxations t"
-            " JOIN relaxations r ON r.id = t.relaxation_id, unnest(r.species) AS z"
-            " WHERE t.training_set_id = :id ORDER BY z"
-        ),
-        {"id": training_set_id},
-    ).scalars()
-    return tuple(chemical_symbols[z] for z in numbers)
-
-
-def unpredicted_frame_ids(
-    session: Session, model_version_id: int, training_set_id: int, split: str
-) -> list[int]:
-    """Frames of a split the model has no stored prediction for, by id."""
-    rows = session.execute(
-        text(
-            "SELECT t.frame_id FROM training_set_frames t"
-            " WHERE t.training_set_id = :ts AND t.split = :split AND NOT EXISTS ("
-            "   SELECT 1 FROM frame_predictions p"
-            "   WHERE p.model_version_id = :mv AND p.frame_id = t.frame_id)"
-            " ORDER BY t.frame_id"
-        ),
-        {"ts": training_set_id, "split": split, "mv": model_version_id},
-    )
-    return list(rows.scalars())
-
-
-def frames_by_id(session: Session, frame_ids: Sequence[int]) -> list[Any]:
-    """Geometry and labels of frames, by frame id."""
-    return list(
-        session.execute(
-            text(
-                "SELECT f.id AS frame_id, f.step, f.n_sites, f.cell, f.positions, f.forces,"
-                " f.stress, f.energy, r.species, r.pbc, m.dimensionality"
-                " FROM frames f JOIN relaxations r ON r.id = f.relaxation_id"
-                " JOIN materials m ON m.id = r.material_id"
-                " WHERE f.id = ANY(:ids) ORDER BY f.id"
-            ),
-            {"ids": list(frame_ids)},
-        )
-    )
-
-
-def insert_predictions(session: Session, rows: list[dict[str, Any]]) -> int:
-    """Store predictions; rows already stored are left as they are. Returns rows written."""
-    if not rows:
-        return 0
-    result = session.execute(
-        pg_insert(FramePrediction).on_conflict_do_nothing().returning(FramePrediction.frame_id),
-        rows,
-    )
-    return len(result.all())
-
-
-def predictions_with_labels(
-    session: Session, model_version_id: int, training_set_id: int, split: str
-) -> list[Any]:
-    """Every stored prediction of a split, next to the frame's labels."""
-    return list(
-        session.execute(
-            text(
-                "SELECT t.frame_id, f.n_sites, f.energy, f.forces, f.stress, m.dimensionality,"
-                " p.energy AS predicted_energy, p.forces AS predicted_forces,"
-                " p.stress AS predicted_stress"
-                " FROM training_set_frames t"
-                " JOIN frame_predictions p ON p.frame_id = t.frame_id AND p.model_version_id = :mv"
-                " JOIN frames f ON f.id = t.frame_id"
-                " JOIN relaxations r ON r.id = f.relaxation_id"
-                " JOIN materials m ON m.id = r.material_id"
-                " WHERE t.training_set_id = :ts AND t.split = :split ORDER BY t.frame_id"
-            ),
-            {"mv": model_version_id, "ts": training_set_id, "split": split},
-        )
-    )
 
 
 def as_float_matrix(value: Any) -> np.ndarray | None:

@@ -1,0 +1,97 @@
+"""The words and defaults atlas2d is made of, each defined once.
+
+Every name a user can type (a split, a rule, an engine…) is a ``Literal`` alias here,
+with the tuple of its values beside it (``typing.get_args``), so that the database
+CHECKs, the services' validation and the CLI's choices all read the same list. The
+thesis's defaults (ecut, outlier filters, FIRE settings) are here too, with their units.
+Migrations keep their own copies: a migration must not change when this file does.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+# --- data --------------------------------------------------------------------------
+
+SourceFormat = Literal[
+    "vasprun", "outcar", "extxyz", "alexandria-traj", "alexandria-hull", "records", "labeller"
+]
+"""How an ingested file was read. ``labeller``: reference data made by ``atlas2d label``
+(a stand-in for DFT, never real DFT); ``records``: structures without labels."""
+SOURCE_FORMATS: tuple[SourceFormat, ...] = get_args(SourceFormat)
+
+Method = Literal["dft", "ml"]
+"""Who relaxed a structure: DFT (or the reference labeller) or a model version."""
+METHODS: tuple[Method, ...] = get_args(Method)
+
+DFT: Method = "dft"
+"""The energy source of DFT results, in hulls and stable lists (else a model version)."""
+
+# --- training sets -------------------------------------------------------------------
+
+Split = Literal["train", "val", "test"]
+SPLITS: tuple[Split, ...] = get_args(Split)
+
+Rule = Literal["ecut", "wang", "all"]
+"""How steps are chosen from a relaxation: the thesis's energy-change rule, Wang et
+al.'s steps {0, ⌊N/3⌋, N−1}, or every step."""
+RULES: tuple[Rule, ...] = get_args(Rule)
+
+OutlierScope = Literal["material", "frame"]
+"""``material``: a relaxation with any offending frame is dropped whole (the thesis);
+``frame``: only offending frames go."""
+OUTLIER_SCOPES: tuple[OutlierScope, ...] = get_args(OutlierScope)
+
+GroupBy = Literal["material", "formula", "chemsys"]
+"""What lands in one split together."""
+GROUP_BYS: tuple[GroupBy, ...] = get_args(GroupBy)
+
+OutlierFilter = Literal["max_sites", "isolated", "energy_per_atom", "max_force", "max_stress"]
+OUTLIER_FILTERS: tuple[OutlierFilter, ...] = get_args(OutlierFilter)
+
+DEFAULT_RULE: Rule = "ecut"
+DEFAULT_ECUT_EV_PER_ATOM = 0.01
+DEFAULT_SPLIT_PERCENT = (90.0, 5.0, 5.0)
+DEFAULT_MAX_SITES = 20
+DEFAULT_MIN_ENERGY_PER_ATOM_EV = -20.0
+DEFAULT_MAX_ENERGY_PER_ATOM_EV = 0.0
+DEFAULT_MAX_FORCE_EV_PER_A = 20.0
+DEFAULT_MAX_STRESS_KBAR = 500.0
+DEFAULT_ISOLATED_CUTOFF_A = 5.0
+
+ExportFormat = Literal["mace", "matgl", "extxyz"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
+
+# --- models --------------------------------------------------------------------------
+
+Architecture = Literal["m3gnet", "mace"]
+ARCHITECTURES: tuple[Architecture, ...] = get_args(Architecture)
+
+ModelStatus = Literal["training", "ready", "failed"]
+MODEL_STATUSES: tuple[ModelStatus, ...] = get_args(ModelStatus)
+
+EvaluationKind = Literal["relaxation", "direct", "stability"]
+EVALUATION_KINDS: tuple[EvaluationKind, ...] = get_args(EvaluationKind)
+
+Device = Literal["cpu", "cuda"]
+DEVICES: tuple[Device, ...] = get_args(Device)
+
+# --- relaxation ----------------------------------------------------------------------
+
+Engine = Literal["ase", "batched"]
+"""``ase``: one structure at a time with ASE's FIRE; ``batched``: many per model call."""
+ENGINES: tuple[Engine, ...] = get_args(Engine)
+
+DEFAULT_CHUNK_SIZE: dict[Engine, int] = {"ase": 32, "batched": 512}
+"""Materials relaxed and committed together by default: the batched engine needs many
+per model call to be fast; one structure at a time gains nothing from large chunks and
+an interruption loses less."""
+
+StartFrom = Literal["first", "final"]
+"""Which DFT frame a relaxation starts from: step 0 of the first DFT relaxation, or the
+last step of the last one."""
+STARTS: tuple[StartFrom, ...] = get_args(StartFrom)
+
+FIRE_FMAX_EV_PER_A = 0.1
+"""The thesis's force criterion: converged when every atom's force is below it."""
+FIRE_MAX_STEPS = 1000
