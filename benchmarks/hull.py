@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import text
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# This folder (for _common) and the repository root (for tests.support: synthetic data
+# and the device-wait census are test support, not part of the package).
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from _common import fresh_database, machine, stop_embedded_servers, timer, workdir
 from atlas2d.db.session import driver_connection, make_sessions
 from atlas2d.services.stability import update_hull

@@ -27,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# This folder (for _common) and the repository root (for tests.support: synthetic data
+# and the device-wait census are test support, not part of the package).
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from _common import fresh_database, machine, stop_embedded_servers, workdir
 from atlas2d.threads import apply_threads
 
@@ -73,9 +75,14 @@ def labelled_layers(n_materials: int, seed: int = 0) -> list[Trajectory]:
             atoms.positions += rng.normal(0, 0.06, atoms.positions.shape)
             atoms.calc = calculator
             frames.append(
-                (atoms.cell.array.copy(), atoms.positions.copy(), atoms.get_potential_energy(),
-                 atoms.get_forces().copy(), atoms.get_stress(voigt=False).copy())
-            )  # fmt: skip
+                (
+                    atoms.cell.array.copy(),
+                    atoms.positions.copy(),
+                    atoms.get_potential_energy(),
+                    atoms.get_forces().copy(),
+                    atoms.get_stress(voigt=False).copy(),
+                )
+            )
         cells, positions, energies, forces, stresses = (
             np.array(v) for v in zip(*frames, strict=True)
         )
@@ -293,9 +300,15 @@ def main() -> None:
         # instead of ours: what the rewrites gained.
         use_torch_sims_own(label == "torchsim")
         request = RelaxRequest(
-            "bench", materials=None, settings=settings, engine=engine_name, force=True,
-            device=args.device, chunk_size=chunk_size, training_set=None,
-        )  # fmt: skip
+            "bench",
+            materials=None,
+            settings=settings,
+            engine=engine_name,
+            force=True,
+            device=args.device,
+            chunk_size=chunk_size,
+            training_set=None,
+        )
         started = time.perf_counter()
         report = relax(sessions, request, scratch / "artifacts", workers=workers)
         seconds = time.perf_counter() - started

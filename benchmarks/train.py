@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# This folder (for _common) and the repository root (for tests.support: synthetic data
+# and the device-wait census are test support, not part of the package).
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from _common import fresh_database, machine, stop_embedded_servers, workdir
 from atlas2d.threads import apply_threads
 

@@ -37,8 +37,11 @@ def _run_demo(url: str, home: Path) -> str:
     }
     done = subprocess.run(
         [sys.executable, "-m", "atlas2d.cli.main", "demo", "--quick"],
-        env=env, capture_output=True, text=True, timeout=1200,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 

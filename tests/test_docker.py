@@ -206,10 +206,13 @@ def test_atlas2d_settings_accept_the_compose_environment(
         volume = next(
             (src for target, src in mounts.items() if home.is_relative_to(target)), None
         ) or next(
-            (src for target, src in mounts.items()
-             if PurePosixPath(str(settings.artifacts_dir)).is_relative_to(target)),
+            (
+                src
+                for target, src in mounts.items()
+                if PurePosixPath(str(settings.artifacts_dir)).is_relative_to(target)
+            ),
             None,
-        )  # fmt: skip
+        )
         assert volume == "artifacts", f"{name}: {settings.artifacts_dir} is not on a volume"
         assert volume in compose["volumes"]
     app_env = _environment(compose["services"]["app"])
@@ -313,10 +316,11 @@ def test_dockerignore_drops_clutter_and_keeps_what_the_build_needs() -> None:
 
     def ignored(path: str) -> bool:
         return any(
-            fnmatch.fnmatch(path, p) or fnmatch.fnmatch(path, p.removeprefix("**/"))
+            fnmatch.fnmatch(path, p)
+            or fnmatch.fnmatch(path, p.removeprefix("**/"))
             or fnmatch.fnmatch(Path(path).name, p.removeprefix("**/"))
             for p in patterns
-        )  # fmt: skip
+        )
 
     for path in (".git", "x.whl", "__pycache__", ".pytest_cache", "atlas2d.egg-info"):
         assert ignored(path), f"{path} is sent to the build"

@@ -9,6 +9,7 @@ Migrations keep their own copies: a migration must not change when this file doe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, get_args
 
 # --- data --------------------------------------------------------------------------
@@ -32,6 +33,9 @@ DFT: Method = "dft"
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = get_args(Split)
 
+HELD_OUT_SPLIT: Split = "test"
+"""The split relaxed, evaluated and predicted when none is given."""
+
 Rule = Literal["ecut", "wang", "all"]
 """How steps are chosen from a relaxation: the thesis's energy-change rule, Wang et
 al.'s steps {0, ⌊N/3⌋, N−1}, or every step."""
@@ -51,7 +55,10 @@ OUTLIER_FILTERS: tuple[OutlierFilter, ...] = get_args(OutlierFilter)
 
 DEFAULT_RULE: Rule = "ecut"
 DEFAULT_ECUT_EV_PER_ATOM = 0.01
+DEFAULT_OUTLIER_SCOPE: OutlierScope = "material"
+DEFAULT_GROUP_BY: GroupBy = "material"
 DEFAULT_SPLIT_PERCENT = (90.0, 5.0, 5.0)
+"""train, val, test (percent)."""
 DEFAULT_MAX_SITES = 20
 DEFAULT_MIN_ENERGY_PER_ATOM_EV = -20.0
 DEFAULT_MAX_ENERGY_PER_ATOM_EV = 0.0
@@ -75,12 +82,14 @@ EVALUATION_KINDS: tuple[EvaluationKind, ...] = get_args(EvaluationKind)
 
 Device = Literal["cpu", "cuda"]
 DEVICES: tuple[Device, ...] = get_args(Device)
+DEFAULT_DEVICE: Device = "cpu"
 
 # --- relaxation ----------------------------------------------------------------------
 
 Engine = Literal["ase", "batched"]
 """``ase``: one structure at a time with ASE's FIRE; ``batched``: many per model call."""
 ENGINES: tuple[Engine, ...] = get_args(Engine)
+DEFAULT_ENGINE: Engine = "ase"
 
 DEFAULT_CHUNK_SIZE: dict[Engine, int] = {"ase": 32, "batched": 512}
 """Materials relaxed and committed together by default: the batched engine needs many
@@ -91,7 +100,23 @@ StartFrom = Literal["first", "final"]
 """Which DFT frame a relaxation starts from: step 0 of the first DFT relaxation, or the
 last step of the last one."""
 STARTS: tuple[StartFrom, ...] = get_args(StartFrom)
+DEFAULT_START: StartFrom = "first"
 
 FIRE_FMAX_EV_PER_A = 0.1
 """The thesis's force criterion: converged when every atom's force is below it."""
 FIRE_MAX_STEPS = 1000
+
+# --- labelling -----------------------------------------------------------------------
+
+LABEL_FMAX_EV_PER_A = 0.05
+LABEL_MAX_STEPS = 500
+"""The reference labeller's FIRE settings (``atlas2d label``): eV/Å and steps."""
+DEFAULT_LABEL_CHUNK_SIZE = 16
+"""Structures labelled and committed together: an interruption loses at most these."""
+
+
+def or_list(values: Sequence[str]) -> str:
+    """A vocabulary in a sentence: ``("a", "b", "c")`` → ``"a, b or c"``."""
+    if len(values) < 2:
+        return "".join(values)
+    return f"{', '.join(values[:-1])} or {values[-1]}"

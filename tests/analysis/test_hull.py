@@ -30,8 +30,10 @@ def _random_system(elements: list[str], n: int, seed: int) -> tuple[list[Composi
     return compositions, np.array(energies)
 
 
-@pytest.mark.parametrize(("elements", "seed"), [(["Mo"], 0), (["Mo", "S"], 1),
-                                                (["Mo", "S", "W"], 2), (["Mo", "Nb", "S", "Se"], 3)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("elements", "seed"),
+    [(["Mo"], 0), (["Mo", "S"], 1), (["Mo", "S", "W"], 2), (["Mo", "Nb", "S", "Se"], 3)],
+)
 def test_e_above_hull_formation_energy_and_decomposition_equal_pymatgen(
     elements: list[str], seed: int
 ) -> None:

@@ -84,6 +84,18 @@ def test_skip_bad_writes_a_report(cli, tmp_path: Path) -> None:  # type: ignore[
     assert outcomes == {Path(X_SPECIES).name: "rejected", Path(FE2O2).name: "ingested"}
 
 
+def test_relax_and_label_commit_in_chunks_of_chunk_size(cli) -> None:  # type: ignore[no-untyped-def]
+    """``--chunk-size`` (materials per transaction) reaches the request of relax and
+    label; ``--batch-size`` is only the training minibatch (``atlas2d train``)."""
+    code, _, err = cli("relax", "--model", "nope", "--chunk-size", "0")
+    assert code == 1 and "--chunk-size 0 must be at least 1" in err
+    code, _, err = cli("label", "--from-file", "nope.extxyz", "--chunk-size", "0")
+    assert code == 1 and "--chunk-size 0 must be at least 1" in err
+    for command in (("relax", "--model", "nope"), ("label", "--from-file", "nope.extxyz")):
+        code, _, err = cli(*command, "--batch-size", "2")
+        assert code == 2 and "--batch-size" in err  # a usage error: no such option
+
+
 def _atlas2d(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATLAS2D_")}
     env["ATLAS2D_HOME"] = str(home)

@@ -59,11 +59,11 @@ def test_models_list_and_show(registry_cli) -> None:  # type: ignore[no-untyped-
 
 
 def test_train_then_predict(registry_cli) -> None:  # type: ignore[no-untyped-def]
+    tiny = ["--cutoff", "4", "--threebody-cutoff", "3.5", "--units", "8", "--nblocks", "1"]
     code, out, err = registry_cli(
-        "train", "--arch", "m3gnet", "--trainset", "layers", "--name", "cli-m3gnet",
-        "--epochs", "1", "--batch-size", "4", "--cutoff", "4", "--threebody-cutoff", "3.5",
-        "--units", "8", "--nblocks", "1", "--seed", "3",
-    )  # fmt: skip
+        *["train", "--arch", "m3gnet", "--trainset", "layers", "--name", "cli-m3gnet"],
+        *["--epochs", "1", "--batch-size", "4", "--seed", "3", *tiny],
+    )
     assert code == 0, err
     assert "cli-m3gnet:1 is ready" in out and "energy MAE (meV/atom)" in out and "sha256" in out
     code, out, _ = registry_cli(
@@ -102,7 +102,7 @@ def test_relax_then_evaluate(registry_cli, tmp_path) -> None:  # type: ignore[no
         "--steps",
         "20",
     ]
-    code, out, err = registry_cli("relax", *args, "--engine", "batched", "--batch-size", "2")
+    code, out, err = registry_cli("relax", *args, "--engine", "batched", "--chunk-size", "2")
     assert code == 0, err
     assert "4 requested, 0 already done, 4 relaxed" in out and "structures/s" in out
     code, out, _ = registry_cli("relax", *args)

@@ -1,5 +1,6 @@
 """The force-field contract, written once and applied to every adapter: a tiny M3GNet
-and a tiny MACE freshly trained through the registry (``trained_registry``).
+and a tiny MACE trained once per test run straight through ``mlff`` (no database), on
+synthetic layers exported with the frameworks' conventions.
 
 Finite differences need float64: MACE trains in float64; the M3GNet is switched to
 float64 (matgl trains in float32) before it is loaded.
@@ -8,26 +9,88 @@ float64 (matgl trains in float32) before it is loaded.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import mx2
 
+from atlas2d.io.records import ExportFrame
 from atlas2d.mlff.forcefield import ForceField
-from atlas2d.services.models import load_force_field
+from atlas2d.vocabulary import Split
+from tests.conftest import tiny_options
+from tests.support.synthetic import synthetic_trajectories
 
-MODELS = ["tiny-m3gnet:1", "tiny-mace:1"]
+ARCHITECTURES = ["m3gnet", "mace"]
 
 
-@pytest.fixture(params=MODELS)
-def force_field(request: pytest.FixtureRequest, trained_registry) -> Iterator[ForceField]:  # type: ignore[no-untyped-def]
+def _split_frames(seed: int = 21) -> dict[Split, list[ExportFrame]]:
+    """Synthetic layers (MoS2 among them) as export frames, a quarter of the materials
+    in the validation split."""
+    trajectories = synthetic_trajectories(16, 6, 6, seed=seed)
+    splits: dict[Split, list[ExportFrame]] = {"train": [], "val": []}
+    for index, trajectory in enumerate(trajectories):
+        split: Split = "val" if index % 4 == 3 else "train"
+        splits[split] += [
+            ExportFrame(
+                species=trajectory.species,
+                cell=trajectory.cells[f],
+                positions=trajectory.positions[f],
+                energy=float(trajectory.energies[f]),
+                forces=trajectory.forces[f],
+                stress=None if trajectory.stresses is None else trajectory.stresses[f],
+                info={"material_key": trajectory.material_key, "step": f},
+            )
+            for f in range(trajectory.n_frames)
+        ]
+    return splits
+
+
+@pytest.fixture(scope="session")
+def tiny_model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Architecture → model file of a tiny model trained for two epochs on the CPU."""
+    from ase.data import chemical_symbols
+
+    from atlas2d.io.exporters import write_mace_extxyz, write_matgl_dataset
+    from atlas2d.mlff.train_m3gnet import train_m3gnet
+    from atlas2d.mlff.train_mace import train_mace
+
+    root = tmp_path_factory.mktemp("contract_models")
+    frames = _split_frames()
+    numbers = sorted({int(z) for split in frames.values() for f in split for z in f.species})
+    elements = tuple(chemical_symbols[z] for z in numbers)
+    assert {"Mo", "S"} <= set(elements) and "Au" not in elements
+    dirs = {split: root / "matgl" / split for split in frames}
+    files = {split: root / "mace" / f"{split}.extxyz" for split in frames}
+    (root / "mace").mkdir()
+    for split, split_frames in frames.items():
+        write_matgl_dataset(split_frames, dirs[split])
+        write_mace_extxyz(split_frames, files[split])
+    (root / "m3gnet_run").mkdir()
+    (root / "mace_run").mkdir()
+    m3gnet = train_m3gnet(dirs, elements, tiny_options("m3gnet"), root / "m3gnet_run")
+    mace = train_mace(files, elements, tiny_options("mace"), root / "mace_run")
+    return {"m3gnet": m3gnet.artifact, "mace": mace.artifact}
+
+
+@pytest.fixture(params=ARCHITECTURES)
+def force_field(
+    request: pytest.FixtureRequest, tiny_model_files: dict[str, Path]
+) -> Iterator[ForceField]:
     import matgl
     import torch
 
+    from atlas2d.mlff.m3gnet import M3GNetForceField, load_potential
+    from atlas2d.mlff.mace import MACEForceField, load_module
+
     float_th, float_np, default = matgl.float_th, matgl.float_np, torch.get_default_dtype()
     matgl.set_default_dtype("float", 64)  # also sets torch's default dtype
-    yield load_force_field(trained_registry.sessions, request.param, trained_registry.artifacts_dir)
+    data = tiny_model_files[request.param].read_bytes()
+    if request.param == "m3gnet":
+        yield M3GNetForceField(load_potential(data))
+    else:
+        yield MACEForceField(load_module(data))
     matgl.float_th, matgl.float_np = float_th, float_np
     torch.set_default_dtype(default)
 

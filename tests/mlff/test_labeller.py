@@ -95,7 +95,7 @@ def _strained(atoms: Atoms, strain: np.ndarray) -> Atoms:
 
 @pytest.mark.parametrize("kind", ["bulk", "layer"])
 def test_stress_is_the_strain_derivative_in_ev_per_a3_with_ase_sign(kind: str) -> None:
-    """σ_ij = (1/V) ∂E/∂ε_ij (positive = tensile), as DESIGN.md stores it: CHGNet's GPa
+    """σ_ij = (1/V) ∂E/∂ε_ij (positive = tensile), as atlas2d stores it: CHGNet's GPa
     times ase.units.GPa, no sign change. CHGNet computes in float32, so the strain step
     is 1e-3 and the tolerance 2 % of the largest component."""
     # Compressed (Si's a is about 5.45 Å, MoS2's 3.19 Å): a large, negative stress.

@@ -152,11 +152,14 @@ def test_loop_free_fire_step_reproduces_torch_sims_step(force_field) -> None:  #
     x = 0.05 * torch.randn(5, 3, 3, dtype=torch.float64, generator=generator)
     g = torch.randn(5, 3, 3, dtype=torch.float64, generator=generator)
     directions = torch.eye(9, dtype=torch.float64).reshape(9, 3, 3)
-    expected = torch.stack([
-        torch.stack([(tsm.expm_frechet(x[b], d, compute_expm=False) * g[b]).sum()
-                     for d in directions]).reshape(3, 3)
-        for b in range(5)
-    ])  # fmt: skip
+    expected = torch.stack(
+        [
+            torch.stack(
+                [(tsm.expm_frechet(x[b], d, compute_expm=False) * g[b]).sum() for d in directions]
+            ).reshape(3, 3)
+            for b in range(5)
+        ]
+    )
     assert cell_forces_log_space(x, g).sub(expected).abs().max() < 1e-12
 
 

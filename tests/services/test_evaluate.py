@@ -33,9 +33,12 @@ def test_relaxation_metrics_by_hand() -> None:
 
 def test_evaluate_against_dft(trained_registry, tmp_path) -> None:  # type: ignore[no-untyped-def]
     request = RelaxRequest(
-        "tiny-m3gnet:1", training_set="layers", split="test", engine="batched",
+        "tiny-m3gnet:1",
+        training_set="layers",
+        split="test",
+        engine="batched",
         settings=RelaxSettings(fmax=5e-4, max_steps=40),
-    )  # fmt: skip
+    )
     with pytest.raises(InvalidInput, match="no stored relaxations"):
         evaluate_relaxations(trained_registry.sessions, "tiny-m3gnet:1", "layers", "test", request)
     relax(trained_registry.sessions, request, trained_registry.artifacts_dir)

@@ -131,7 +131,7 @@ def test_bad_requests(trained_registry) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InvalidInput, match="engine 'fast' is not ase or batched"):
         relax(
             trained_registry.sessions,
-            RelaxRequest("tiny-mace", training_set="layers", engine="fast"),
+            RelaxRequest("tiny-mace", training_set="layers", engine="fast"),  # type: ignore[arg-type]
             trained_registry.artifacts_dir,
         )
     with pytest.raises(NotFound, match="No training set"):
@@ -151,9 +151,13 @@ def test_bad_requests(trained_registry) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.slow
 def test_two_dask_workers(trained_registry) -> None:  # type: ignore[no-untyped-def]
     request = RelaxRequest(
-        "tiny-mace:1", training_set="layers", split="val", chunk_size=1, engine="batched",
+        "tiny-mace:1",
+        training_set="layers",
+        split="val",
+        chunk_size=1,
+        engine="batched",
         settings=RelaxSettings(fmax=2e-3, max_steps=30),
-    )  # fmt: skip
+    )
     report = relax(trained_registry.sessions, request, trained_registry.artifacts_dir, workers=2)
     assert (report.requested, report.relaxed) == (4, 4)
     stored = _count(

@@ -169,9 +169,15 @@ def test_dft_hull_equals_pymatgen_per_chemsys(cli, hull_data) -> None:  # type: 
         )
         assert rows[key]["energy_source"] == "dft"
     assert list(_csv(out)[0]) == [
-        "material_key", "formula", "chemsys", "spacegroup", "e_above_hull_mev_per_atom",
-        "formation_energy_ev_per_atom", "energy_source", "hull_run",
-    ]  # fmt: skip
+        "material_key",
+        "formula",
+        "chemsys",
+        "spacegroup",
+        "e_above_hull_mev_per_atom",
+        "formation_energy_ev_per_atom",
+        "energy_source",
+        "hull_run",
+    ]
 
     code, out, _ = cli("stable", "--format", "csv")
     stable = {r["material_key"] for r in _csv(out)}
@@ -198,7 +204,9 @@ def test_sql_views_and_function_answer_the_same(cli, hull_data, sessions) -> Non
                 )
             ).all()
         )
-        stable_view = set(session.execute(text("SELECT material_key FROM stable_compounds")).scalars())  # fmt: skip
+        stable_view = set(
+            session.execute(text("SELECT material_key FROM stable_compounds")).scalars()
+        )
         within = set(
             session.execute(
                 text("SELECT material_key FROM stable_compounds(0.05, 'dft')")
@@ -291,17 +299,31 @@ def _model_version(session: Session) -> int:
     ).scalar_one()
 
 
-def _ml_relaxation(session: Session, model_id: int, key: str, species: list[int], energy: float) -> None:  # fmt: skip
-    material_id = session.execute(text("SELECT id FROM materials WHERE key = :k"), {"k": key}).scalar_one()  # fmt: skip
+def _ml_relaxation(
+    session: Session, model_id: int, key: str, species: list[int], energy: float
+) -> None:
+    material_id = session.execute(
+        text("SELECT id FROM materials WHERE key = :k"), {"k": key}
+    ).scalar_one()
     session.add(
         Relaxation(
-            material_id=material_id, method="ml", model_version_id=model_id, sequence=0,
-            parameters={"fmax": 0.1}, n_sites=len(species), species=np.array(species),
-            pbc=[True, True, True], n_steps=1, converged=True,
-            final_energy=energy * len(species), final_energy_per_atom=energy,
-            final_area_per_atom=3.0, info={}, content_hash=f"ml-{key}",
+            material_id=material_id,
+            method="ml",
+            model_version_id=model_id,
+            sequence=0,
+            parameters={"fmax": 0.1},
+            n_sites=len(species),
+            species=np.array(species),
+            pbc=[True, True, True],
+            n_steps=1,
+            converged=True,
+            final_energy=energy * len(species),
+            final_energy_per_atom=energy,
+            final_area_per_atom=3.0,
+            info={},
+            content_hash=f"ml-{key}",
         )
-    )  # fmt: skip
+    )
 
 
 def test_model_stability_against_the_dft_hull_of_the_others(cli, hull_data, sessions) -> None:  # type: ignore[no-untyped-def]
@@ -336,8 +358,9 @@ def test_model_stability_against_the_dft_hull_of_the_others(cli, hull_data, sess
                 ),
                 {"k": key},
             ).scalar_one()
-            _ml_relaxation(session, model_id, key, species,
-                           entry.energy_per_atom - correction + offsets[key])  # fmt: skip
+            _ml_relaxation(
+                session, model_id, key, species, entry.energy_per_atom - correction + offsets[key]
+            )
     code, out, err = cli("hull", "update", "--energy", "stab:1")
     assert code == 0, err
 
@@ -351,7 +374,9 @@ def test_model_stability_against_the_dft_hull_of_the_others(cli, hull_data, sess
         diagram = PhaseDiagram(
             [e for e in others if {str(x) for x in e.composition.elements} <= elements]
         )
-        candidate = PDEntry(mine.composition, (mine.energy_per_atom + offsets[key]) * mine.composition.num_atoms)  # fmt: skip
+        candidate = PDEntry(
+            mine.composition, (mine.energy_per_atom + offsets[key]) * mine.composition.num_atoms
+        )
         expected = diagram.get_decomp_and_e_above_hull(candidate, allow_negative=True)[1]
         assert ml[key] == pytest.approx(expected, abs=1e-6), key
 

@@ -3,7 +3,9 @@ once per test run by ``trained_registry`` (a database of its own, whose runs com
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -14,6 +16,9 @@ from sqlalchemy import text
 from atlas2d.db.types import vec3_from_bytes
 from atlas2d.errors import ArtifactChanged, InvalidInput, NotFound, TrainingFailed
 from atlas2d.mlff.artifacts import sha256_of_file
+from atlas2d.queries.frame_predictions import predictions_with_labels
+from atlas2d.queries.frames import frame_atoms, frames_by_id
+from atlas2d.queries.model_versions import ModelVersionRef, version_by_id
 from atlas2d.services import training
 from atlas2d.services.models import (
     artifact_file,
@@ -26,11 +31,77 @@ from atlas2d.services.models import (
 from atlas2d.services.predictions import predict_split
 from atlas2d.services.training import TrainRequest, train_model
 from tests.conftest import tiny_options
+from tests.support.synthetic import synthetic_trajectories
 
 
-def _row(registry, ref: str) -> dict:  # type: ignore[no-untyped-def]
+def _row(registry, ref: str) -> ModelVersionRef:  # type: ignore[no-untyped-def]
     with registry.sessions.begin() as session:
         return resolve(session, ref, require_ready=False)
+
+
+def test_a_resolved_version_is_a_plain_ref_with_the_registry_fields(trained_registry) -> None:  # type: ignore[no-untyped-def]
+    model = _row(trained_registry, "tiny-mace")
+    assert isinstance(model, ModelVersionRef)
+    assert (model.label, model.name, model.version) == ("tiny-mace:1", "tiny-mace", 1)
+    assert (model.architecture, model.status, model.error) == ("mace", "ready", None)
+    assert model.parent_id is None and model.training_set == "layers"
+    details = show_model(trained_registry.sessions, "tiny-mace:1")
+    assert (model.artifact_path, model.artifact_sha256) == (
+        details.artifact_path,
+        details.artifact_sha256,
+    )
+    assert model.hyperparameters == details.hyperparameters and model.metrics == details.metrics
+    assert model.environment["threads"] == 1 and model.finished_at is not None
+    with trained_registry.sessions.begin() as session:
+        assert version_by_id(session, model.id) == model
+        training_set_id = session.execute(
+            text("SELECT id FROM training_sets WHERE name = 'layers'")
+        ).scalar_one()
+    assert model.training_set_id == training_set_id
+    # Dask hands the ref to its workers by pickling it.
+    assert pickle.loads(pickle.dumps(model)) == model
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        model.status = "failed"  # type: ignore[misc]
+
+
+def test_stored_frames_and_predictions_come_back_decoded(trained_registry) -> None:  # type: ignore[no-untyped-def]
+    """The queries decode the bytea and array columns: positions (n, 3) Å, cell (3, 3) Å,
+    forces (n, 3) eV/Å and stress (3, 3) eV/Å³, all float64, as the frames were ingested."""
+    sessions = trained_registry.sessions
+    model = _row(trained_registry, "tiny-mace:1")
+    with sessions.begin() as session:
+        raw = session.execute(
+            text(
+                "SELECT f.id, f.positions, f.cell, f.step, m.key FROM frames f"
+                " JOIN relaxations r ON r.id = f.relaxation_id"
+                " JOIN materials m ON m.id = r.material_id ORDER BY f.id LIMIT 3"
+            )
+        ).all()
+        frames = frames_by_id(session, [r.id for r in raw])
+        labelled = predictions_with_labels(session, model.id, model.training_set_id, "test")
+    ingested = {t.material_key: t for t in synthetic_trajectories(16, 6, 6, seed=21)}
+    assert [f.frame_id for f in frames] == [r.id for r in raw]
+    for frame, row in zip(frames, raw, strict=True):
+        assert frame.positions.dtype == np.float64 and frame.positions.shape == (6, 3)
+        assert frame.cell.dtype == np.float64 and frame.cell.shape == (3, 3)
+        assert frame.n_sites == 6 and frame.pbc == (True, True, True)
+        np.testing.assert_array_equal(
+            frame.positions, np.frombuffer(row.positions, dtype="<f8").reshape(6, 3)
+        )
+        trajectory = ingested[row.key]
+        np.testing.assert_allclose(frame.positions, trajectory.positions[row.step], atol=1e-12)
+        np.testing.assert_allclose(frame.cell, trajectory.cells[row.step], atol=1e-12)
+        np.testing.assert_array_equal(frame.species, trajectory.species)
+        atoms = frame_atoms(frame)
+        assert atoms.pbc.all() and atoms.get_atomic_numbers().tolist() == frame.species.tolist()
+    assert len(labelled) == 12
+    for prediction in labelled:
+        assert prediction.forces.shape == prediction.predicted_forces.shape == (6, 3)
+        assert prediction.forces.dtype == prediction.predicted_forces.dtype == np.float64
+        assert prediction.stress is not None and prediction.stress.shape == (3, 3)
+        assert prediction.predicted_stress is not None
+        assert prediction.predicted_stress.shape == (3, 3)
+        assert prediction.dimensionality == 2 and prediction.n_sites == 6
 
 
 @pytest.mark.parametrize("name", ["tiny-m3gnet", "tiny-mace"])

@@ -26,6 +26,7 @@ from atlas2d.services.trainsets import (
     show_training_set,
     verify_training_set,
 )
+from atlas2d.vocabulary import GROUP_BYS, OUTLIER_SCOPES, RULES
 from tests.support.synthetic import alexandria_document, synthetic_trajectories
 
 # Lengths cover the corner cases of the fallback {0, ⌊(N−1)/2⌋, N−1}.
@@ -359,7 +360,11 @@ def test_training_sets_are_immutable_and_named_once(sessions, alexandria_data) -
 
 def test_bad_parameters_and_empty_selections_are_refused(sessions, alexandria_data) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InvalidInput, match="outlier scope 'everything'"):
-        create_training_set(sessions, "bad", SelectionParameters(outlier_scope="everything"))
+        create_training_set(
+            sessions,
+            "bad",
+            SelectionParameters(outlier_scope="everything"),  # type: ignore[arg-type]
+        )
     with pytest.raises(InvalidInput, match="No frame survives"):
         create_training_set(sessions, "empty", SelectionParameters(chemsys=("Au-Cu",)))
     with sessions.begin() as session:
@@ -398,3 +403,25 @@ def test_stored_rows_belong_to_a_training_set(sessions, alexandria_data) -> None
         assert (
             session.execute(text("SELECT count(*) FROM training_set_relaxations")).scalar_one() == 0
         )
+
+
+def test_every_word_of_the_vocabulary_has_its_sql() -> None:
+    """A rule, outlier scope or group-by added to ``atlas2d.vocabulary`` needs its SQL."""
+    assert tuple(queries.RULES_SQL) == RULES
+    assert tuple(queries.SURVIVORS) == OUTLIER_SCOPES
+    assert tuple(queries.GROUP_KEYS) == GROUP_BYS
+
+
+def test_a_stored_set_comes_back_as_a_typed_row(sessions, alexandria_data) -> None:  # type: ignore[no-untyped-def]
+    made = create_training_set(sessions, "typed", SelectionParameters(rule="wang", seed=4))
+    with sessions.begin() as session:
+        row = queries.training_set_row(session, "typed")
+        (listed,) = queries.list_training_sets(session)
+    assert isinstance(row, queries.TrainingSetRow) and listed == row
+    assert (row.name, row.rule, row.content_hash, row.n_frames) == (
+        "typed",
+        "wang",
+        made.content_hash,
+        made.n_frames,
+    )
+    assert SelectionParameters.from_json(row.parameters) == SelectionParameters(rule="wang", seed=4)

@@ -2,7 +2,7 @@
 
 Stress errors count only the components that are training targets: for a 2D layer
 the in-plane ones (xx, xy, yx, yy; the z-index components are zeroed in the targets,
-DESIGN.md), for bulk all nine.
+so that a layer's cell relaxes in-plane only), for bulk all nine.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from atlas2d.db.models import SPLITS as SPLIT_NAMES
+from atlas2d.vocabulary import SPLITS, Split
 
 
 def parse_ratios(text: str) -> tuple[float, float, float]:
@@ -27,7 +27,7 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
 
 def assign_splits(
     groups: list[str], ratios: tuple[float, float, float], seed: int
-) -> dict[str, str]:
+) -> dict[str, Split]:
     """Assign every group to train, val or test.
 
     Groups are sorted, shuffled with ``numpy.random.default_rng(seed)`` and cut at the
@@ -45,7 +45,8 @@ def assign_splits(
     ordered = sorted(set(groups))
     order = np.random.default_rng(seed).permutation(len(ordered))
     cuts = np.rint(np.cumsum(ratios)[:2] / 100.0 * len(ordered)).astype(int)
-    names = np.full(len(ordered), SPLIT_NAMES[2], dtype=object)
-    names[order[: cuts[0]]] = SPLIT_NAMES[0]
-    names[order[cuts[0] : cuts[1]]] = SPLIT_NAMES[1]
+    train, val, test = SPLITS
+    names = np.full(len(ordered), test, dtype=object)
+    names[order[: cuts[0]]] = train
+    names[order[cuts[0] : cuts[1]]] = val
     return dict(zip(ordered, names.tolist(), strict=True))

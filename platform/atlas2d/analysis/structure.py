@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ISOLATED_CUTOFF_A = 5.0
+from atlas2d.vocabulary import DEFAULT_ISOLATED_CUTOFF_A
+
+ISOLATED_CUTOFF_A = DEFAULT_ISOLATED_CUTOFF_A
 """An atom with no neighbour (periodic images included) within this distance is isolated."""
 MIN_VACUUM_A = 7.0
 """A gap of at least this many Å with no atom, across the whole cell, counts as vacuum.

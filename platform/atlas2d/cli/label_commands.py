@@ -7,8 +7,14 @@ from pathlib import Path
 
 import typer
 
-from atlas2d.cli.choices import Device
 from atlas2d.cli.output import console
+from atlas2d.vocabulary import (
+    DEFAULT_DEVICE,
+    DEFAULT_LABEL_CHUNK_SIZE,
+    LABEL_FMAX_EV_PER_A,
+    LABEL_MAX_STEPS,
+    Device,
+)
 
 
 def label(
@@ -32,10 +38,14 @@ def label(
     source: list[str] = typer.Option(
         [], help="With --materials: DFT data from these sources (path or id)."
     ),
-    fmax: float = typer.Option(0.05, help="Force criterion (eV/Å)."),
-    steps: int = typer.Option(500, help="Maximum FIRE steps."),
-    batch_size: int = typer.Option(16, help="Structures labelled and committed together."),
-    device: Device = typer.Option(Device.cpu),
+    fmax: float = typer.Option(LABEL_FMAX_EV_PER_A, help="Force criterion (eV/Å)."),
+    steps: int = typer.Option(LABEL_MAX_STEPS, help="Maximum FIRE steps."),
+    chunk_size: int = typer.Option(
+        DEFAULT_LABEL_CHUNK_SIZE,
+        help="Structures labelled and committed in one transaction; an interruption loses "
+        "at most the chunk in progress.",
+    ),
+    device: Device = typer.Option(DEFAULT_DEVICE),
 ) -> None:
     """Relax structures with the reference labeller and store the full trajectories.
 
@@ -71,8 +81,8 @@ def label(
     request = LabelRequest(
         files=tuple(from_file),
         materials=selection,
-        settings=LabelSettings(fmax=fmax, max_steps=steps, device=device.value),
-        batch_size=batch_size,
+        settings=LabelSettings(fmax=fmax, max_steps=steps, device=device),
+        chunk_size=chunk_size,
     )
     with Progress(
         TextColumn("labelling"),

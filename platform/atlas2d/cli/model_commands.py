@@ -7,8 +7,8 @@ from typing import Any
 
 import typer
 
-from atlas2d.cli.choices import Device, Split
 from atlas2d.cli.output import OutputFormat, console, print_frame, print_json
+from atlas2d.vocabulary import DEFAULT_DEVICE, HELD_OUT_SPLIT, Device, Split
 
 models_app = typer.Typer(
     help="The model registry: versions, provenance, metrics.", no_args_is_help=True
@@ -47,6 +47,13 @@ def _print_metrics(metrics_by_split: dict[str, dict[str, Any]], title: str) -> N
     console.print(table)
 
 
+def _evaluated_splits(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The per-split errors a training run measured (validation and test)."""
+    from atlas2d.services.training import EVALUATED_SPLITS
+
+    return {split: metrics[split] for split in EVALUATED_SPLITS if split in metrics}
+
+
 def train(
     arch: Architecture = typer.Option(..., "--arch", help="m3gnet (matgl) or mace (mace-torch)."),
     trainset: str = typer.Option(..., "--trainset", help="The training set to train on."),
@@ -79,7 +86,7 @@ def train(
     ),
     swa_energy_weight: float = typer.Option(1000.0, help="MACE: energy weight during SWA."),
     swa_lr: float = typer.Option(1e-3, help="MACE: learning rate during SWA."),
-    device: Device = typer.Option(Device.cpu, help="cpu or cuda."),
+    device: Device = typer.Option(DEFAULT_DEVICE, help="cpu or cuda."),
     devices: int = typer.Option(
         1, help="GPUs: Lightning DDP (m3gnet) or torchrun + MACE --distributed (mace)."
     ),
@@ -106,7 +113,7 @@ def train(
         force_weight=force_weight,
         stress_weight=stress_weight,
         freeze=freeze,
-        device=device.value,
+        device=device,
         devices=devices,
         max_time_s=max_time,
         num_threads=settings.num_threads,
@@ -130,17 +137,19 @@ def train(
         settings.artifacts_dir,
         progress=lambda line: console.print(f"[dim]·[/dim] {line}", highlight=False),
     )
-    metrics = {s: details.metrics[s] for s in ("val", "test") if s in details.metrics}
-    _print_metrics(metrics, f"{details.ref} ({details.architecture}) direct-prediction errors")
+    _print_metrics(
+        _evaluated_splits(details.metrics),
+        f"{details.ref} ({details.architecture}) direct-prediction errors",
+    )
     console.print(f"artifact {details.artifact_path}  sha256 {details.artifact_sha256}")
 
 
 def predict(
     model: str = typer.Option(..., "--model", help="NAME or NAME:VERSION."),
     trainset: str = typer.Option(..., "--trainset"),
-    split: Split = typer.Option(Split.test, "--split"),
+    split: Split = typer.Option(HELD_OUT_SPLIT, "--split"),
     batch_size: int = typer.Option(32, help="Structures per model call."),
-    device: Device = typer.Option(Device.cpu),
+    device: Device = typer.Option(DEFAULT_DEVICE),
 ) -> None:
     """Predict a training-set split with a model, store the predictions, print the errors."""
     from atlas2d.cli.context import connect
@@ -151,10 +160,10 @@ def predict(
         connect().sessions,
         model,
         trainset,
-        split.value,
+        split,
         get_settings().artifacts_dir,
         batch_size=batch_size,
-        device=device.value,
+        device=device,
     )
     console.print(
         f"{report.model} on {report.training_set}/{report.split}: "
@@ -205,7 +214,7 @@ def show(
         f"threads {environment.get('threads')}, seed {environment.get('seed')}, host {environment.get('host')}",
         highlight=False,
     )
-    metrics = {s: details.metrics[s] for s in ("val", "test") if s in details.metrics}
+    metrics = _evaluated_splits(details.metrics)
     if metrics:
         _print_metrics(metrics, "direct-prediction errors")
     if details.training_curve:

@@ -43,6 +43,8 @@ def show_command(
     format: OutputFormat = typer.Option(OutputFormat.table, "--format"),
 ) -> None:
     """Show one material: composition, symmetry, relaxations and energy entries."""
+    import dataclasses
+
     from atlas2d.cli.context import connect
     from atlas2d.services.materials import show_material
 
@@ -50,7 +52,7 @@ def show_command(
     if format is OutputFormat.json:
         print_json(
             {
-                "material": detail.material,
+                "material": dataclasses.asdict(detail.material),
                 "relaxations": detail.relaxations,
                 "entries": detail.entries,
             }
@@ -58,9 +60,9 @@ def show_command(
         return
     m = detail.material
     console.print(
-        f"[bold]{m['key']}[/bold]  {m['formula']}  chemsys {m['chemsys']}  "
-        f"dimensionality {m['dimensionality']}  space group {m['spacegroup_number']}  "
-        f"prototype {m['prototype'] or '-'}"
+        f"[bold]{m.key}[/bold]  {m.formula}  chemsys {m.chemsys}  "
+        f"dimensionality {m.dimensionality}  space group {m.spacegroup_number}  "
+        f"prototype {m.prototype or '-'}"
     )
     print_frame(detail.relaxations, format, title="relaxations")
     if not detail.entries.empty:

@@ -2,28 +2,47 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from atlas2d.cli.choices import Device, Split
 from atlas2d.cli.output import OutputFormat, console, print_frame, print_json
+from atlas2d.vocabulary import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_DEVICE,
+    DEFAULT_ENGINE,
+    DEFAULT_START,
+    FIRE_FMAX_EV_PER_A,
+    FIRE_MAX_STEPS,
+    HELD_OUT_SPLIT,
+    Device,
+    Engine,
+    Split,
+    StartFrom,
+)
 
+if TYPE_CHECKING:
+    from atlas2d.services.relax import RelaxRequest
 
-class Engine(str, Enum):
-    ase = "ase"
-    batched = "batched"
-
-
-class Start(str, Enum):
-    first = "first"
-    final = "final"
+CHUNK_SIZES = ", ".join(f"{engine} {size}" for engine, size in DEFAULT_CHUNK_SIZE.items())
+"""The default chunk size of each engine, for the help: ``ase 32, batched 512``."""
 
 
 def _request(
-    model, trainset, split, chemsys, formula, dimensionality, source, start, fmax, steps, **extra
-):  # type: ignore[no-untyped-def]
+    model: str,
+    trainset: str | None,
+    split: Split,
+    start: StartFrom,
+    fmax: float,
+    steps: int,
+    chemsys: list[str] | None = None,
+    formula: list[str] | None = None,
+    dimensionality: int | None = None,
+    source: list[str] | None = None,
+    save_trajectory: bool = False,
+    **extra: Any,
+) -> RelaxRequest:
     from atlas2d.mlff.relax import RelaxSettings
     from atlas2d.queries.materials import MaterialFilter, normalise_chemsys
     from atlas2d.services.relax import RelaxRequest
@@ -31,20 +50,18 @@ def _request(
     materials = None
     if trainset is None:
         materials = MaterialFilter(
-            chemsys=tuple(normalise_chemsys(c) or "" for c in chemsys),
-            formulas=tuple(formula),
+            chemsys=tuple(normalise_chemsys(c) or "" for c in chemsys or ()),
+            formulas=tuple(formula or ()),
             dimensionality=dimensionality,
-            sources=tuple(source),
+            sources=tuple(source or ()),
         )
-    settings = RelaxSettings(
-        fmax=fmax, max_steps=steps, save_trajectory=extra.pop("save_trajectory", False)
-    )
+    settings = RelaxSettings(fmax=fmax, max_steps=steps, save_trajectory=save_trajectory)
     return RelaxRequest(
         model=model,
         training_set=trainset,
-        split=split.value,
+        split=split,
         materials=materials,
-        start=start.value,
+        start=start,
         settings=settings,
         **extra,
     )
@@ -55,7 +72,7 @@ def relax(
     trainset: str | None = typer.Option(
         None, "--trainset", help="Relax the materials of this training set's split."
     ),
-    split: Split = typer.Option(Split.test, "--split"),
+    split: Split = typer.Option(HELD_OUT_SPLIT, "--split"),
     chemsys: list[str] = typer.Option(
         [], help="Without --trainset: these chemical systems (repeatable)."
     ),
@@ -69,14 +86,19 @@ def relax(
     from_file: list[Path] = typer.Option(
         [], "--from-file", help="Relax the structures in these files (any ingest format) instead."
     ),
-    start: Start = typer.Option(
-        Start.first, help="first: the unrelaxed DFT structure; final: the DFT-relaxed one."
+    start: StartFrom = typer.Option(
+        DEFAULT_START, help="first: the unrelaxed DFT structure; final: the DFT-relaxed one."
     ),
-    fmax: float = typer.Option(0.1, help="Force criterion (eV/Å)."),
-    steps: int = typer.Option(1000, help="Maximum FIRE steps."),
-    engine: Engine = typer.Option(Engine.ase, help="ase (one at a time) or batched (torch-sim)."),
-    batch_size: int | None = typer.Option(
-        None, help="Materials relaxed and committed together [ase 32, batched 512]."
+    fmax: float = typer.Option(FIRE_FMAX_EV_PER_A, help="Force criterion (eV/Å)."),
+    steps: int = typer.Option(FIRE_MAX_STEPS, help="Maximum FIRE steps."),
+    engine: Engine = typer.Option(
+        DEFAULT_ENGINE, help="ase (one at a time) or batched (torch-sim)."
+    ),
+    chunk_size: int | None = typer.Option(
+        None,
+        # "\\[": a bracket Rich's markup prints instead of reading it as a style.
+        help="Materials relaxed and committed in one transaction; an interruption loses at "
+        f"most the chunks in flight \\[{CHUNK_SIZES}].",
     ),
     max_atoms: int | None = typer.Option(
         None, help="Batched engine: atoms per model call [CPU 2000, GPU 50000]."
@@ -89,7 +111,7 @@ def relax(
     ),
     workers: int = typer.Option(0, help="Dask worker processes on this machine (one thread each)."),
     scheduler: str | None = typer.Option(None, help="Address of an existing Dask scheduler."),
-    device: Device = typer.Option(Device.cpu),
+    device: Device = typer.Option(DEFAULT_DEVICE),
 ) -> None:
     """Relax materials with a model (FIRE, in-plane cell for layers) and store the results."""
     from rich.progress import (
@@ -105,11 +127,24 @@ def relax(
     from atlas2d.services.relax import relax as relax_service
 
     request = _request(
-        model, trainset, split, chemsys, formula, dimensionality, source, start, fmax, steps,
-        engine=engine.value, chunk_size=batch_size, force=force, device=device.value,
-        max_atoms=max_atoms, save_trajectory=save_trajectory,
+        model,
+        trainset,
+        split,
+        start,
+        fmax,
+        steps,
+        chemsys=chemsys,
+        formula=formula,
+        dimensionality=dimensionality,
+        source=source,
+        save_trajectory=save_trajectory,
+        engine=engine,
+        chunk_size=chunk_size,
+        force=force,
+        device=device,
+        max_atoms=max_atoms,
         files=tuple(from_file),
-    )  # fmt: skip
+    )
     with Progress(
         TextColumn("relaxing"),
         BarColumn(),
@@ -145,10 +180,12 @@ def relax(
 def evaluate(
     model: str = typer.Option(..., "--model"),
     trainset: str | None = typer.Option(None, "--trainset"),
-    split: Split = typer.Option(Split.test, "--split"),
-    start: Start = typer.Option(Start.first, help="The relaxations' start (as given to relax)."),
-    fmax: float = typer.Option(0.1, help="The relaxations' fmax (eV/Å)."),
-    steps: int = typer.Option(1000, help="The relaxations' step limit."),
+    split: Split = typer.Option(HELD_OUT_SPLIT, "--split"),
+    start: StartFrom = typer.Option(
+        DEFAULT_START, help="The relaxations' start (as given to relax)."
+    ),
+    fmax: float = typer.Option(FIRE_FMAX_EV_PER_A, help="The relaxations' fmax (eV/Å)."),
+    steps: int = typer.Option(FIRE_MAX_STEPS, help="The relaxations' step limit."),
     report: Path | None = typer.Option(
         None, "--report", help="Write report.md and PNG plots here."
     ),
@@ -169,9 +206,9 @@ def evaluate(
         _evaluate_stability(model, threshold, format)
         return
 
-    request = _request(model, trainset, split, [], [], None, [], start, fmax, steps)
+    request = _request(model, trainset, split, start, fmax, steps)
     evaluation = evaluate_relaxations(
-        connect().sessions, model, trainset, split.value if trainset else None, request, report
+        connect().sessions, model, trainset, split if trainset else None, request, report
     )
     if format is OutputFormat.json:
         print_json(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from atlas2d.cli.output import OutputFormat, console, print_frame
+from atlas2d.vocabulary import DFT
 
 hull_app = typer.Typer(
     help="Convex hulls per energy source (DFT or a model).", no_args_is_help=True
@@ -15,7 +16,7 @@ ENERGY_HELP = "dft, or a model (NAME or NAME:VERSION) whose ML-relaxed energies 
 
 @hull_app.command("update")
 def update(
-    energy: str = typer.Option("dft", "--energy", help=ENERGY_HELP),
+    energy: str = typer.Option(DFT, "--energy", help=ENERGY_HELP),
     chemsys: list[str] = typer.Option(
         [], help="Only these chemical systems and their subsystems (repeatable)."
     ),
@@ -61,7 +62,7 @@ def update(
 
 
 def stable(
-    energy: str = typer.Option("dft", "--energy", help=ENERGY_HELP),
+    energy: str = typer.Option(DFT, "--energy", help=ENERGY_HELP),
     max_ehull: float = typer.Option(
         0.0, "--max-ehull", help="Largest energy above hull to list (eV/atom)."
     ),

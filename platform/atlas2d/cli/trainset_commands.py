@@ -2,50 +2,51 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from atlas2d.cli.output import OutputFormat, console, print_frame, print_json
+from atlas2d.vocabulary import (
+    DEFAULT_ECUT_EV_PER_ATOM,
+    DEFAULT_GROUP_BY,
+    DEFAULT_ISOLATED_CUTOFF_A,
+    DEFAULT_MAX_ENERGY_PER_ATOM_EV,
+    DEFAULT_MAX_FORCE_EV_PER_A,
+    DEFAULT_MAX_SITES,
+    DEFAULT_MAX_STRESS_KBAR,
+    DEFAULT_MIN_ENERGY_PER_ATOM_EV,
+    DEFAULT_OUTLIER_SCOPE,
+    DEFAULT_RULE,
+    DEFAULT_SPLIT_PERCENT,
+    DFT,
+    OUTLIER_FILTERS,
+    SPLITS,
+    ExportFormat,
+    GroupBy,
+    Method,
+    OutlierScope,
+    Rule,
+)
+
+if TYPE_CHECKING:
+    from atlas2d.services.trainsets import TrainingSetSummary
 
 app = typer.Typer(
     help="Training sets: select frames by a rule, filter outliers, split, export.",
     no_args_is_help=True,
 )
 
-
-class Rule(str, Enum):
-    ecut = "ecut"
-    wang = "wang"
-    all = "all"
+DEFAULT_SPLIT = ":".join(f"{percent:g}" for percent in DEFAULT_SPLIT_PERCENT)
+"""The default split as ``--split`` takes it: ``90:5:5``."""
 
 
-class Scope(str, Enum):
-    material = "material"
-    frame = "frame"
-
-
-class GroupBy(str, Enum):
-    material = "material"
-    formula = "formula"
-    chemsys = "chemsys"
-
-
-class ExportFormat(str, Enum):
-    mace = "mace"
-    matgl = "matgl"
-    extxyz = "extxyz"
-
-
-def _summary_lines(summary) -> None:  # type: ignore[no-untyped-def]
+def _summary_lines(summary: TrainingSetSummary) -> None:
     from rich.table import Table
 
-    from atlas2d.analysis.splits import SPLIT_NAMES
-    from atlas2d.queries.training_sets import FILTERS
-
     splits = Table("split", "frames", "materials", title=f"training set {summary.name}")
-    for split in SPLIT_NAMES:
+    for split in SPLITS:
         counts = summary.split_counts[split]
         splits.add_row(split, f"{counts['frames']:,}", f"{counts['materials']:,}")
     console.print(splits)
@@ -53,7 +54,7 @@ def _summary_lines(summary) -> None:  # type: ignore[no-untyped-def]
     filters = Table("", "frames", "materials", title=f"outlier filters (scope {scope})")
     rows = [
         ("kept by the rule", "rule_kept"),
-        *((f"flagged: {f}", f) for f in FILTERS),
+        *((f"flagged: {f}", f) for f in OUTLIER_FILTERS),
         ("removed", "removed"),
     ]
     for label, key in rows:
@@ -69,27 +70,37 @@ def _summary_lines(summary) -> None:  # type: ignore[no-untyped-def]
 @app.command()
 def create(
     name: str = typer.Argument(..., help="A new, unique name."),
-    rule: Rule = typer.Option(Rule.ecut, help="ecut (thesis), wang (steps 0, N/3, N-1) or all."),
-    ecut: float = typer.Option(0.01, help="eV/atom: keep step i when |e_i - e_(i+1)| > ecut."),
+    rule: Rule = typer.Option(DEFAULT_RULE, help="ecut (thesis), wang (steps 0, N/3, N-1) or all."),
+    ecut: float = typer.Option(
+        DEFAULT_ECUT_EV_PER_ATOM, help="eV/atom: keep step i when |e_i - e_(i+1)| > ecut."
+    ),
     include_final: bool = typer.Option(
         False, "--include-final", help="Also keep every relaxation's last step."
     ),
-    max_sites: int = typer.Option(20, help="Drop structures with more sites."),
-    min_energy_per_atom: float = typer.Option(-20.0, help="eV/atom; drop below."),
-    max_energy_per_atom: float = typer.Option(0.0, help="eV/atom; drop above."),
-    max_force: float = typer.Option(20.0, help="eV/Å; drop a structure with a larger force norm."),
+    max_sites: int = typer.Option(DEFAULT_MAX_SITES, help="Drop structures with more sites."),
+    min_energy_per_atom: float = typer.Option(
+        DEFAULT_MIN_ENERGY_PER_ATOM_EV, help="eV/atom; drop below."
+    ),
+    max_energy_per_atom: float = typer.Option(
+        DEFAULT_MAX_ENERGY_PER_ATOM_EV, help="eV/atom; drop above."
+    ),
+    max_force: float = typer.Option(
+        DEFAULT_MAX_FORCE_EV_PER_A, help="eV/Å; drop a structure with a larger force norm."
+    ),
     max_stress_kbar: float = typer.Option(
-        500.0, help="kBar; drop a structure with a larger |stress component|."
+        DEFAULT_MAX_STRESS_KBAR, help="kBar; drop a structure with a larger |stress component|."
     ),
     isolated_cutoff: float = typer.Option(
-        5.0, help="Å; drop structures with an atom without a neighbour this close."
+        DEFAULT_ISOLATED_CUTOFF_A,
+        help="Å; drop structures with an atom without a neighbour this close.",
     ),
-    outlier_scope: Scope = typer.Option(
-        Scope.material, help="material: drop a material with any outlier; frame: only the outlier."
+    outlier_scope: OutlierScope = typer.Option(
+        DEFAULT_OUTLIER_SCOPE,
+        help="material: drop a material with any outlier; frame: only the outlier.",
     ),
-    split: str = typer.Option("90:5:5", help="train:val:test percentages."),
+    split: str = typer.Option(DEFAULT_SPLIT, help="train:val:test percentages."),
     seed: int = typer.Option(0, help="Random seed of the split."),
-    group_by: GroupBy = typer.Option(GroupBy.material, help="Keep each group in one split."),
+    group_by: GroupBy = typer.Option(DEFAULT_GROUP_BY, help="Keep each group in one split."),
     dimensionality: int | None = typer.Option(
         None, help="Only materials of this dimensionality (2 = layers)."
     ),
@@ -99,7 +110,7 @@ def create(
     source: list[str] = typer.Option(
         [], help="Only relaxations from these sources (path or id; repeatable)."
     ),
-    method: str = typer.Option("dft", help="Relaxation method that enters."),
+    method: Method = typer.Option(DFT, help="Relaxation method that enters."),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Show the counts per split and filter; store nothing."
     ),
@@ -117,7 +128,7 @@ def create(
     except ValueError as err:
         raise InvalidInput(str(err)) from err
     params = SelectionParameters(
-        rule=rule.value,
+        rule=rule,
         ecut=ecut,
         include_final=include_final,
         max_sites=max_sites,
@@ -126,10 +137,10 @@ def create(
         max_force=max_force,
         max_stress_kbar=max_stress_kbar,
         isolated_cutoff=isolated_cutoff,
-        outlier_scope=outlier_scope.value,
+        outlier_scope=outlier_scope,
         split=ratios,
         seed=seed,
-        group_by=group_by.value,
+        group_by=group_by,
         method=method,
         dimensionality=dimensionality,
         chemsys=tuple(normalise_chemsys(c) or "" for c in chemsys),
@@ -211,6 +222,6 @@ def export(
     from atlas2d.cli.context import connect
     from atlas2d.services.trainsets import export_training_set
 
-    written = export_training_set(connect().sessions, name, format.value, out)
+    written = export_training_set(connect().sessions, name, format, out)
     for split, (path, count) in written.items():
         console.print(f"{split}: {count:,} frames → {path}")

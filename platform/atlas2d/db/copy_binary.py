@@ -38,7 +38,7 @@ class Field:
     values: Any = None
 
 
-def _field_dtype(field: Field) -> list[tuple[str, Any]]:
+def _field_dtype(field: Field) -> list[tuple[Any, ...]]:
     if field.kind == "null":
         return [("length", ">i4")]
     if field.kind in _SCALARS:

@@ -32,18 +32,15 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from atlas2d.db.base import Base
 from atlas2d.db.types import Matrix3, SmallIntArray, Vec3Array
-
-SOURCE_FORMATS = (
-    "vasprun",
-    "outcar",
-    "extxyz",
-    "alexandria-traj",
-    "alexandria-hull",
-    "records",
-    "labeller",
+from atlas2d.vocabulary import (
+    ARCHITECTURES,
+    EVALUATION_KINDS,
+    METHODS,
+    MODEL_STATUSES,
+    RULES,
+    SOURCE_FORMATS,
+    SPLITS,
 )
-"""``labeller``: reference data made by ``atlas2d label`` (a stand-in for DFT, never real DFT)."""
-METHODS = ("dft", "ml")
 
 
 def _in_list(column: str, values: tuple[str, ...]) -> str:
@@ -261,10 +258,6 @@ class Frame(Base):
     """xxh3-128 of the frame's content (``db.digests``), to detect changes."""
 
 
-SPLITS = ("train", "val", "test")
-RULES = ("ecut", "wang", "all")
-
-
 class TrainingSet(Base):
     """An immutable snapshot of frames chosen by a rule, filtered, and split by material."""
 
@@ -311,10 +304,6 @@ class TrainingSetRelaxation(Base):
     split: Mapped[str] = mapped_column(Text)
     frame_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger, dimensions=1))
     """frames.id of the selected steps, in step order."""
-
-
-ARCHITECTURES = ("m3gnet", "mace")
-MODEL_STATUSES = ("training", "ready", "failed")
 
 
 class ModelVersion(Base):
@@ -390,9 +379,6 @@ class FramePrediction(Base):
     stress: Mapped[np.ndarray | None] = mapped_column(Matrix3)
     """Stress, shape (3, 3), eV/Å³, ASE sign; NULL when the model computes none."""
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
-
-
-EVALUATION_KINDS = ("relaxation", "direct", "stability")
 
 
 class Evaluation(Base):

@@ -3,6 +3,11 @@ labeller (CHGNet standing in for DFT; never real DFT). What it holds and how it 
 :mod:`atlas2d.demo.make_dataset` and ``manifest.json`` (next to ``data/``, so that
 ``atlas2d ingest`` of the directory reads only the dataset).
 
+The builder, :mod:`atlas2d.demo.make_dataset`, stays in the package although only its
+output is used at run time: the data are generated, not measured, and whoever reads
+them (or the demo's figures) can rerun exactly the code that made them, with the
+versions the manifest records. Test-only generators live under ``tests/support``.
+
 ```bash
 atlas2d ingest $(python -c "import atlas2d.demo as d; print(*d.dataset_paths())")
 ```

@@ -88,9 +88,19 @@ CHALCOGENS = ("S", "Se", "Te")
 HALIDE_METALS = ("Mg", "Ca", "Sr", "Zn", "Cd", "Mn", "Fe", "Co", "Ni", "Pb")
 HALOGENS = ("Cl", "Br", "I")
 PLANAR = (
-    ("B", "N"), ("Al", "N"), ("Ga", "N"), ("In", "N"), ("Be", "O"), ("Mg", "O"),
-    ("Zn", "O"), ("Cd", "O"), ("Si", "C"), ("Ge", "C"), ("B", "P"), ("B", "As"),
-)  # fmt: skip
+    ("B", "N"),
+    ("Al", "N"),
+    ("Ga", "N"),
+    ("In", "N"),
+    ("Be", "O"),
+    ("Mg", "O"),
+    ("Zn", "O"),
+    ("Cd", "O"),
+    ("Si", "C"),
+    ("Ge", "C"),
+    ("B", "P"),
+    ("B", "As"),
+)
 JANUS = {"2H": ("Mo", "W"), "1T": ("Ti", "Zr", "Hf", "Pt")}
 JANUS_PAIRS = (("S", "Se"), ("S", "Te"), ("Se", "Te"))
 ALLOYS = (("Mo", "W", "2H"), ("Nb", "Mo", "2H"), ("Ti", "Ta", "1T"), ("Ti", "Ta", "2H"))
@@ -103,9 +113,15 @@ SUPERCELLS = {
     "2x2": ((2, 0, 0), (0, 2, 0), (0, 0, 1)),
 }
 ALLOY_CELLS = (
-    ("2x1", 1), ("3x1", 1), ("3x1", 2), ("r3xr3", 1), ("r3xr3", 2),
-    ("2x2", 1), ("2x2", 2), ("2x2", 3),
-)  # fmt: skip
+    ("2x1", 1),
+    ("3x1", 1),
+    ("3x1", 2),
+    ("r3xr3", 1),
+    ("r3xr3", 2),
+    ("2x2", 1),
+    ("2x2", 2),
+    ("2x2", 3),
+)
 """(supercell, metal sites given to the second metal)."""
 
 METAL_STRUCTURES = ("bcc", "fcc", "hcp")
@@ -310,8 +326,8 @@ def _volume_per_atom(symbol: str) -> float:
     spheres of its covalent radius."""
     from ase.data import atomic_numbers, reference_states
 
-    state = reference_states[atomic_numbers[symbol]] or {}
-    a = state.get("a")
+    state: dict[str, Any] = reference_states[atomic_numbers[symbol]] or {}
+    a: Any = state.get("a")  # present in every state the branches below use
     symmetry = state.get("symmetry")
     if symmetry == "fcc":
         return a**3 / 4
@@ -432,7 +448,7 @@ def trajectory_document(items: Sequence[Labelled]) -> dict[str, list[dict[str, A
 def hull_document(items: Sequence[Labelled]) -> dict[str, list[dict[str, Any]]]:
     """Alexandria convex-hull document: a ComputedStructureEntry dict of every final
     structure (uncorrected energy, correction 0.0)."""
-    from pymatgen.core import Lattice, Structure
+    from pymatgen.core import Element, Lattice, Structure
     from pymatgen.entries.computed_entries import ComputedStructureEntry
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
@@ -441,7 +457,7 @@ def hull_document(items: Sequence[Labelled]) -> dict[str, list[dict[str, Any]]]:
         traj = item.trajectory
         structure = Structure(
             Lattice(np.round(traj.cells[-1], 8)),
-            [int(z) for z in traj.species],
+            [Element.from_Z(int(z)) for z in traj.species],
             np.round(traj.positions[-1], 8),
             coords_are_cartesian=True,
         )

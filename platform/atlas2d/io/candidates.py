@@ -48,5 +48,3 @@ def read_candidates(path: Path) -> ParsedFile:
             )
         )
     return parsed
-
-

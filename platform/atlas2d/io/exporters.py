@@ -31,14 +31,14 @@ finite-difference strain derivative of a small model's energy):
   real 3D-periodic cell. The vacuum along c keeps the layers apart, as in the DFT run.
 * ``write_matgl_dataset`` (matgl 4.1.2, PyG): stress in **GPa with matgl's sign, which
   is ASE's sign** (tensile positive, compressive negative), i.e. σ_matgl [GPa] =
-  +160.21766208 · σ_ase [eV/Å³]. Read from ``matgl/apps/pes.py``, ``Potential.forward``:
-  line 280 strains the lattice as ``lattice = lat @ (I + st)`` and lines 368-373 return
-  ``stresses = grads[1] * (EV_PER_ANG3_TO_GPA / volume)`` with ``grads[1] = ∂E/∂st``,
-  no minus sign. ``PESCalculator.calculate`` (``matgl/ext/ase.py`` lines 204 and 277)
-  turns it into an ASE stress by multiplying by ``units.GPa`` only, again no sign flip.
-  ``MGLPotentialTrainer``'s loss (``matgl/utils/training.py`` line 644) compares
-  ``labels["stresses"]`` with that output directly, so the labels here are exactly
-  what a matgl ``Potential`` outputs for the same energy surface.
+  +160.21766208 · σ_ase [eV/Å³]. matgl's ``Potential.forward`` strains the lattice as
+  ``lattice = lat @ (I + st)`` and returns ``stresses = grads[1] * (EV_PER_ANG3_TO_GPA /
+  volume)`` with ``grads[1] = ∂E/∂st``, no minus sign; its ASE calculator
+  (``PESCalculator``) turns that into an ASE stress by multiplying by ``units.GPa``
+  only, again no sign flip; and its trainer's loss compares ``labels["stresses"]`` with
+  that output directly, so the labels here are exactly what a matgl ``Potential``
+  outputs for the same energy surface. ``tests/io/test_exporters.py`` checks the sign
+  by a finite difference of a trained model's energy.
 
 matgl on-disk layout (``out_dir``):
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from atlas2d.analysis.units import StressUnit, stress_to_ev_a3, voigt_to_matrix
 from atlas2d.io.records import Trajectory
 from atlas2d.io.validate import bad_record
+
+if TYPE_CHECKING:
+    from ase import Atoms
 
 ENERGY_KEYS = ("energy", "REF_energy", "dft_energy")
 FORCES_KEYS = ("forces", "REF_forces", "dft_forces")
@@ -90,7 +93,8 @@ def read_ase_trajectories(
     fmt = "traj" if path.name.split(".")[1:2] == ["traj"] else "extxyz"
     try:
         stream: Any = io.BytesIO(content) if fmt == "traj" else io.StringIO(content.decode())
-        images = read(stream, index=":", format=fmt)
+        # index=":" always gives a list (ASE annotates Atoms | list[Atoms]).
+        images = cast("list[Atoms]", read(stream, index=":", format=fmt))
     except Exception as err:
         raise bad_record(name, "", fmt, f"cannot be parsed ({err})") from err
     if not images:

@@ -11,13 +11,16 @@ import io
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from atlas2d.analysis.units import KBAR_PER_EV_PER_A3, StressUnit, stress_to_ev_a3
 from atlas2d.io.records import Trajectory
 from atlas2d.io.validate import atomic_number, bad_record
+
+if TYPE_CHECKING:
+    from ase import Atoms
 
 ENERGY_TAG = "e_0_energy"
 """Energy per ionic step: VASP's ``energy(sigma->0)``, as ASE's readers report it."""
@@ -197,7 +200,8 @@ def read_outcar(content: bytes, path: str, material_key: str) -> Trajectory:
         with tempfile.TemporaryDirectory() as scratch:
             outcar = Path(scratch) / "OUTCAR"
             outcar.write_bytes(content)
-            images = read(outcar, index=":", format="vasp-out")
+            # index=":" always gives a list (ASE annotates Atoms | list[Atoms]).
+            images = cast("list[Atoms]", read(outcar, index=":", format="vasp-out"))
     except Exception as err:
         raise bad_record(path, record, "OUTCAR", f"cannot be parsed ({err})") from err
     if not images:

@@ -41,7 +41,7 @@ class Predictions:
 
 def zero_out_of_plane(stress: np.ndarray) -> np.ndarray:
     """A copy of (…, 3, 3) stresses with the components that have a z index set to zero
-    (DESIGN.md, 2D: a layer's cell relaxes in-plane only)."""
+    (a layer's cell relaxes in-plane only: c and the vacuum stay as they are)."""
     in_plane = np.array(stress, dtype=np.float64)
     in_plane[..., 2, :] = 0.0
     in_plane[..., :, 2] = 0.0
@@ -86,6 +86,18 @@ class ForceField(ABC):
         """
         return PeriodicCalculator(self.framework_calculator(), in_plane_stress)
 
+    def check_fine_tuning(self, elements: Sequence[str], freeze: int) -> None:
+        """Raise ValueError unless this model can be fine-tuned on data with ``elements``
+        with its first ``freeze`` layers kept fixed. The base checks the elements; an
+        adapter whose layers can be frozen here also checks ``freeze``."""
+        unknown = sorted(set(elements) - set(self.element_symbols))
+        if unknown:
+            raise ValueError(
+                f"The parent model knows {', '.join(self.element_symbols)}; the training set "
+                f"also has {', '.join(unknown)}. Fine-tune on data within the parent's elements "
+                "or train from scratch."
+            )
+
     def check_elements(self, structures: Sequence[Atoms]) -> None:
         """Raise ValueError naming the elements the model was not trained on."""
         known = set(self.element_symbols)
@@ -100,10 +112,10 @@ class ForceField(ABC):
 class PeriodicCalculator(Calculator):
     """Delegates to a framework calculator on a 3D-periodic copy of the structure."""
 
-    implemented_properties: ClassVar[list[str]] = ["energy", "free_energy", "forces", "stress"]
-
     def __init__(self, inner: Calculator, in_plane_stress: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        # Per instance: ASE declares it an instance attribute (a list), not a class constant.
+        self.implemented_properties = ["energy", "free_energy", "forces", "stress"]
         self.inner = inner
         self.in_plane_stress = in_plane_stress
         self.full_stress: np.ndarray | None = None

@@ -132,9 +132,10 @@ def frechet_fire_step(
         uphill = power <= 0.0
         speed_up = (state.n_pos > n_min) & ~uphill
         state.dt = torch.where(
-            speed_up, torch.minimum(state.dt * f_inc, dt_max),
+            speed_up,
+            torch.minimum(state.dt * f_inc, dt_max),
             torch.where(uphill, state.dt * f_dec, state.dt),
-        )  # fmt: skip
+        )
         state.alpha = torch.where(
             speed_up, state.alpha * f_alpha, torch.where(uphill, alpha_start, state.alpha)
         )

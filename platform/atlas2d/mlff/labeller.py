@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -45,6 +45,7 @@ from atlas2d.errors import InvalidInput, MissingExtra
 from atlas2d.io.records import Trajectory
 from atlas2d.mlff.forcefield import ForceField, Predictions, as_periodic
 from atlas2d.mlff.relax import RelaxSettings, relax_ase
+from atlas2d.vocabulary import LABEL_FMAX_EV_PER_A, LABEL_MAX_STEPS
 
 LABELLER = "CHGNet"
 DEFAULT_MODEL = "0.3.0"
@@ -108,10 +109,10 @@ class LabellerCalculator(Calculator):
     does it for you).
     """
 
-    implemented_properties: ClassVar[list[str]] = ["energy", "free_energy", "forces", "stress"]
-
     def __init__(self, model: str = DEFAULT_MODEL, device: str = "cpu", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        # Per instance: ASE declares it an instance attribute (a list), not a class constant.
+        self.implemented_properties = ["energy", "free_energy", "forces", "stress"]
         from ase import units
         from chgnet.model.dynamics import CHGNetCalculator
 
@@ -211,8 +212,8 @@ class LabelSettings:
         device: ``cpu`` or ``cuda``.
     """
 
-    fmax: float = 0.05
-    max_steps: int = 500
+    fmax: float = LABEL_FMAX_EV_PER_A
+    max_steps: int = LABEL_MAX_STEPS
     model: str = DEFAULT_MODEL
     device: str = "cpu"
 

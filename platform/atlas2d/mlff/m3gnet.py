@@ -47,6 +47,56 @@ def load_potential(data: bytes) -> Any:
         return Potential.load(tmp)
 
 
+def layers(model: Any) -> list[Any]:
+    """M3GNet's layers from input to output: embedding, one (three-body, graph) pair
+    per block, and the output layer."""
+    import torch
+
+    blocks = [
+        torch.nn.ModuleList([three_body, graph])
+        for three_body, graph in zip(model.three_body_interactions, model.graph_layers, strict=True)
+    ]
+    # An extensive (potential) M3GNet reads out with its final layer alone; an
+    # intensive one has a readout before it.
+    output = [m for m in (getattr(model, "readout", None), model.final_layer) if m is not None]
+    return [model.embedding, *blocks, torch.nn.ModuleList(output)]
+
+
+def check_freeze(model: Any, count: int) -> None:
+    """Raise ValueError unless freezing the first ``count`` layers of an M3GNet leaves
+    one to train."""
+    n_layers = len(layers(model))
+    if not 0 <= count < n_layers:
+        raise ValueError(
+            f"--freeze {count}: this M3GNet has {n_layers} layers (embedding, "
+            f"{n_layers - 2} blocks, readout); freeze at most {n_layers - 1}."
+        )
+
+
+def freeze_leading_layers(model: Any, count: int) -> None:
+    """Keep the first ``count`` layers of an M3GNet fixed (transfer learning).
+
+    Raises:
+        ValueError: ``count`` leaves no layer to train.
+    """
+    check_freeze(model, count)
+    for layer in layers(model)[:count]:
+        for parameter in layer.parameters():
+            parameter.requires_grad_(False)
+
+
+def model_size(model: Any) -> dict[str, Any]:
+    """An M3GNet's size, as :class:`~atlas2d.mlff.training.M3GNetSize` names it (Å)."""
+    return {
+        "cutoff": float(model.cutoff),
+        "threebody_cutoff": float(model.threebody_cutoff),
+        "units": int(model.units),
+        "nblocks": int(model.n_blocks),
+        "max_n": int(model.max_n),
+        "max_l": int(model.max_l),
+    }
+
+
 class M3GNetForceField(ForceField):
     """A trained matgl ``Potential`` (M3GNet) as a force field."""
 
@@ -60,6 +110,10 @@ class M3GNetForceField(ForceField):
         self.potential = potential.to(device=device, dtype=matgl.float_th).eval()
         self.cutoff = float(potential.model.cutoff)
         self.element_symbols = tuple(potential.model.element_types)
+
+    def check_fine_tuning(self, elements: Sequence[str], freeze: int) -> None:
+        super().check_fine_tuning(elements, freeze)
+        check_freeze(self.potential.model, freeze)
 
     def framework_calculator(self) -> Calculator:
         from matgl.ext.ase import PESCalculator

@@ -28,6 +28,16 @@ def load_module(data: bytes, device: str = "cpu") -> Any:
     return torch.load(io.BytesIO(data), map_location=device, weights_only=False)
 
 
+def model_size(model: Any) -> dict[str, Any]:
+    """A MACE model's size: cutoff ``r_max`` (Å), interaction layers and the hidden
+    irreps (e.g. ``8x0e``)."""
+    return {
+        "r_max": float(model.r_max),
+        "num_interactions": len(model.interactions),
+        "hidden_irreps": str(model.products[0].linear.irreps_out),
+    }
+
+
 class MACEForceField(ForceField):
     """A trained MACE model as a force field, in the model's own dtype."""
 
@@ -72,7 +82,13 @@ class MACEForceField(ForceField):
                 )
                 for atoms in structures
             ]
-        loader = torch_geometric.dataloader.DataLoader(graphs, batch_size=batch_size, shuffle=False)
+        # mace annotates ``dataset`` as a torch Dataset, yet takes any sequence of graphs
+        # (its own calculators and tools pass lists).
+        loader = torch_geometric.dataloader.DataLoader(
+            graphs,  # type: ignore[arg-type]
+            batch_size=batch_size,
+            shuffle=False,
+        )
         energies: list[np.ndarray] = []
         forces: list[np.ndarray] = []
         stresses: list[np.ndarray] = []

@@ -21,19 +21,20 @@ import numpy as np
 from ase import Atoms
 
 from atlas2d.mlff.forcefield import ForceField
+from atlas2d.vocabulary import FIRE_FMAX_EV_PER_A, FIRE_MAX_STEPS
 
 
 @dataclass(frozen=True)
 class RelaxSettings:
-    """FIRE settings of the thesis: fmax 0.1 eV/Å, at most 1000 steps.
+    """FIRE settings, by default the thesis's (``atlas2d.vocabulary``).
 
     Attributes:
         fmax: eV/Å. max_steps: optimiser steps. save_trajectory: keep every step
             (else only the final one).
     """
 
-    fmax: float = 0.1
-    max_steps: int = 1000
+    fmax: float = FIRE_FMAX_EV_PER_A
+    max_steps: int = FIRE_MAX_STEPS
     save_trajectory: bool = False
 
 

@@ -7,47 +7,17 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from atlas2d.analysis.units import MEV_PER_EV
-from atlas2d.mlff.m3gnet import save_potential
+from atlas2d.mlff.m3gnet import freeze_leading_layers, load_potential, model_size, save_potential
 from atlas2d.mlff.training import TrainedModel, TrainOptions
+from atlas2d.vocabulary import Split
 
 ARTIFACT_NAME = "model.m3gnet.tar"
-
-
-def _layers(model: Any) -> list[Any]:
-    """M3GNet's layers from input to output: embedding, one (three-body, graph) pair
-    per block, and the output layer."""
-    import torch
-
-    blocks = [
-        torch.nn.ModuleList([three_body, graph])
-        for three_body, graph in zip(model.three_body_interactions, model.graph_layers, strict=True)
-    ]
-    # An extensive (potential) M3GNet reads out with its final layer alone; an
-    # intensive one has a readout before it.
-    output = [m for m in (getattr(model, "readout", None), model.final_layer) if m is not None]
-    return [model.embedding, *blocks, torch.nn.ModuleList(output)]
-
-
-def freeze_leading_layers(model: Any, count: int) -> None:
-    """Keep the first ``count`` layers of an M3GNet fixed (transfer learning).
-
-    Raises:
-        ValueError: ``count`` leaves no layer to train.
-    """
-    layers = _layers(model)
-    if not 0 <= count < len(layers):
-        raise ValueError(
-            f"--freeze {count}: this M3GNet has {len(layers)} layers (embedding, "
-            f"{len(layers) - 2} blocks, readout); freeze at most {len(layers) - 1}."
-        )
-    for layer in layers[:count]:
-        for parameter in layer.parameters():
-            parameter.requires_grad_(False)
 
 
 def _epoch_timer() -> Any:
@@ -103,13 +73,13 @@ def read_curve(metrics_csv: Path, epoch_seconds: list[float]) -> list[dict[str, 
 
 
 def train_m3gnet(
-    data_dirs: dict[str, Path],
+    data_dirs: Mapping[Split, Path],
     element_types: tuple[str, ...],
     options: TrainOptions,
     work_dir: Path,
-    parent: Any | None = None,
+    parent_data: bytes | None = None,
 ) -> TrainedModel:
-    """Train M3GNet from scratch, or continue training ``parent`` (a matgl ``Potential``).
+    """Train M3GNet from scratch, or continue training a parent model.
 
     Args:
         data_dirs: ``train`` and ``val`` dataset folders (``write_matgl_dataset``).
@@ -117,6 +87,8 @@ def train_m3gnet(
             parent: its own element list is kept).
         options: the run's settings (``options.m3gnet`` sizes the new model).
         work_dir: where logs and the model file go.
+        parent_data: the (verified) bytes of the parent's model file
+            (:func:`~atlas2d.mlff.m3gnet.save_potential`), or None.
 
     Returns:
         The model file (``model.m3gnet.tar``), the per-epoch curve and timings.
@@ -137,6 +109,8 @@ def train_m3gnet(
     # matgl trains in float32. Set it explicitly: MACE's calculator and float64
     # checks switch torch's process-wide default dtype.
     matgl.set_default_dtype("float", 32)
+    # Before seeding: loading builds a model (random weights, then overwritten).
+    parent = None if parent_data is None else load_potential(parent_data)
     lightning.seed_everything(options.seed, workers=True, verbose=False)
     torch.set_num_threads(options.num_threads)
     extra: dict[str, Any] = {}
@@ -145,14 +119,7 @@ def train_m3gnet(
         element_types = tuple(model.element_types)
         element_refs = parent.element_refs.property_offset.detach().cpu().numpy()
         data_mean, data_std = float(parent.data_mean), float(parent.data_std)
-        extra = {
-            "cutoff": float(model.cutoff),
-            "threebody_cutoff": float(model.threebody_cutoff),
-            "units": int(model.units),
-            "nblocks": int(model.n_blocks),
-            "max_n": int(model.max_n),
-            "max_l": int(model.max_l),
-        }
+        extra = model_size(model)
         freeze_leading_layers(model, options.freeze)
     else:
         model = M3GNet(

@@ -16,23 +16,32 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from atlas2d.analysis.units import GPA_PER_EV_PER_A3, MEV_PER_EV
+from atlas2d.mlff.mace import load_module, model_size
 from atlas2d.mlff.training import TrainedModel, TrainOptions
 from atlas2d.threads import thread_environment
+from atlas2d.vocabulary import Split
 
 RUN_NAME = "model"
-KEYS = ["--energy_key", "REF_energy", "--forces_key", "REF_forces", "--stress_key", "REF_stress"]
+KEYS = {"--energy_key": "REF_energy", "--forces_key": "REF_forces", "--stress_key": "REF_stress"}
+"""The label keys of ``atlas2d.io.exporters.write_mace_extxyz``."""
 
 
 class MACETrainingError(RuntimeError):
     """``mace_run_train`` exited with an error or ran past its time limit."""
 
 
+def _flatten(options: dict[str, str]) -> list[str]:
+    """``{"--lr": "0.01", …}`` → ``["--lr", "0.01", …]``, in order."""
+    return [item for option in options.items() for item in option]
+
+
 def mace_arguments(
-    files: dict[str, Path],
+    files: Mapping[Split, Path],
     options: TrainOptions,
     work_dir: Path,
     parent_file: Path | None,
@@ -46,60 +55,70 @@ def mace_arguments(
         atomic_numbers: every element of every split (a new model's element table;
             MACE would otherwise take only the training split's elements).
     """
-    resolved = options.resolved()
+    loss = options.resolved()
     size = options.mace
-    args = [
-        "--name", RUN_NAME,
-        "--work_dir", str(work_dir),
-        "--train_file", str(files["train"]),
-        "--valid_file", str(files["val"]),
-        *(["--test_file", str(files["test"])] if "test" in files else []),
-        *KEYS,
-        "--model", "MACE",
-        "--batch_size", str(options.batch_size),
-        "--valid_batch_size", str(options.batch_size),
-        "--max_num_epochs", str(options.epochs),
-        "--lr", str(resolved.lr),
-        "--loss", "stress",
-        "--energy_weight", str(resolved.energy_weight),
-        "--forces_weight", str(resolved.force_weight),
-        "--stress_weight", str(resolved.stress_weight),
-        "--seed", str(options.seed),
-        "--device", options.device,
-        "--default_dtype", "float64",
-        "--eval_interval", "1",
-        "--error_table", "PerAtomMAE",
-        "--save_cpu",
-    ]  # fmt: skip
+    data = {
+        "--name": RUN_NAME,
+        "--work_dir": str(work_dir),
+        "--train_file": str(files["train"]),
+        "--valid_file": str(files["val"]),
+    }
+    if "test" in files:
+        data["--test_file"] = str(files["test"])
+    run = {
+        "--model": "MACE",
+        "--batch_size": str(options.batch_size),
+        "--valid_batch_size": str(options.batch_size),
+        "--max_num_epochs": str(options.epochs),
+        "--lr": str(loss.lr),
+        "--loss": "stress",
+        "--energy_weight": str(loss.energy_weight),
+        "--forces_weight": str(loss.force_weight),
+        "--stress_weight": str(loss.stress_weight),
+        "--seed": str(options.seed),
+        "--device": options.device,
+        "--default_dtype": "float64",
+        "--eval_interval": "1",
+        "--error_table": "PerAtomMAE",
+    }
+    args = [*_flatten(data | KEYS | run), "--save_cpu"]
     if parent_file is None:
-        args += [
-            "--atomic_numbers", str(list(atomic_numbers)),
-            "--E0s", "average",
-            "--r_max", str(size.r_max),
-            "--max_L", str(size.max_l),
-            "--num_channels", str(size.channels),
-            "--num_interactions", str(size.num_interactions),
-            "--correlation", str(size.correlation),
-            "--max_ell", str(size.max_ell),
-        ]  # fmt: skip
+        args += _flatten(
+            {
+                "--atomic_numbers": str(list(atomic_numbers)),
+                "--E0s": "average",
+                "--r_max": str(size.r_max),
+                "--max_L": str(size.max_l),
+                "--num_channels": str(size.channels),
+                "--num_interactions": str(size.num_interactions),
+                "--correlation": str(size.correlation),
+                "--max_ell": str(size.max_ell),
+            }
+        )
     else:
         # MACE's fine-tuning from a local file; its multi-head replay needs the
         # foundation model's pretraining data, which a local model does not have.
-        args += [
-            "--foundation_model", str(parent_file),
-            "--multiheads_finetuning", "False",
-            "--foundation_model_elements", "True",  # keep the parent's element table
-            "--E0s", "foundation",
-        ]  # fmt: skip
+        args += _flatten(
+            {
+                "--foundation_model": str(parent_file),
+                "--multiheads_finetuning": "False",
+                "--foundation_model_elements": "True",  # keep the parent's element table
+                "--E0s": "foundation",
+            }
+        )
     if options.freeze:
         args += ["--freeze", str(options.freeze)]
     if size.swa_start is not None:
         args += [
             "--swa",
-            "--start_swa", str(size.swa_start),
-            "--swa_energy_weight", str(size.swa_energy_weight),
-            "--swa_lr", str(size.swa_lr),
-        ]  # fmt: skip
+            *_flatten(
+                {
+                    "--start_swa": str(size.swa_start),
+                    "--swa_energy_weight": str(size.swa_energy_weight),
+                    "--swa_lr": str(size.swa_lr),
+                }
+            ),
+        ]
     if options.devices > 1:
         args += ["--distributed"]
     return args
@@ -107,12 +126,11 @@ def mace_arguments(
 
 def mace_command(args: list[str], devices: int) -> list[str]:
     """The full command: the script in this Python, under torchrun for several GPUs."""
+    script = ["-m", "mace.cli.run_train", *args]
     if devices > 1:
-        return [
-            sys.executable, "-m", "torch.distributed.run", "--standalone",
-            "--nproc_per_node", str(devices), "-m", "mace.cli.run_train", *args,
-        ]  # fmt: skip
-    return [sys.executable, "-m", "mace.cli.run_train", *args]
+        torchrun = ["-m", "torch.distributed.run", "--standalone"]
+        return [sys.executable, *torchrun, "--nproc_per_node", str(devices), *script]
+    return [sys.executable, *script]
 
 
 def read_curve(results_file: Path) -> list[dict[str, Any]]:
@@ -158,28 +176,35 @@ def read_curve(results_file: Path) -> list[dict[str, Any]]:
 
 
 def train_mace(
-    files: dict[str, Path],
+    files: Mapping[Split, Path],
+    elements: tuple[str, ...],
     options: TrainOptions,
     work_dir: Path,
-    atomic_numbers: tuple[int, ...],
-    parent_file: Path | None = None,
+    parent_data: bytes | None = None,
 ) -> TrainedModel:
     """Run ``mace_run_train`` and collect its model file and curve.
 
     Args:
         files: ``train``, ``val`` (and ``test``) extxyz files from the MACE exporter.
-        options: the run's settings (``options.mace`` sizes a new model; a parent's
-            own size is kept when fine-tuning).
-        work_dir: MACE's work directory (logs, checkpoints, results, model).
-        atomic_numbers: the elements of all splits (ignored with a parent, whose own
+        elements: element symbols of all splits (ignored with a parent, whose own
             element table is kept).
-        parent_file: a verified copy of the model to fine-tune, or None.
+        options: the run's settings (``options.mace`` sizes a new model; a parent's
+            own size is kept when fine-tuning, and recorded).
+        work_dir: MACE's work directory (logs, checkpoints, results, model).
+        parent_data: the (verified) bytes of the model to fine-tune, or None.
 
     Raises:
         MACETrainingError: the script failed (with the end of its log) or ran past
             ``options.max_time_s``.
     """
-    args = mace_arguments(files, options, work_dir, parent_file, atomic_numbers)
+    from ase.data import atomic_numbers
+
+    parent_file = None
+    if parent_data is not None:
+        parent_file = work_dir / "parent.model"
+        parent_file.write_bytes(parent_data)  # the verified bytes, not the registry's path
+    numbers = tuple(atomic_numbers[symbol] for symbol in elements)
+    args = mace_arguments(files, options, work_dir, parent_file, numbers)
     env = {**os.environ, **thread_environment(options.num_threads)}
     log_path = work_dir / "mace_run_train.log"
     started = time.perf_counter()
@@ -214,11 +239,14 @@ def train_mace(
     artifact = stage_two if stage_two.is_file() else work_dir / f"{RUN_NAME}.model"
     results = sorted((work_dir / "results").glob(f"{RUN_NAME}_run-*_train.txt"))
     curve = read_curve(results[-1]) if results else []
+    hyperparameters: dict[str, Any] = {"mace_arguments": args}
+    if parent_data is not None:  # the size the model has: the parent's
+        hyperparameters |= model_size(load_module(parent_data))
     return TrainedModel(
         artifact=artifact,
         curve=curve,
         epochs_run=len(curve),
         stopped_by=None,
         train_seconds=train_seconds,
-        hyperparameters={"mace_arguments": args},
+        hyperparameters=hyperparameters,
     )

@@ -81,11 +81,12 @@ class TrainOptions:
     m3gnet: M3GNetSize = field(default_factory=M3GNetSize)
     mace: MACESize = field(default_factory=MACESize)
 
-    def resolved(self) -> TrainOptions:
-        """A copy with every None loss weight and lr replaced by the framework default."""
+    def resolved(self) -> LossSettings:
+        """The learning rate and loss weights, each None replaced by the framework default."""
         defaults = DEFAULTS[self.architecture]
-        values = {k: v if (v := getattr(self, k)) is not None else d for k, d in defaults.items()}
-        return TrainOptions(**{**self.__dict__, **values})
+        return LossSettings(
+            **{k: v if (v := getattr(self, k)) is not None else d for k, d in defaults.items()}
+        )
 
     def hyperparameters(self, fine_tuning: bool = False) -> dict[str, Any]:
         """The JSON recorded in the registry: common settings and this architecture's size.
@@ -94,21 +95,34 @@ class TrainOptions:
             fine_tuning: the size comes from the parent model (the trainer records it),
                 so the size options are left out; MACE's SWA options stay.
         """
-        resolved = self.resolved()
+        loss = self.resolved()
         common = {
-            k: getattr(resolved, k)
-            for k in ("lr", "batch_size", "epochs", "seed", "energy_weight", "force_weight")
-        }
-        common |= {
-            "stress_weight": resolved.stress_weight,
-            "freeze": resolved.freeze,
-            "max_time_s": resolved.max_time_s,
-            "devices": resolved.devices,
+            "lr": loss.lr,
+            "batch_size": self.batch_size,
+            "epochs": self.epochs,
+            "seed": self.seed,
+            "energy_weight": loss.energy_weight,
+            "force_weight": loss.force_weight,
+            "stress_weight": loss.stress_weight,
+            "freeze": self.freeze,
+            "max_time_s": self.max_time_s,
+            "devices": self.devices,
         }
         size = asdict(self.m3gnet if self.architecture == "m3gnet" else self.mace)
         if fine_tuning:
             size = {k: v for k, v in size.items() if k.startswith("swa_")}
         return {**common, **size}
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """A run's learning rate and loss weights with the framework defaults filled in
+    (:meth:`TrainOptions.resolved`)."""
+
+    lr: float
+    energy_weight: float
+    force_weight: float
+    stress_weight: float
 
 
 @dataclass

@@ -3,36 +3,61 @@ Functions take ``session`` first and never commit."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
-from sqlalchemy import text
+from sqlalchemy import BigInteger, Integer, Text, column, exists, select, table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from atlas2d.db.models import FramePrediction
+from atlas2d.analysis.metrics import LabelledPrediction
+from atlas2d.db.models import Frame, FramePrediction, Material, Relaxation
+from atlas2d.mlff.forcefield import Predictions
+
+TRAINING_SET_FRAMES = table(
+    "training_set_frames",
+    column("training_set_id", Integer),
+    column("relaxation_id", Integer),
+    column("frame_id", BigInteger),
+    column("split", Text),
+)
+"""The view listing a training set's frames one per row (``TrainingSetRelaxation``)."""
 
 
 def unpredicted_frame_ids(
     session: Session, model_version_id: int, training_set_id: int, split: str
 ) -> list[int]:
     """Frames of a split the model has no stored prediction for, by id."""
-    rows = session.execute(
-        text(
-            "SELECT t.frame_id FROM training_set_frames t"
-            " WHERE t.training_set_id = :ts AND t.split = :split AND NOT EXISTS ("
-            "   SELECT 1 FROM frame_predictions p"
-            "   WHERE p.model_version_id = :mv AND p.frame_id = t.frame_id)"
-            " ORDER BY t.frame_id"
-        ),
-        {"ts": training_set_id, "split": split, "mv": model_version_id},
+    t = TRAINING_SET_FRAMES.c
+    predicted = exists().where(
+        FramePrediction.model_version_id == model_version_id,
+        FramePrediction.frame_id == t.frame_id,
     )
-    return list(rows.scalars())
+    query = (
+        select(t.frame_id)
+        .where(t.training_set_id == training_set_id, t.split == split, ~predicted)
+        .order_by(t.frame_id)
+    )
+    return list(session.execute(query).scalars())
 
 
-def insert_predictions(session: Session, rows: list[dict[str, Any]]) -> int:
-    """Store predictions; rows already stored are left as they are. Returns rows written."""
-    if not rows:
+def insert_predictions(
+    session: Session, model_version_id: int, frame_ids: Sequence[int], predictions: Predictions
+) -> int:
+    """Store a model's predictions for frames (in the order of ``predictions``); those
+    already stored are left as they are. Returns rows written."""
+    if not frame_ids:
         return 0
+    rows = [
+        {
+            "model_version_id": model_version_id,
+            "frame_id": frame_id,
+            "n_sites": len(predictions.forces[i]),
+            "energy": float(predictions.energies[i]),
+            "forces": predictions.forces[i],
+            "stress": predictions.stresses[i],
+        }
+        for i, frame_id in enumerate(frame_ids)
+    ]
     result = session.execute(
         pg_insert(FramePrediction).on_conflict_do_nothing().returning(FramePrediction.frame_id),
         rows,
@@ -42,21 +67,30 @@ def insert_predictions(session: Session, rows: list[dict[str, Any]]) -> int:
 
 def predictions_with_labels(
     session: Session, model_version_id: int, training_set_id: int, split: str
-) -> list[Any]:
-    """Every stored prediction of a split, next to the frame's labels."""
-    return list(
-        session.execute(
-            text(
-                "SELECT t.frame_id, f.n_sites, f.energy, f.forces, f.stress, m.dimensionality,"
-                " p.energy AS predicted_energy, p.forces AS predicted_forces,"
-                " p.stress AS predicted_stress"
-                " FROM training_set_frames t"
-                " JOIN frame_predictions p ON p.frame_id = t.frame_id AND p.model_version_id = :mv"
-                " JOIN frames f ON f.id = t.frame_id"
-                " JOIN relaxations r ON r.id = f.relaxation_id"
-                " JOIN materials m ON m.id = r.material_id"
-                " WHERE t.training_set_id = :ts AND t.split = :split ORDER BY t.frame_id"
-            ),
-            {"mv": model_version_id, "ts": training_set_id, "split": split},
+) -> list[LabelledPrediction]:
+    """Every stored prediction of a split next to the frame's labels, by frame id."""
+    t = TRAINING_SET_FRAMES.c
+    rows = session.execute(
+        select(
+            Frame.n_sites,
+            Material.dimensionality,
+            Frame.energy,
+            FramePrediction.energy.label("predicted_energy"),
+            Frame.forces,
+            FramePrediction.forces.label("predicted_forces"),
+            Frame.stress,
+            FramePrediction.stress.label("predicted_stress"),
         )
+        .select_from(TRAINING_SET_FRAMES)
+        .join(
+            FramePrediction,
+            (FramePrediction.frame_id == t.frame_id)
+            & (FramePrediction.model_version_id == model_version_id),
+        )
+        .join(Frame, Frame.id == t.frame_id)
+        .join(Relaxation, Relaxation.id == Frame.relaxation_id)
+        .join(Material, Material.id == Relaxation.material_id)
+        .where(t.training_set_id == training_set_id, t.split == split)
+        .order_by(t.frame_id)
     )
+    return [LabelledPrediction(**row._mapping) for row in rows]

@@ -4,12 +4,15 @@ take ``session`` first and never commit."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass
 
-from sqlalchemy import text
+import numpy as np
+from ase import Atoms
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from atlas2d.db.copy_binary import COPY_HEADER, COPY_TRAILER
+from atlas2d.db.models import Frame, Relaxation
 from atlas2d.db.session import driver_connection
 
 FRAME_COLUMNS = (
@@ -49,17 +52,43 @@ def copy_frames(session: Session, encoded_batches: Iterable[bytes]) -> None:
         copy.write(COPY_TRAILER)
 
 
-def frames_by_id(session: Session, frame_ids: Sequence[int]) -> list[Any]:
-    """Geometry and labels of frames, by frame id."""
-    return list(
-        session.execute(
-            text(
-                "SELECT f.id AS frame_id, f.step, f.n_sites, f.cell, f.positions, f.forces,"
-                " f.stress, f.energy, r.species, r.pbc, m.dimensionality"
-                " FROM frames f JOIN relaxations r ON r.id = f.relaxation_id"
-                " JOIN materials m ON m.id = r.material_id"
-                " WHERE f.id = ANY(:ids) ORDER BY f.id"
-            ),
-            {"ids": list(frame_ids)},
-        )
+@dataclass(frozen=True)
+class StoredFrame:
+    """The structure of a stored frame.
+
+    Attributes:
+        frame_id: ``frames.id``.
+        species: atomic numbers, shape (n_sites,).
+        cell: lattice vectors as rows, shape (3, 3), Å.
+        positions: Cartesian positions, shape (n_sites, 3), Å.
+        pbc: the relaxation's periodic flags (a, b, c).
+    """
+
+    frame_id: int
+    species: np.ndarray
+    cell: np.ndarray
+    positions: np.ndarray
+    pbc: tuple[bool, bool, bool]
+
+    @property
+    def n_sites(self) -> int:
+        return len(self.species)
+
+
+def frames_by_id(session: Session, frame_ids: Sequence[int]) -> list[StoredFrame]:
+    """The structures of frames, by frame id."""
+    rows = session.execute(
+        select(Frame.id, Relaxation.species, Frame.cell, Frame.positions, Relaxation.pbc)
+        .join(Relaxation, Relaxation.id == Frame.relaxation_id)
+        .where(Frame.id.in_(list(frame_ids)))
+        .order_by(Frame.id)
     )
+    return [
+        StoredFrame(frame_id, species, cell, positions, (pbc[0], pbc[1], pbc[2]))
+        for frame_id, species, cell, positions, pbc in rows
+    ]
+
+
+def frame_atoms(frame: StoredFrame) -> Atoms:
+    """The structure of a stored frame, flagged 3D periodic (as it was labelled)."""
+    return Atoms(numbers=frame.species, positions=frame.positions, cell=frame.cell, pbc=True)

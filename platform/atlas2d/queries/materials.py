@@ -4,6 +4,7 @@ materials by chemical system, formula, dimensionality and source."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -61,8 +62,24 @@ def list_materials(
     return pd.DataFrame(result.all(), columns=list(result.keys()))
 
 
-def material_row(session: Session, key: str) -> dict[str, Any] | None:
-    """The material's own columns, or None."""
+@dataclass(frozen=True)
+class MaterialRow:
+    """A material's own columns (``materials``)."""
+
+    id: int
+    key: str
+    formula: str
+    chemsys: str
+    elements: list[str]
+    dimensionality: int
+    spacegroup_number: int | None
+    prototype: str | None
+    info: dict[str, Any]
+    created_at: datetime
+
+
+def material_row(session: Session, key: str) -> MaterialRow | None:
+    """The material with this key, or None."""
     row = (
         session.execute(
             text(
@@ -74,7 +91,7 @@ def material_row(session: Session, key: str) -> dict[str, Any] | None:
         .mappings()
         .one_or_none()
     )
-    return None if row is None else dict(row)
+    return None if row is None else MaterialRow(**row)
 
 
 def material_relaxations(session: Session, material_id: int) -> pd.DataFrame:

@@ -5,6 +5,7 @@ commit."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from atlas2d.queries.json_records import json_rows
 from atlas2d.queries.materials import MaterialFilter
+from atlas2d.vocabulary import Split, StartFrom
 
 RELAXATION_RECORD = (
     "material_id int, source_id int, method text, model_version_id int, sequence smallint,"
@@ -88,31 +90,41 @@ WHERE (cardinality(CAST(:chemsys AS text[])) = 0 OR m.chemsys = ANY(CAST(:chemsy
 """
 
 
+@dataclass(frozen=True)
+class StartFrame:
+    """The frame a chosen material's relaxation starts from."""
+
+    material_id: int
+    material_key: str
+    dimensionality: int
+    frame_id: int
+
+
 def start_frames(
     session: Session,
-    start: str,
+    start: StartFrom,
     training_set_id: int | None = None,
-    split: str | None = None,
+    split: Split | None = None,
     material_filter: MaterialFilter | None = None,
-) -> list[Any]:
-    """(material_id, material_key, dimensionality, frame_id) of every chosen material
-    with a DFT relaxation, by material id."""
+) -> list[StartFrame]:
+    """The starting frame of every chosen material with a DFT relaxation, by material
+    id: step 0 of its first DFT relaxation (``first``) or the last step of its last one
+    (``final``)."""
     chosen = _BY_SPLIT if training_set_id is not None else _BY_FILTER
     selection = material_filter or MaterialFilter()
     sql = _START_SQL.format(chosen=chosen, **(_FIRST if start == "first" else _FINAL))
-    return list(
-        session.execute(
-            text(sql),
-            {
-                "training_set_id": training_set_id,
-                "split": split,
-                "chemsys": list(selection.chemsys),
-                "formulas": list(selection.formulas),
-                "dimensionality": selection.dimensionality,
-                "sources": list(selection.sources),
-            },
-        )
-    )
+    rows = session.execute(
+        text(sql),
+        {
+            "training_set_id": training_set_id,
+            "split": split,
+            "chemsys": list(selection.chemsys),
+            "formulas": list(selection.formulas),
+            "dimensionality": selection.dimensionality,
+            "sources": list(selection.sources),
+        },
+    ).mappings()
+    return [StartFrame(**row) for row in rows]
 
 
 def stored_keys(session: Session, keys: Sequence[str]) -> set[str]:
@@ -130,7 +142,7 @@ def delete_by_keys(session: Session, keys: Sequence[str]) -> int:
         text("DELETE FROM relaxations WHERE method = 'ml' AND content_hash = ANY(:keys)"),
         {"keys": list(keys)},
     )
-    return result.rowcount
+    return int(result.rowcount)  # type: ignore[attr-defined]  # a CursorResult at run time
 
 
 def labelled_keys(session: Session, keys: Sequence[str]) -> set[str]:

@@ -391,5 +391,3 @@ def material_rows(
             }
         )
     return rows
-
-

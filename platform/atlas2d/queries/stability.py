@@ -5,31 +5,31 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
+from atlas2d.analysis.stability import MaterialStability, Phase, Watermarks
 from atlas2d.db.models import HullRun
 from atlas2d.db.session import driver_connection
+from atlas2d.vocabulary import DFT
 
-# Each material's DFT energy: its latest convex-hull entry (energy + correction, the
-# pymatgen convention) when it has one, else the final energy of its last converged DFT
-# relaxation (converged unknown counts after converged; not converged does not count).
 DFT_ENERGIES_SQL = """
 WITH entries AS (
     SELECT DISTINCT ON (material_id)
            material_id, id, species, (energy + correction) / n_sites AS energy_per_atom,
            correction / n_sites AS correction_per_atom
     FROM energy_entries
-    WHERE method = 'dft'
+    WHERE method = :dft
     ORDER BY material_id, id DESC
 ), relaxed AS (
     SELECT DISTINCT ON (material_id)
            material_id, id, species, final_energy_per_atom AS energy_per_atom
     FROM relaxations
-    WHERE method = 'dft' AND converged IS NOT FALSE
+    WHERE method = :dft AND converged IS NOT FALSE
     ORDER BY material_id, converged DESC NULLS LAST, sequence DESC, id DESC
 )
 SELECT m.id AS material_id, m.key, m.formula, m.chemsys,
@@ -43,9 +43,12 @@ LEFT JOIN entries e ON e.material_id = m.id
 LEFT JOIN relaxed r ON r.material_id = m.id
 WHERE e.id IS NOT NULL OR r.id IS NOT NULL
 """
+"""Each material's DFT energy: its latest convex-hull entry (energy + correction, the
+pymatgen convention) when it has one, else the final energy of its last converged DFT
+relaxation (converged unknown counts after converged; not converged does not count)."""
+DFT_ENERGY_RULE = "energy entry (energy + correction), else the last converged DFT relaxation"
+""":data:`DFT_ENERGIES_SQL` in words, as hull runs record it."""
 
-# A model's energy for each material it relaxed: its latest converged ML relaxation
-# (the latest of any when none converged).
 ML_ENERGIES_SQL = """
 SELECT DISTINCT ON (r.material_id)
        r.material_id, m.key, m.formula, m.chemsys, r.species,
@@ -55,6 +58,13 @@ JOIN materials m ON m.id = r.material_id
 WHERE r.method = 'ml' AND r.model_version_id = :model_version_id
 ORDER BY r.material_id, r.converged DESC NULLS LAST, r.id DESC
 """
+"""A model's energy for each material it relaxed: its latest converged ML relaxation
+(the latest of any when none converged)."""
+ML_ENERGY_RULE = (
+    "latest converged ML relaxation (else the latest) + the material's DFT correction per atom"
+)
+""":data:`ML_ENERGIES_SQL` in words (with the correction the hull adds), as hull runs
+record it."""
 
 
 def _frame(session: Session, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -66,7 +76,7 @@ def dft_energies(session: Session) -> pd.DataFrame:
     """One row per material with a DFT energy: material_id, key, formula, chemsys,
     species (atomic numbers), energy_per_atom and correction_per_atom (eV/atom),
     entry_id or relaxation_id (where the energy came from)."""
-    return _frame(session, DFT_ENERGIES_SQL)
+    return _frame(session, DFT_ENERGIES_SQL, {"dft": DFT})
 
 
 def ml_energies(session: Session, model_version_id: int) -> pd.DataFrame:
@@ -75,13 +85,40 @@ def ml_energies(session: Session, model_version_id: int) -> pd.DataFrame:
     return _frame(session, ML_ENERGIES_SQL, {"model_version_id": model_version_id})
 
 
-def last_hull_run(session: Session, energy_source: str) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class HullRunRecord:
+    """A stored hull run, as much of it as the next run needs.
+
+    Attributes:
+        id: the run.
+        watermarks: the newest energies it saw.
+        chemsys: the --chemsys filter it ran with (empty: every system).
+    """
+
+    id: int
+    watermarks: Watermarks
+    chemsys: tuple[str, ...]
+
+
+def last_hull_run(session: Session, energy_source: str) -> HullRunRecord | None:
+    """The latest hull run of one energy source (``dft`` or ``NAME:VERSION``), if any."""
     row = session.execute(
         select(HullRun).where(HullRun.energy_source == energy_source).order_by(HullRun.id.desc())
     ).scalar()
     if row is None:
         return None
-    return {"id": row.id, "watermarks": row.watermarks, "parameters": row.parameters}
+    marks = row.watermarks
+    return HullRunRecord(
+        id=row.id,
+        watermarks=Watermarks(
+            energy_entry_id=int(marks.get("energy_entry_id", 0)),
+            dft_relaxation_id=int(marks.get("dft_relaxation_id", 0)),
+            ml_relaxation_id=(
+                None if marks.get("ml_relaxation_id") is None else int(marks["ml_relaxation_id"])
+            ),
+        ),
+        chemsys=tuple(row.parameters.get("chemsys") or ()),
+    )
 
 
 def dft_stable_material_ids(session: Session) -> set[int]:
@@ -89,28 +126,72 @@ def dft_stable_material_ids(session: Session) -> set[int]:
     return set(
         session.execute(
             text(
-                "SELECT material_id FROM stability WHERE energy_source = 'dft' AND e_above_hull <= 0"
-            )
+                "SELECT material_id FROM stability WHERE energy_source = :dft AND e_above_hull <= 0"
+            ),
+            {"dft": DFT},
         ).scalars()
     )
 
 
-def insert_hull_run(session: Session, values: dict[str, Any]) -> int:
-    return session.execute(insert(HullRun).values(**values).returning(HullRun.id)).scalar_one()
+def insert_hull_run(
+    session: Session,
+    *,
+    energy_source: str,
+    model_version_id: int | None,
+    parameters: dict[str, Any],
+    watermarks: Watermarks,
+    counts: dict[str, Any],
+    wall_time_s: float,
+) -> int:
+    """Store one hull run; its id.
+
+    Args:
+        energy_source: ``dft`` or ``NAME:VERSION``.
+        model_version_id: None for DFT.
+        parameters: the filters and energy rules it ran with.
+        watermarks: the newest energies it saw (a model's only for a model's run).
+        counts: systems recomputed, materials written, stable, skipped.
+    """
+    stored_marks = {
+        "energy_entry_id": watermarks.energy_entry_id,
+        "dft_relaxation_id": watermarks.dft_relaxation_id,
+    }
+    if watermarks.ml_relaxation_id is not None:
+        stored_marks["ml_relaxation_id"] = watermarks.ml_relaxation_id
+    return session.execute(
+        insert(HullRun)
+        .values(
+            energy_source=energy_source,
+            model_version_id=model_version_id,
+            parameters=parameters,
+            watermarks=stored_marks,
+            counts=counts,
+            wall_time_s=wall_time_s,
+        )
+        .returning(HullRun.id)
+    ).scalar_one()
+
+
+def _decomposition_json(phases: tuple[Phase, ...]) -> str:
+    return json.dumps(
+        [
+            {"material_key": p.material_key, "formula": p.formula, "fraction": p.fraction}
+            for p in phases
+        ]
+    )
 
 
 def replace_stability(
     session: Session,
     energy_source: str,
+    model_version_id: int | None,
+    hull_run_id: int,
     recomputed_material_ids: Iterable[int] | None,
-    rows: Iterable[tuple[Any, ...]],
+    results: Iterable[MaterialStability],
 ) -> None:
     """Delete this source's rows for the recomputed materials (None: all of them), then
-    COPY the new rows. Runs of one source are serialised by an advisory lock.
-
-    Rows: (material_id, energy_source, model_version_id, hull_run_id, energy_per_atom,
-    formation_energy_per_atom, e_above_hull, hull_distance, decomposition list).
-    """
+    COPY one row per result, stamped with the source and the hull run. Runs of one
+    source are serialised by an advisory lock."""
     session.execute(
         text("SELECT pg_advisory_xact_lock(hashtext('atlas2d stability ' || :source))"),
         {"source": energy_source},
@@ -134,8 +215,20 @@ def replace_stability(
             " decomposition) FROM STDIN"
         ) as copy,
     ):
-        for row in rows:
-            copy.write_row((*row[:-1], json.dumps(row[-1])))
+        for result in results:
+            copy.write_row(
+                (
+                    result.material_id,
+                    energy_source,
+                    model_version_id,
+                    hull_run_id,
+                    result.energy_per_atom_ev,
+                    result.formation_energy_ev_per_atom,
+                    result.e_above_hull_ev_per_atom,
+                    result.distance_to_hull_ev_per_atom,
+                    _decomposition_json(result.decomposition),
+                )
+            )
 
 
 def stable_materials(
@@ -154,9 +247,13 @@ def stable_materials(
         " FROM stable_compounds(:max_ehull, :source)"
         " WHERE (CAST(:dim AS int) IS NULL OR dimensionality = :dim)"
         " AND (CAST(:chemsys AS text[]) IS NULL OR chemsys = ANY(CAST(:chemsys AS text[])))",
-        {"max_ehull": max_ehull_ev, "source": energy_source, "dim": dimensionality,
-         "chemsys": chemsys or None},
-    )  # fmt: skip
+        {
+            "max_ehull": max_ehull_ev,
+            "source": energy_source,
+            "dim": dimensionality,
+            "chemsys": chemsys or None,
+        },
+    )
 
 
 def paired_stability(session: Session, energy_source: str) -> pd.DataFrame:
@@ -170,8 +267,8 @@ def paired_stability(session: Session, energy_source: str) -> pd.DataFrame:
         " d.hull_distance AS dft_hull_distance,"
         " ml.hull_run_id AS ml_hull_run, d.hull_run_id AS dft_hull_run"
         " FROM stability ml"
-        " JOIN stability d ON d.material_id = ml.material_id AND d.energy_source = 'dft'"
+        " JOIN stability d ON d.material_id = ml.material_id AND d.energy_source = :dft"
         " JOIN materials m ON m.id = ml.material_id"
         " WHERE ml.energy_source = :source ORDER BY m.key",
-        {"source": energy_source},
+        {"source": energy_source, "dft": DFT},
     )

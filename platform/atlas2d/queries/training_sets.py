@@ -22,16 +22,37 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from atlas2d.analysis.units import KBAR_PER_EV_PER_A3
-from atlas2d.db.models import SPLITS
-
-FILTERS = ("max_sites", "isolated", "energy_per_atom", "max_force", "max_stress")
+from atlas2d.db.models import TrainingSet
+from atlas2d.db.types import Matrix3, SmallIntArray, Vec3Array
+from atlas2d.vocabulary import (
+    DEFAULT_ECUT_EV_PER_ATOM,
+    DEFAULT_GROUP_BY,
+    DEFAULT_ISOLATED_CUTOFF_A,
+    DEFAULT_MAX_ENERGY_PER_ATOM_EV,
+    DEFAULT_MAX_FORCE_EV_PER_A,
+    DEFAULT_MAX_SITES,
+    DEFAULT_MAX_STRESS_KBAR,
+    DEFAULT_MIN_ENERGY_PER_ATOM_EV,
+    DEFAULT_OUTLIER_SCOPE,
+    DEFAULT_RULE,
+    DEFAULT_SPLIT_PERCENT,
+    DFT,
+    OUTLIER_FILTERS,
+    SPLITS,
+    GroupBy,
+    Method,
+    OutlierScope,
+    Rule,
+    Split,
+)
 
 
 @dataclass(frozen=True)
@@ -52,20 +73,20 @@ class SelectionParameters:
         method, dimensionality, chemsys, sources: which relaxations enter.
     """
 
-    rule: str = "ecut"
-    ecut: float = 0.01
+    rule: Rule = DEFAULT_RULE
+    ecut: float = DEFAULT_ECUT_EV_PER_ATOM
     include_final: bool = False
-    max_sites: int = 20
-    min_energy_per_atom: float = -20.0
-    max_energy_per_atom: float = 0.0
-    max_force: float = 20.0
-    max_stress_kbar: float = 500.0
-    isolated_cutoff: float = 5.0
-    outlier_scope: str = "material"
-    split: tuple[float, float, float] = (90.0, 5.0, 5.0)
+    max_sites: int = DEFAULT_MAX_SITES
+    min_energy_per_atom: float = DEFAULT_MIN_ENERGY_PER_ATOM_EV
+    max_energy_per_atom: float = DEFAULT_MAX_ENERGY_PER_ATOM_EV
+    max_force: float = DEFAULT_MAX_FORCE_EV_PER_A
+    max_stress_kbar: float = DEFAULT_MAX_STRESS_KBAR
+    isolated_cutoff: float = DEFAULT_ISOLATED_CUTOFF_A
+    outlier_scope: OutlierScope = DEFAULT_OUTLIER_SCOPE
+    split: tuple[float, float, float] = DEFAULT_SPLIT_PERCENT
     seed: int = 0
-    group_by: str = "material"
-    method: str = "dft"
+    group_by: GroupBy = DEFAULT_GROUP_BY
+    method: Method = DFT
     dimensionality: int | None = None
     chemsys: tuple[str, ...] = field(default_factory=tuple)
     sources: tuple[str, ...] = field(default_factory=tuple)
@@ -109,7 +130,7 @@ class RuleSql:
     probe: str | None
 
 
-RULES_SQL = {
+RULES_SQL: dict[Rule, RuleSql] = {
     # Steps passing ecut, read from the scan; a relaxation where none passes keeps its
     # fallback steps. The last step is the one with a NULL energy_change (ingest).
     "ecut": RuleSql(
@@ -234,7 +255,7 @@ def select_candidates(
     aggregates = [
         AGGREGATE_SQL.format(
             filter_counts=", ".join(
-                f"count(*) FILTER (WHERE {name}) AS {name}" for name in FILTERS
+                f"count(*) FILTER (WHERE {name}) AS {name}" for name in OUTLIER_FILTERS
             ),
             offending=_offending(),
             frames=frames,
@@ -289,7 +310,7 @@ def _set_local(session: Session, settings: dict[str, str]) -> dict[str, str]:
 
 def _offending() -> str:
     """SQL: the frame is flagged by some outlier filter."""
-    return " OR ".join(FILTERS)
+    return " OR ".join(OUTLIER_FILTERS)
 
 
 def _parameters(params: SelectionParameters, watermark: int) -> dict[str, Any]:
@@ -315,8 +336,6 @@ def rule_frame_geometry(
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(frame ids, cells (F, 3, 3), positions (F, N, 3)) of the frames the rule keeps,
     one relaxation at a time: for an isolated-atom cutoff other than the stored one."""
-    from atlas2d.db.types import vec3_from_bytes
-
     kept = " UNION ALL ".join(
         f"SELECT k.id FROM ({frames}) k JOIN runs r ON r.id = k.relaxation_id"
         f" AND {BRANCH_RUNS[branch]}"
@@ -326,14 +345,16 @@ def rule_frame_geometry(
         text(
             f"{_runs_cte(params)} SELECT f.id, f.relaxation_id, f.cell, f.positions FROM frames f"
             f" WHERE f.id IN ({kept}) ORDER BY f.relaxation_id, f.step"
-        ).execution_options(stream_results=True, yield_per=5000),
+        )
+        .columns(cell=Matrix3, positions=Vec3Array)
+        .execution_options(stream_results=True, yield_per=5000),
         _parameters(params, watermark),
     )
     for batch in _by_relaxation(rows):
         yield (
             np.array([r.id for r in batch], dtype=np.int64),
-            np.array([r.cell for r in batch], dtype=np.float64),
-            np.stack([vec3_from_bytes(r.positions) for r in batch]),
+            np.stack([r.cell for r in batch]),
+            np.stack([r.positions for r in batch]),
         )
 
 
@@ -352,22 +373,29 @@ def _by_relaxation(rows: Iterable[Any]) -> Iterator[list[Any]]:
 def filter_counts(session: Session) -> dict[str, dict[str, int]]:
     """Frames, and materials with at least one such frame, that each filter flags, and
     what the rule kept before the filters."""
-    columns = ", ".join(
-        f"COALESCE(sum({name}), 0), count(DISTINCT material_id) FILTER (WHERE {name} > 0)"
-        for name in FILTERS
+    columns = "".join(
+        f", COALESCE(sum({name}), 0) AS {name}_frames,"
+        f" count(DISTINCT material_id) FILTER (WHERE {name} > 0) AS {name}_materials"
+        for name in OUTLIER_FILTERS
     )
-    row = session.execute(
-        text(
-            f"SELECT COALESCE(sum(n_kept), 0), count(DISTINCT material_id), {columns} FROM trainset_candidates"
+    row = (
+        session.execute(
+            text(
+                "SELECT COALESCE(sum(n_kept), 0) AS rule_kept_frames,"
+                f" count(DISTINCT material_id) AS rule_kept_materials{columns}"
+                " FROM trainset_candidates"
+            )
         )
-    ).one()
-    counts = {"rule_kept": {"frames": int(row[0]), "materials": int(row[1])}}
-    for k, name in enumerate(FILTERS):
-        counts[name] = {"frames": int(row[2 + 2 * k]), "materials": int(row[3 + 2 * k])}
-    return counts
+        .mappings()
+        .one()
+    )
+    return {
+        name: {"frames": int(row[f"{name}_frames"]), "materials": int(row[f"{name}_materials"])}
+        for name in ("rule_kept", *OUTLIER_FILTERS)
+    }
 
 
-SURVIVORS = {
+SURVIVORS: dict[OutlierScope, str] = {
     # A material with any flagged frame is dropped whole.
     "material": "material_id NOT IN (SELECT material_id FROM trainset_candidates"
     " WHERE n_kept > COALESCE(cardinality(clean_ids), 0))",
@@ -387,11 +415,17 @@ class Survivors:
     frames: list[int]
 
 
-def surviving_materials(session: Session, scope: str, group_by: str) -> Survivors:
+GROUP_KEYS: dict[GroupBy, str] = {
+    "material": "c.material_id::text",
+    "formula": "m.formula",
+    "chemsys": "m.chemsys",
+}
+"""Per group-by: the SQL of a candidate's group key."""
+
+
+def surviving_materials(session: Session, scope: OutlierScope, group_by: GroupBy) -> Survivors:
     """Every material that keeps at least one frame, with its group and frame count."""
-    group = {"material": "c.material_id::text", "formula": "m.formula", "chemsys": "m.chemsys"}[
-        group_by
-    ]
+    group = GROUP_KEYS[group_by]
     join = "" if group_by == "material" else " JOIN materials m ON m.id = c.material_id"
     # One row of three arrays: 40,000 rows cost three times more to fetch one by one.
     material_ids, groups, frames = session.execute(
@@ -427,7 +461,7 @@ relaxation's id, split, selected frame ids (step order) and content hash (sha256
 its arrays, from ingest)."""
 
 
-def _split_parameters(split_of_material: dict[int, str]) -> dict[str, str]:
+def _split_parameters(split_of_material: dict[int, Split]) -> dict[str, str]:
     """Each split's material ids as one PostgreSQL int[] literal: three text parameters
     instead of lists the driver would encode element by element (40,000 of them in the
     benchmark took longer than the query using them)."""
@@ -437,7 +471,7 @@ def _split_parameters(split_of_material: dict[int, str]) -> dict[str, str]:
     return {f"{split}_ids": "{" + ",".join(map(str, v)) + "}" for split, v in ids.items()}
 
 
-def fill_selected(session: Session, split_of_material: dict[int, str]) -> None:
+def fill_selected(session: Session, split_of_material: dict[int, Split]) -> None:
     """Fill ``trainset_selected`` (relaxation_id, split, frame_ids, content_hash)."""
     session.execute(
         text(f"CREATE TEMP TABLE trainset_selected ON COMMIT DROP AS {SELECTED_SQL}"),
@@ -465,7 +499,7 @@ SELECT n.id, s.relaxation_id, s.split, s.frame_ids FROM selected s CROSS JOIN ne
 selected relaxation, in one statement: the selection is computed once, in memory."""
 
 
-def store(session: Session, row: dict[str, Any], split_of_material: dict[int, str]) -> None:
+def store(session: Session, row: dict[str, Any], split_of_material: dict[int, Split]) -> None:
     """Insert the ``training_sets`` row and its selected relaxations (SELECTED_SQL)."""
 
     previous = _set_local(session, WORK_MEM)
@@ -482,24 +516,46 @@ def store(session: Session, row: dict[str, Any], split_of_material: dict[int, st
     _set_local(session, previous)
 
 
-def training_set_row(session: Session, name: str) -> dict[str, Any] | None:
-    """A stored training set's row by name, or None."""
-    row = (
-        session.execute(text("SELECT * FROM training_sets WHERE name = :name"), {"name": name})
-        .mappings()
-        .one_or_none()
-    )
-    return None if row is None else dict(row)
+@dataclass(frozen=True)
+class TrainingSetRow:
+    """A stored training set (``training_sets``; see ``db.models.TrainingSet``).
+
+    Attributes:
+        parameters: the ``SelectionParameters`` it was made with, as JSON.
+        split_counts: {split: {"frames": n, "materials": m}}.
+        filter_counts: {filter: {"frames": n, "materials": m}}, and ``rule_kept`` and
+            ``removed``.
+        relaxation_watermark: the largest relaxation id it could select from.
+    """
+
+    id: int
+    name: str
+    rule: Rule
+    parameters: dict[str, Any]
+    split_counts: dict[str, dict[str, int]]
+    filter_counts: dict[str, Any]
+    n_frames: int
+    n_materials: int
+    relaxation_watermark: int
+    content_hash: str
+    created_at: datetime
 
 
-def list_training_sets(session: Session) -> list[dict[str, Any]]:
-    """Every training set's row, newest first."""
-    return [
-        dict(r)
-        for r in session.execute(
-            text("SELECT * FROM training_sets ORDER BY created_at DESC, id DESC")
-        ).mappings()
-    ]
+_TRAINING_SETS = select(TrainingSet.__table__)
+
+
+def training_set_row(session: Session, name: str) -> TrainingSetRow | None:
+    """A stored training set by name, or None."""
+    row = session.execute(_TRAINING_SETS.where(TrainingSet.name == name)).mappings().one_or_none()
+    return None if row is None else TrainingSetRow(**row)
+
+
+def list_training_sets(session: Session) -> list[TrainingSetRow]:
+    """Every stored training set, newest first."""
+    rows = session.execute(
+        _TRAINING_SETS.order_by(TrainingSet.created_at.desc(), TrainingSet.id.desc())
+    ).mappings()
+    return [TrainingSetRow(**row) for row in rows]
 
 
 STORED_FRAMES = "SELECT frame_id, split FROM training_set_frames WHERE training_set_id = :id"
@@ -542,18 +598,122 @@ def compare_with_stored(session: Session, training_set_id: int, limit: int = 20)
     }
 
 
-def stored_frame_contents(session: Session, training_set_id: int) -> Iterator[list[Any]]:
-    """Rows (id, step, energy, cell, positions, forces, stress, digest) of a stored
-    set's frames that still exist, one relaxation at a time (streamed)."""
+@dataclass(frozen=True)
+class RelaxationFrames:
+    """The content of some frames of one relaxation, in step order (F frames of N sites).
+
+    Attributes:
+        frame_ids, steps: (F,). energies: (F,) eV. cells: (F, 3, 3) Å, rows.
+        positions, forces: (F, N, 3) Å, eV/Å. stresses: (F, 3, 3) eV/Å³, or None when
+            the relaxation has no stress. digests: the 16-byte digests taken at ingest.
+    """
+
+    frame_ids: np.ndarray
+    steps: np.ndarray
+    energies: np.ndarray
+    cells: np.ndarray
+    positions: np.ndarray
+    forces: np.ndarray
+    stresses: np.ndarray | None
+    digests: list[bytes]
+
+
+def stored_frame_contents(session: Session, training_set_id: int) -> Iterator[RelaxationFrames]:
+    """The content of a stored set's frames that still exist, one relaxation at a time
+    (streamed)."""
     rows = session.execute(
         text(
             "SELECT f.id, f.relaxation_id, f.step, f.energy, f.cell, f.positions, f.forces,"
             " f.stress, f.digest FROM training_set_frames t JOIN frames f ON f.id = t.frame_id"
             " WHERE t.training_set_id = :id ORDER BY f.relaxation_id, f.step"
-        ).execution_options(stream_results=True, yield_per=5000),
+        )
+        .columns(cell=Matrix3, positions=Vec3Array, forces=Vec3Array, stress=Matrix3)
+        .execution_options(stream_results=True, yield_per=5000),
         {"id": training_set_id},
     )
-    yield from _by_relaxation(rows)
+    for batch in _by_relaxation(rows):
+        yield RelaxationFrames(
+            frame_ids=np.array([r.id for r in batch], dtype=np.int64),
+            steps=np.array([r.step for r in batch], dtype=np.int64),
+            energies=np.array([r.energy for r in batch], dtype=np.float64),
+            cells=np.stack([r.cell for r in batch]),
+            positions=np.stack([r.positions for r in batch]),
+            forces=np.stack([r.forces for r in batch]),
+            stresses=None if batch[0].stress is None else np.stack([r.stress for r in batch]),
+            digests=[bytes(r.digest) for r in batch],
+        )
+
+
+@dataclass(frozen=True)
+class TrainingFrame:
+    """One frame of a training set's split, with where it comes from (eV, Å, eV/Å,
+    eV/Å³ ASE sign; N sites).
+
+    Attributes:
+        species: (N,) atomic numbers. cell: (3, 3) Å, rows. positions: (N, 3) Å.
+        energy: total energy, eV. forces: (N, 3) eV/Å. stress: (3, 3) eV/Å³ as stored
+            (full), or None.
+        pbc: the relaxation's periodic flags (a, b, c).
+        dimensionality: the material's (2 for a layer), or None.
+    """
+
+    frame_id: int
+    relaxation_id: int
+    step: int
+    split: Split
+    material_key: str
+    dimensionality: int | None
+    species: np.ndarray
+    cell: np.ndarray
+    positions: np.ndarray
+    energy: float
+    forces: np.ndarray
+    stress: np.ndarray | None
+    pbc: tuple[bool, bool, bool]
+
+
+SPLIT_FRAMES_SQL = """
+SELECT t.frame_id, t.split, f.step, f.cell, f.positions, f.forces, f.stress, f.energy,
+       r.id AS relaxation_id, r.species, r.pbc, m.key AS material_key, m.dimensionality
+FROM training_set_frames t
+JOIN frames f ON f.id = t.frame_id
+JOIN relaxations r ON r.id = f.relaxation_id
+JOIN materials m ON m.id = r.material_id
+WHERE t.training_set_id = :id AND t.split = :split
+ORDER BY t.frame_id
+"""
+
+
+def split_frames(session: Session, training_set_id: int, split: Split) -> Iterator[TrainingFrame]:
+    """A training set's frames of one split, by frame id, streamed (server-side cursor)."""
+    rows = session.execute(
+        text(SPLIT_FRAMES_SQL)
+        .columns(
+            cell=Matrix3,
+            positions=Vec3Array,
+            forces=Vec3Array,
+            stress=Matrix3,
+            species=SmallIntArray,
+        )
+        .execution_options(stream_results=True, yield_per=2000),
+        {"id": training_set_id, "split": split},
+    )
+    for row in rows:
+        yield TrainingFrame(
+            frame_id=row.frame_id,
+            relaxation_id=row.relaxation_id,
+            step=row.step,
+            split=row.split,
+            material_key=row.material_key,
+            dimensionality=row.dimensionality,
+            species=row.species,
+            cell=row.cell,
+            positions=row.positions,
+            energy=float(row.energy),
+            forces=row.forces,
+            stress=row.stress,
+            pbc=(row.pbc[0], row.pbc[1], row.pbc[2]),
+        )
 
 
 def training_set_elements(session: Session, training_set_id: int) -> tuple[str, ...]:

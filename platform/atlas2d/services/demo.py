@@ -38,6 +38,7 @@ from atlas2d.services.relax import RelaxRequest, relax
 from atlas2d.services.stability import HullUpdate, stable_list, update_hull
 from atlas2d.services.training import TrainRequest, train_model
 from atlas2d.services.trainsets import create_training_set, show_training_set
+from atlas2d.vocabulary import FIRE_FMAX_EV_PER_A, FIRE_MAX_STEPS, Engine
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "demo" / "data"
 TRAINING_SET = "demo"
@@ -63,7 +64,7 @@ class DemoPlan:
     quick: bool
     models: tuple[DemoModel, ...]
     relax_settings: RelaxSettings
-    engine: str = "batched"
+    engine: Engine = "batched"
 
 
 def demo_plan(quick: bool = False) -> DemoPlan:
@@ -73,18 +74,27 @@ def demo_plan(quick: bool = False) -> DemoPlan:
     fixed number of epochs (≈ 5 s each here) with ``max_time_s`` only as a safety net."""
     prefix = "demo-quick" if quick else "demo"
     m3gnet = TrainOptions(
-        architecture="m3gnet", batch_size=16, epochs=500, seed=0,
+        architecture="m3gnet",
+        batch_size=16,
+        epochs=500,
+        seed=0,
         max_time_s=40.0 if quick else 150.0,
         m3gnet=M3GNetSize(cutoff=5.0, threebody_cutoff=4.0, units=32, nblocks=2, max_n=3, max_l=3),
-    )  # fmt: skip
+    )
     # MACE's default loss weights (energy 1, forces 100) leave the energy ~200 meV/atom
     # off after 30 epochs on this data; energy 100 / forces 10 reached 16 meV/atom.
     mace = TrainOptions(
-        architecture="mace", batch_size=16, epochs=5 if quick else 30, seed=0,
-        energy_weight=100.0, force_weight=10.0,
+        architecture="mace",
+        batch_size=16,
+        epochs=5 if quick else 30,
+        seed=0,
+        energy_weight=100.0,
+        force_weight=10.0,
         max_time_s=300.0 if quick else 900.0,
-        mace=MACESize(r_max=5.0, max_l=0, channels=16, num_interactions=2, correlation=2, max_ell=2),
-    )  # fmt: skip
+        mace=MACESize(
+            r_max=5.0, max_l=0, channels=16, num_interactions=2, correlation=2, max_ell=2
+        ),
+    )
     fine_tune = replace(m3gnet, lr=2e-4, freeze=1, max_time_s=15.0 if quick else 50.0)
     return DemoPlan(
         quick=quick,
@@ -93,7 +103,9 @@ def demo_plan(quick: bool = False) -> DemoPlan:
             DemoModel(f"{prefix}-mace", mace),
             DemoModel(f"{prefix}-m3gnet-alloys", fine_tune, ALLOY_SET, f"{prefix}-m3gnet"),
         ),
-        relax_settings=RelaxSettings(fmax=0.1, max_steps=300 if quick else 1000),
+        relax_settings=RelaxSettings(
+            fmax=FIRE_FMAX_EV_PER_A, max_steps=300 if quick else FIRE_MAX_STEPS
+        ),
     )
 
 
@@ -148,9 +160,12 @@ def _ensure_training_set(
     except NotFound:
         summary = create_training_set(sessions, name, params)
         verb = "created"
-    counts = ", ".join(f"{s} {c['frames']} frames/{c['materials']} materials"
-                       for s, c in summary.split_counts.items())  # fmt: skip
-    return f"training set {name} {verb}: {counts} (hash {summary.content_hash[:12]})"
+    counts = ", ".join(
+        f"{s} {c['frames']} frames/{c['materials']} materials"
+        for s, c in summary.split_counts.items()
+    )
+    content_hash = summary.content_hash or ""  # stored sets always have one
+    return f"training set {name} {verb}: {counts} (hash {content_hash[:12]})"
 
 
 def _budget(options: TrainOptions) -> str:
@@ -245,10 +260,13 @@ def _write_summary(result: DemoResult, plan: DemoPlan) -> Path:
         name = f"stability_{s.model.replace(':', '_v')}.png"
         data = s.per_material
         plots.parity_plot(
-            data["dft_hull_distance"], data["ml_e_above_hull"], out / name,
-            f"{s.model}: energy above the reference hull", "eV/atom",
+            data["dft_hull_distance"],
+            data["ml_e_above_hull"],
+            out / name,
+            f"{s.model}: energy above the reference hull",
+            "eV/atom",
             s.metrics["e_above_hull_mae_mev_per_atom"] / 1000,
-        )  # fmt: skip
+        )
         figures.append(f"![{s.model} stability]({name})")
     model_links = "\n".join(
         f"- [{e.model} on {e.training_set}/{e.split}]"
@@ -325,22 +343,26 @@ def run_demo(
     stages.run("ingest the bundled dataset", ingest)
     main_set = SelectionParameters(rule="ecut", ecut=0.01, split=(90.0, 5.0, 5.0), seed=42)
     alloy_set = replace(main_set, split=(60.0, 20.0, 20.0), chemsys=ALLOY_SYSTEMS)
-    stages.run(
-        "training sets (ecut 0.01 eV/atom, 90:5:5; alloys 60:20:20)",
-        lambda: [say("      " + _ensure_training_set(sessions, name, params))
-                 for name, params in ((TRAINING_SET, main_set), (ALLOY_SET, alloy_set))],
-    )  # fmt: skip
+
+    def training_sets() -> None:
+        for name, params in ((TRAINING_SET, main_set), (ALLOY_SET, alloy_set)):
+            say("      " + _ensure_training_set(sessions, name, params))
+
+    stages.run("training sets (ecut 0.01 eV/atom, 90:5:5; alloys 60:20:20)", training_sets)
     refs: dict[str, str] = {}
     for model in plan.models:
         how = f"fine-tune {model.parent} on {model.training_set}" if model.parent else "train"
-        refs[model.name] = stages.run(
-            f"{how}: {model.name} ({model.options.architecture}, {_budget(model.options)})",
-            lambda model=model: _ensure_model(sessions, model, artifacts_dir, say),
-        )  # fmt: skip
+
+        def train(model: DemoModel = model) -> str:
+            return _ensure_model(sessions, model, artifacts_dir, say)
+
+        title = f"{how}: {model.name} ({model.options.architecture}, {_budget(model.options)})"
+        refs[model.name] = stages.run(title, train)
     evaluations = []
     for name, training_set in jobs:
-        request = RelaxRequest(refs[name], training_set, "test", settings=plan.relax_settings,
-                               engine=plan.engine)  # fmt: skip
+        request = RelaxRequest(
+            refs[name], training_set, "test", settings=plan.relax_settings, engine=plan.engine
+        )
 
         def relax_and_evaluate(request: RelaxRequest = request) -> RelaxationEvaluation:
             report = relax(sessions, request, artifacts_dir)

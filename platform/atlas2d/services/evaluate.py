@@ -102,12 +102,12 @@ def evaluate_relaxations(
                 raise NotFound(
                     f"No training set is named {training_set!r}; `atlas2d trainset list`."
                 )
-            training_set_id = row["id"]
-        errors = queries.relaxation_errors(session, model["id"], parameters, training_set_id, split)
+            training_set_id = row.id
+        errors = queries.relaxation_errors(session, model.id, parameters, training_set_id, split)
         if errors.empty:
             where = f" on {training_set}/{split}" if training_set else ""
             raise InvalidInput(
-                f"Model {registry.label(model)} has no stored relaxations{where} with these "
+                f"Model {model.label} has no stored relaxations{where} with these "
                 f"parameters ({parameters}); run `atlas2d relax` first."
             )
         metrics = _metrics(errors)
@@ -121,7 +121,7 @@ def evaluate_relaxations(
         evaluation_id = queries.insert_evaluation(
             session,
             {
-                "model_version_id": model["id"],
+                "model_version_id": model.id,
                 "training_set_id": training_set_id,
                 "split": split,
                 "kind": "relaxation",
@@ -136,7 +136,7 @@ def evaluate_relaxations(
         )
     evaluation = RelaxationEvaluation(
         id=evaluation_id,
-        model=registry.label(model),
+        model=model.label,
         training_set=training_set,
         split=split,
         parameters=parameters,
@@ -207,23 +207,36 @@ def write_report(evaluation: RelaxationEvaluation, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     data = evaluation.per_material
     m = evaluation.metrics
+    name = evaluation.model
     plots.parity_plot(
-        data["dft_energy_per_atom"], data["ml_energy_per_atom"], out_dir / "parity_energy.png",
-        f"{evaluation.model}: relaxed energy (MAE in meV/atom)", "eV/atom", m["energy_mae_mev_per_atom"],
-    )  # fmt: skip
+        data["dft_energy_per_atom"],
+        data["ml_energy_per_atom"],
+        out_dir / "parity_energy.png",
+        title=f"{name}: relaxed energy (MAE in meV/atom)",
+        unit="eV/atom",
+        mae=m["energy_mae_mev_per_atom"],
+    )
     plots.parity_plot(
-        data["dft_area_per_atom"], data["ml_area_per_atom"], out_dir / "parity_area.png",
-        f"{evaluation.model}: relaxed area (MAE in Å²/atom)", "Å²/atom", m["area_mae_a2_per_atom"],
-    )  # fmt: skip
+        data["dft_area_per_atom"],
+        data["ml_area_per_atom"],
+        out_dir / "parity_area.png",
+        title=f"{name}: relaxed area (MAE in Å²/atom)",
+        unit="Å²/atom",
+        mae=m["area_mae_a2_per_atom"],
+    )
     per_element = evaluation.per_element.set_index("element")
     plots.periodic_table_heatmap(
-        per_element["energy_mae_mev_per_atom"].to_dict(), out_dir / "elements_energy_mae.png",
-        f"{evaluation.model}: energy MAE after relaxation per element", "meV/atom",
-    )  # fmt: skip
+        per_element["energy_mae_mev_per_atom"].to_dict(),
+        out_dir / "elements_energy_mae.png",
+        title=f"{name}: energy MAE after relaxation per element",
+        unit="meV/atom",
+    )
     plots.periodic_table_heatmap(
-        per_element["area_mae_x100"].to_dict(), out_dir / "elements_area_mae.png",
-        f"{evaluation.model}: area MAE ×100 after relaxation per element", "Å²/atom × 100",
-    )  # fmt: skip
+        per_element["area_mae_x100"].to_dict(),
+        out_dir / "elements_area_mae.png",
+        title=f"{name}: area MAE ×100 after relaxation per element",
+        unit="Å²/atom × 100",
+    )
     scope = (
         f"{evaluation.training_set}/{evaluation.split}"
         if evaluation.training_set

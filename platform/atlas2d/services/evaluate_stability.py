@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
-from atlas2d.analysis.metrics import stability_metrics
+from atlas2d.analysis.stability import score_stability
 from atlas2d.errors import InvalidInput
 from atlas2d.queries import evaluations as evaluation_queries
 from atlas2d.queries import stability as queries
@@ -22,7 +22,6 @@ PER_MATERIAL_COLUMNS = [
     "dft_hull_distance",
     "ml_e_above_hull",
 ]
-GROUP_COLUMNS = ["n_materials", "precision", "recall", "f1", "e_above_hull_mae_mev_per_atom"]
 
 
 @dataclass
@@ -35,14 +34,6 @@ class StabilityEvaluation:
     metrics: dict[str, Any]
     per_element: pd.DataFrame
     per_material: pd.DataFrame
-
-
-def _metrics(frame: pd.DataFrame, threshold: float) -> dict[str, Any]:
-    return stability_metrics(
-        frame["dft_hull_distance"].to_numpy(float),
-        frame["ml_e_above_hull"].to_numpy(float),
-        threshold,
-    )
 
 
 def evaluate_stability(
@@ -66,20 +57,11 @@ def evaluate_stability(
                 f"No material has stability results from both DFT and {source}: run "
                 f"`atlas2d hull update` and `atlas2d hull update --energy {source}` first."
             )
-        metrics = _metrics(paired, threshold)
-        rows = [
-            {"element": element, **_metrics(group, threshold)}
-            for element, group in paired.explode("elements").groupby("elements", sort=True)
-        ]
-        per_element = pd.DataFrame(rows)[["element", *GROUP_COLUMNS]]
-        per_spacegroup = {
-            str(int(group_key)) if pd.notna(group_key) else "unknown": _metrics(group, threshold)
-            for group_key, group in paired.groupby("spacegroup", dropna=False)
-        }
+        scores = score_stability(paired, threshold)
         evaluation_id = evaluation_queries.insert_evaluation(
             session,
             {
-                "model_version_id": model["id"],
+                "model_version_id": model.id,
                 "training_set_id": None,
                 "split": None,
                 "kind": "stability",
@@ -90,16 +72,16 @@ def evaluate_stability(
                     "dft_hull_runs": sorted(int(r) for r in paired["dft_hull_run"].unique()),
                     "materials": paired["material_key"].tolist(),
                 },
-                "metrics": metrics,
-                "per_element": {r.pop("element"): r for r in rows},
-                "per_spacegroup": per_spacegroup,
+                "metrics": scores.metrics,
+                "per_element": scores.per_element,
+                "per_spacegroup": scores.per_spacegroup,
             },
         )
     return StabilityEvaluation(
         evaluation_id,
         source,
         threshold,
-        metrics,
-        per_element.sort_values("e_above_hull_mae_mev_per_atom", ascending=False),
+        scores.metrics,
+        scores.element_table(),
         paired[PER_MATERIAL_COLUMNS],
     )

@@ -76,8 +76,6 @@ def parser_versions() -> dict[str, str]:
     return {package: version or "unknown" for package, version in versions.items()}
 
 
-
-
 def _batch_sha256(blocks: list[FrameBlock], entries: list[PreparedEntry]) -> str:
     digest = hashlib.sha256()
     for content_hash in sorted(

@@ -5,7 +5,7 @@ Structures come from files (any format ``atlas2d relax --from-file`` reads; each
 becomes a material whose dimensionality ingest takes from its vacuum) or from stored
 materials (step 0 of each selected material's first DFT relaxation). Each is relaxed
 by :func:`atlas2d.mlff.labeller.label_relaxation` (FIRE, every step recorded; in-plane
-cell for layers, full cell for bulk) and the trajectories of a batch are written by
+cell for layers, full cell for bulk) and the trajectories of a chunk are written by
 :func:`atlas2d.services.ingest.ingest_parsed` as one ``sources`` row of format
 ``labeller``, in one transaction.
 
@@ -38,9 +38,8 @@ from atlas2d.mlff.labeller import (
 )
 from atlas2d.queries import relaxations as queries
 from atlas2d.queries.materials import MaterialFilter
+from atlas2d.vocabulary import DEFAULT_LABEL_CHUNK_SIZE
 
-DEFAULT_BATCH = 16
-"""Structures labelled and committed together: an interruption loses at most these."""
 PARSER = "atlas2d.mlff.labeller"
 
 
@@ -54,13 +53,14 @@ class LabelRequest:
         materials: or label stored materials (step 0 of their first DFT relaxation)
             that this filter selects.
         settings: fmax (eV/Å), max_steps, CHGNet model and device.
-        batch_size: structures labelled and committed together.
+        chunk_size: structures labelled and committed in one transaction (one
+            ``sources`` row); an interruption loses at most the chunk in progress.
     """
 
     files: tuple[Path, ...] = ()
     materials: MaterialFilter | None = None
     settings: LabelSettings = field(default_factory=LabelSettings)
-    batch_size: int = DEFAULT_BATCH
+    chunk_size: int = DEFAULT_LABEL_CHUNK_SIZE
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class LabelItem:
     material_key: str
     atoms: Atoms
     origin: str
-    """The file it was read from (or the selection): the ``sources.path`` of its batch."""
+    """The file it was read from (or the selection): the ``sources.path`` of its chunk."""
     record: str
     start: str
     """The starting structure: ``file:<sha256>`` or ``frame:<id>``."""
@@ -103,8 +103,8 @@ def _check(request: LabelRequest) -> None:
         problems.append(f"--fmax {request.settings.fmax} must be > 0 eV/Å")
     if request.settings.max_steps < 0:
         problems.append(f"--steps {request.settings.max_steps} must be ≥ 0")
-    if request.batch_size < 1:
-        problems.append("the batch size must be at least 1")
+    if request.chunk_size < 1:
+        problems.append(f"--chunk-size {request.chunk_size} must be at least 1")
     if problems:
         raise InvalidInput("Invalid labelling request: " + "; ".join(problems) + ".")
 
@@ -158,9 +158,8 @@ def _items_from_materials(
     sessions: sessionmaker[Session], selection: MaterialFilter
 ) -> list[tuple[str, Atoms, str, str, str]]:
     """(material key, structure, origin, record, start) of the selected stored materials."""
-    from atlas2d.queries.frames import frames_by_id
+    from atlas2d.queries.frames import frame_atoms, frames_by_id
     from atlas2d.queries.relaxations import start_frames
-    from atlas2d.services.predictions import frame_atoms
 
     with sessions.begin() as session:
         starts = start_frames(session, "first", None, None, selection)
@@ -232,15 +231,15 @@ def plan(sessions: sessionmaker[Session], request: LabelRequest) -> tuple[list[L
     return todo, len(items) - len(todo)
 
 
-def _batches(items: list[LabelItem], size: int) -> list[list[LabelItem]]:
-    """Consecutive items of one origin, at most ``size`` per batch."""
-    batches: list[list[LabelItem]] = []
+def _chunks(items: list[LabelItem], size: int) -> list[list[LabelItem]]:
+    """Consecutive items of one origin, at most ``size`` per chunk."""
+    chunks: list[list[LabelItem]] = []
     for item in items:
-        if batches and batches[-1][0].origin == item.origin and len(batches[-1]) < size:
-            batches[-1].append(item)
+        if chunks and chunks[-1][0].origin == item.origin and len(chunks[-1]) < size:
+            chunks[-1].append(item)
         else:
-            batches.append([item])
-    return batches
+            chunks.append([item])
+    return chunks
 
 
 def label(
@@ -254,7 +253,7 @@ def label(
         progress: ``progress(done, total, converged)`` after each structure.
 
     Raises:
-        InvalidInput: a bad file or structure; nothing of its batch is written (batches
+        InvalidInput: a bad file or structure; nothing of its chunk is written (chunks
             before it stay stored, and a rerun skips them).
         MissingExtra: chgnet is not installed (``pip install -e ".[demo]"``).
     """
@@ -263,9 +262,9 @@ def label(
     began = time.perf_counter()
     todo, already = plan(sessions, request)
     report = LabelReport(requested=len(todo) + already, already_labelled=already)
-    for batch in _batches(todo, request.batch_size):
+    for chunk in _chunks(todo, request.chunk_size):
         trajectories = []
-        for item in batch:
+        for item in chunk:
             trajectory = label_relaxation(
                 item.atoms, item.material_key, request.settings, item.record
             )
@@ -277,11 +276,11 @@ def label(
             if progress is not None:
                 progress(report.labelled, len(todo), report.converged)
         parsed = ParsedFile(
-            path=batch[0].origin,
+            path=chunk[0].origin,
             format="labeller",
             sha256="",  # ingest derives it from the trajectories' content hashes
             parser=PARSER,
-            options=_options(request.settings, batch),
+            options=_options(request.settings, chunk),
             trajectories=trajectories,
         )
         result = ingest_parsed(sessions, parsed)
@@ -289,18 +288,18 @@ def label(
         report.frames += result.frames
         report.materials_new += result.materials_new
         if result.relaxations:
-            report.sources.append(batch[0].origin)
+            report.sources.append(chunk[0].origin)
     report.sources = list(dict.fromkeys(report.sources))
     report.wall_time_s = time.perf_counter() - began
     return report
 
 
-def _options(settings: LabelSettings, batch: list[LabelItem]) -> dict[str, Any]:
+def _options(settings: LabelSettings, chunk: list[LabelItem]) -> dict[str, Any]:
     return {
         "labeller": "CHGNet",
         "model": settings.model,
         "fmax": settings.fmax,
         "max_steps": settings.max_steps,
         "device": settings.device,
-        "starts": sorted({item.start for item in batch}),
+        "starts": sorted({item.start for item in chunk}),
     }

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
 from atlas2d.errors import NotFound
 from atlas2d.queries import materials as queries
+from atlas2d.queries.materials import MaterialRow
 
 
 @dataclass
 class MaterialDetail:
     """A material with its relaxations and energy entries."""
 
-    material: dict[str, Any]
+    material: MaterialRow
     relaxations: pd.DataFrame
     entries: pd.DataFrame
 
@@ -47,6 +47,6 @@ def show_material(sessions: sessionmaker[Session], key: str) -> MaterialDetail:
             )
         return MaterialDetail(
             material=material,
-            relaxations=queries.material_relaxations(session, material["id"]),
-            entries=queries.material_entries(session, material["id"]),
+            relaxations=queries.material_relaxations(session, material.id),
+            entries=queries.material_entries(session, material.id),
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from atlas2d.errors import InvalidInput, NotFound
 from atlas2d.mlff.forcefield import ForceField
 from atlas2d.queries import model_versions as queries
+from atlas2d.queries.model_versions import ModelVersionRef
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -42,52 +44,78 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     return name, int(version)
 
 
-def label(row: dict[str, Any]) -> str:
-    return f"{row['name']}:{row['version']}"
+def label(model: ModelVersionRef) -> str:
+    """``NAME:VERSION`` of a version."""
+    return model.label
 
 
-def resolve(session: Session, ref: str, require_ready: bool = True) -> dict[str, Any]:
-    """The registry row a reference names.
+def resolve(session: Session, ref: str, require_ready: bool = True) -> ModelVersionRef:
+    """The registered version a reference names.
 
     Raises:
         NotFound: no such model or version, or (``require_ready``) it is not ready.
     """
     name, version = parse_ref(ref)
-    row = queries.find_version(session, name, version)
-    if row is None:
+    model = queries.find_version(session, name, version)
+    if model is None:
         existing = queries.versions_of(session, name)
         if not existing:
             raise NotFound(f"No model is named {name!r}; `atlas2d models list` shows them.")
-        states = ", ".join(f"{label(r)} ({r['status']})" for r in existing[:5])
+        states = ", ".join(f"{m.label} ({m.status})" for m in existing[:5])
         raise NotFound(
             f"Model {ref!r} has no {'ready version' if version is None else 'such version'}; "
             f"its versions: {states}."
         )
-    if require_ready and row["status"] != "ready":
-        reason = f": {row['error']}" if row["error"] else ""
+    if require_ready and model.status != "ready":
+        reason = f": {model.error}" if model.error else ""
         raise NotFound(
-            f"Model {label(row)} is {row['status']}{reason}; it cannot be used. "
+            f"Model {model.label} is {model.status}{reason}; it cannot be used. "
             "Pick a ready version (`atlas2d models list`)."
         )
-    return row
+    return model
 
 
-def artifact_file(row: dict[str, Any], artifacts_dir: Path) -> Path:
-    """Absolute path of a version's model file (stored relative to the artifacts folder)."""
-    path = Path(row["artifact_path"])
+def _no_model_file(model: ModelVersionRef) -> NotFound:
+    return NotFound(
+        f"Model {model.label} is {model.status} and has no model file; "
+        "pick a ready version (`atlas2d models list`)."
+    )
+
+
+def artifact_file(model: ModelVersionRef, artifacts_dir: Path) -> Path:
+    """Absolute path of a version's model file (stored relative to the artifacts folder).
+
+    Raises:
+        NotFound: the version has no model file (it is not ready).
+    """
+    if model.artifact_path is None:
+        raise _no_model_file(model)
+    path = Path(model.artifact_path)
     return path if path.is_absolute() else artifacts_dir / path
 
 
-def load_from_row(row: dict[str, Any], artifacts_dir: Path, device: str = "cpu") -> ForceField:
+def read_artifact(model: ModelVersionRef, artifacts_dir: Path) -> bytes:
+    """The bytes of a version's model file, checked against the registered sha256.
+
+    Raises:
+        NotFound: no model file (not ready, or missing). ArtifactChanged: it changed
+        since training.
+    """
+    from atlas2d.mlff.artifacts import read_verified
+
+    if model.artifact_sha256 is None:
+        raise _no_model_file(model)
+    return read_verified(artifact_file(model, artifacts_dir), model.artifact_sha256, model.label)
+
+
+def load_from_row(model: ModelVersionRef, artifacts_dir: Path, device: str = "cpu") -> ForceField:
     """Check the artifact's sha256 against the registry, then load it.
 
     Raises:
         NotFound: the file is missing. ArtifactChanged: it changed since training.
     """
-    from atlas2d.mlff.artifacts import read_verified
-
-    data = read_verified(artifact_file(row, artifacts_dir), row["artifact_sha256"], label(row))
-    return force_field_from_bytes(row["architecture"], data, device)
+    data = read_artifact(model, artifacts_dir)
+    return force_field_from_bytes(model.architecture, data, device)
 
 
 def force_field_from_bytes(architecture: str, data: bytes, device: str = "cpu") -> ForceField:
@@ -106,8 +134,8 @@ def load_force_field(
 ) -> ForceField:
     """Look a ready version up and load it (sha256 checked). See :func:`load_from_row`."""
     with sessions.begin() as session:
-        row = resolve(session, ref)
-    return load_from_row(row, artifacts_dir, device)
+        model = resolve(session, ref)
+    return load_from_row(model, artifacts_dir, device)
 
 
 @dataclass
@@ -128,8 +156,8 @@ class ModelVersionDetails:
     metrics: dict[str, Any]
     training_curve: list[dict[str, Any]]
     environment: dict[str, Any]
-    started_at: Any
-    finished_at: Any
+    started_at: datetime
+    finished_at: datetime | None
 
     @property
     def ref(self) -> str:
@@ -139,19 +167,28 @@ class ModelVersionDetails:
 def show_model(sessions: sessionmaker[Session], ref: str) -> ModelVersionDetails:
     """A version (any status) with its parent chain. Raises NotFound."""
     with sessions.begin() as session:
-        row = resolve(session, ref, require_ready=False)
-        chain = queries.parent_chain(session, row["id"])
-    fields = ModelVersionDetails.__dataclass_fields__
+        model = resolve(session, ref, require_ready=False)
+        chain = queries.parent_chain(session, model.id)
     return ModelVersionDetails(
-        **{k: row[k] for k in fields if k != "parent_chain"},
+        name=model.name,
+        version=model.version,
+        architecture=model.architecture,
+        status=model.status,
+        error=model.error,
+        training_set=model.training_set,
+        training_set_hash=model.training_set_hash,
         parent_chain=[
-            {
-                "model": label(r),
-                "architecture": r["architecture"],
-                "training_set": r["training_set"],
-            }
-            for r in chain[1:]
+            {"model": p.label, "architecture": p.architecture, "training_set": p.training_set}
+            for p in chain[1:]
         ],
+        hyperparameters=model.hyperparameters,
+        artifact_path=model.artifact_path,
+        artifact_sha256=model.artifact_sha256,
+        metrics=model.metrics,
+        training_curve=model.training_curve,
+        environment=model.environment,
+        started_at=model.started_at,
+        finished_at=model.finished_at,
     )
 
 
@@ -159,37 +196,35 @@ def list_models(sessions: sessionmaker[Session], name: str | None = None) -> pd.
     """One row per version: reference, architecture, status, training set, parent,
     test-split errors, finish time."""
     with sessions.begin() as session:
-        rows = queries.list_versions(session, name)
-        parents = {r["id"]: label(r) for r in rows}
-        missing = {r["parent_id"] for r in rows if r["parent_id"] and r["parent_id"] not in parents}
+        models = queries.list_versions(session, name)
+        parents = {m.id: m.label for m in models}
+        missing = {m.parent_id for m in models if m.parent_id and m.parent_id not in parents}
         for parent_id in missing:
-            parents[parent_id] = label(queries.version_by_id(session, parent_id))
+            parents[parent_id] = queries.version_by_id(session, parent_id).label
 
-    def test_metric(row: dict[str, Any], key: str) -> float | None:
-        return row["metrics"].get("test", {}).get(key)
+    def test_metric(model: ModelVersionRef, key: str) -> float | None:
+        return model.metrics.get("test", {}).get(key)
 
-    def status(row: dict[str, Any]) -> str:
+    def status(model: ModelVersionRef) -> str:
         from atlas2d.provenance import process_gone
 
-        if row["status"] == "training" and process_gone(row["environment"]):
+        if model.status == "training" and process_gone(model.environment):
             return "training (process gone: killed?)"
-        return row["status"]
+        return model.status
 
     return pd.DataFrame(
         [
             {
-                "model": label(r),
-                "architecture": r["architecture"],
-                "status": status(r),
-                "training_set": r["training_set"],
-                "parent": parents.get(r["parent_id"]) if r["parent_id"] else None,
-                "test_energy_mae_mev_per_atom": test_metric(r, "energy_mae_mev_per_atom"),
-                "test_force_mae_mev_per_a": test_metric(r, "force_mae_mev_per_a"),
-                "finished_at": None
-                if r["finished_at"] is None
-                else f"{r['finished_at']:%Y-%m-%d %H:%M}",
+                "model": m.label,
+                "architecture": m.architecture,
+                "status": status(m),
+                "training_set": m.training_set,
+                "parent": parents.get(m.parent_id) if m.parent_id else None,
+                "test_energy_mae_mev_per_atom": test_metric(m, "energy_mae_mev_per_atom"),
+                "test_force_mae_mev_per_a": test_metric(m, "force_mae_mev_per_a"),
+                "finished_at": None if m.finished_at is None else f"{m.finished_at:%Y-%m-%d %H:%M}",
             }
-            for r in rows
+            for m in models
         ],
         columns=[
             "model",

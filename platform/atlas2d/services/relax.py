@@ -33,14 +33,22 @@ from atlas2d.queries import materials as materials_queries
 from atlas2d.queries import relaxations as queries
 from atlas2d.queries import training_sets as trainset_queries
 from atlas2d.queries.materials import MaterialFilter
+from atlas2d.queries.model_versions import ModelVersionRef
 from atlas2d.services import models as registry
-
-ENGINES = ("ase", "batched")
-DEFAULT_CHUNK = {"ase": 32, "batched": 512}
-"""Materials relaxed and committed together by default: the batched engine needs many
-per model call to be fast; one structure at a time gains nothing from large chunks and
-an interruption loses less."""
-STARTS = ("first", "final")
+from atlas2d.vocabulary import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_DEVICE,
+    DEFAULT_ENGINE,
+    DEFAULT_START,
+    ENGINES,
+    HELD_OUT_SPLIT,
+    STARTS,
+    Device,
+    Engine,
+    Split,
+    StartFrom,
+    or_list,
+)
 
 
 @dataclass(frozen=True)
@@ -54,21 +62,21 @@ class RelaxRequest:
         start: ``first`` (step 0 of the material's first DFT relaxation, the unrelaxed
             structure) or ``final`` (the DFT-relaxed structure).
         engine: ``ase`` (one structure at a time) or ``batched`` (torch-sim).
-        chunk_size: materials relaxed and committed together (None:
-            :data:`DEFAULT_CHUNK` of the engine).
+        chunk_size: materials relaxed and committed in one transaction (None: the
+            engine's :data:`~atlas2d.vocabulary.DEFAULT_CHUNK_SIZE`).
         max_atoms: atoms per model call of the batched engine (None: by device).
     """
 
     model: str
     training_set: str | None = None
-    split: str = "test"
+    split: Split = HELD_OUT_SPLIT
     materials: MaterialFilter | None = None
-    start: str = "first"
+    start: StartFrom = DEFAULT_START
     settings: RelaxSettings = field(default_factory=RelaxSettings)
-    engine: str = "ase"
+    engine: Engine = DEFAULT_ENGINE
     chunk_size: int | None = None
     force: bool = False
-    device: str = "cpu"
+    device: Device = DEFAULT_DEVICE
     max_atoms: int | None = None
     files: tuple[Path, ...] = ()
     """Relax the structures in these files (any ingest format) instead: each record
@@ -113,7 +121,7 @@ class RelaxReport:
     diverged: list[str]
     skipped: list[str]
     wall_time_s: float
-    engine: str
+    engine: Engine
     workers: int
 
     @property
@@ -155,22 +163,22 @@ def request_key(
 def _check(request: RelaxRequest) -> None:
     problems = []
     if request.engine not in ENGINES:
-        problems.append(f"engine {request.engine!r} is not ase or batched")
+        problems.append(f"engine {request.engine!r} is not {or_list(ENGINES)}")
     if request.start not in STARTS:
-        problems.append(f"start {request.start!r} is not first or final")
+        problems.append(f"start {request.start!r} is not {or_list(STARTS)}")
     if request.settings.fmax <= 0:
         problems.append(f"--fmax {request.settings.fmax} must be > 0 eV/Å")
     if request.settings.max_steps < 0:
         problems.append(f"--steps {request.settings.max_steps} must be ≥ 0")
     if request.chunk_size is not None and request.chunk_size < 1:
-        problems.append("the batch size must be at least 1")
+        problems.append(f"--chunk-size {request.chunk_size} must be at least 1")
     if problems:
         raise InvalidInput("Invalid relaxation request: " + "; ".join(problems) + ".")
 
 
 def plan(
     sessions: sessionmaker[Session], request: RelaxRequest
-) -> tuple[dict[str, Any], list[WorkItem], int]:
+) -> tuple[ModelVersionRef, list[WorkItem], int]:
     """The model row, the work still to do and how many requests are already stored.
 
     Raises:
@@ -189,7 +197,7 @@ def plan(
                 raise NotFound(
                     f"No training set is named {request.training_set!r}; `atlas2d trainset list`."
                 )
-            training_set_id = row["id"]
+            training_set_id = row.id
         starts = queries.start_frames(
             session, request.start, training_set_id, request.split, request.materials
         )
@@ -199,10 +207,15 @@ def plan(
                 "set and split or the material filters (`atlas2d materials list`)."
             )
         items = [
-            WorkItem(s.material_id, s.material_key, s.dimensionality, s.frame_id,
-                     request_key(model["id"], s.material_id, parameters, f"frame:{s.frame_id}"))
+            WorkItem(
+                s.material_id,
+                s.material_key,
+                s.dimensionality,
+                s.frame_id,
+                request_key(model.id, s.material_id, parameters, f"frame:{s.frame_id}"),
+            )
             for s in starts
-        ]  # fmt: skip
+        ]
         todo, done = _not_done(session, items, request.force)
     return model, todo, done
 
@@ -214,11 +227,9 @@ def _not_done(session: Session, items: list[WorkItem], force: bool) -> tuple[lis
     return [item for item in items if item.key not in done], len(done)
 
 
-
-
 def _plan_files(
     sessions: sessionmaker[Session], request: RelaxRequest
-) -> tuple[dict[str, Any], list[WorkItem], int]:
+) -> tuple[ModelVersionRef, list[WorkItem], int]:
     """Materials and starting structures from files (any ingest format)."""
     from atlas2d.io.candidates import read_candidates
     from atlas2d.io.files import expand_paths
@@ -266,12 +277,21 @@ def _plan_files(
                 )
         items = [
             WorkItem(
-                stored[key].id, key, rows_by_key[key]["dimensionality"], None,
-                request_key(model["id"], stored[key].id, relaxation_parameters(request, sha256), f"file:{sha256}"), atoms,
+                stored[key].id,
+                key,
+                rows_by_key[key]["dimensionality"],
+                None,
+                request_key(
+                    model.id,
+                    stored[key].id,
+                    relaxation_parameters(request, sha256),
+                    f"file:{sha256}",
+                ),
+                atoms,
                 sha256,
             )
             for key, atoms, sha256 in starts
-        ]  # fmt: skip
+        ]
         todo, done = _not_done(session, items, request.force)
     return model, todo, done
 
@@ -280,11 +300,10 @@ def _starting_structures(
     session: Session, items: Sequence[WorkItem]
 ) -> list[tuple[Atoms, tuple[bool, ...]]]:
     """Each item's starting structure and the pbc flags its result is stored with."""
-    from atlas2d.queries.frames import frames_by_id
-    from atlas2d.services.predictions import frame_atoms
+    from atlas2d.queries.frames import StoredFrame, frame_atoms, frames_by_id
 
     ids = [item.frame_id for item in items if item.frame_id is not None]
-    rows = {row.frame_id: row for row in frames_by_id(session, ids)}
+    rows: dict[int | None, StoredFrame] = {row.frame_id: row for row in frames_by_id(session, ids)}
     return [
         (item.structure, (True, True, item.dimensionality != 2))
         if item.structure is not None
@@ -294,9 +313,13 @@ def _starting_structures(
 
 
 def _run_engine(
-    force_field: ForceField, engine: str, structures: list[Atoms], in_plane: list[bool],
-    settings: RelaxSettings, max_atoms: int | None,
-) -> list[RelaxResult]:  # fmt: skip
+    force_field: ForceField,
+    engine: Engine,
+    structures: list[Atoms],
+    in_plane: list[bool],
+    settings: RelaxSettings,
+    max_atoms: int | None,
+) -> list[RelaxResult]:
     if engine == "batched":
         from atlas2d.mlff.batched import relax_batched
 
@@ -308,11 +331,11 @@ def _run_engine(
 
 def relax_chunk(
     sessions: sessionmaker[Session],
-    model: dict[str, Any],
+    model: ModelVersionRef,
     force_field: ForceField,
     items: Sequence[WorkItem],
     parameters: dict[str, Any],
-    engine: str,
+    engine: Engine,
     settings: RelaxSettings,
     max_atoms: int | None = None,
     replace: bool = False,
@@ -390,7 +413,7 @@ def relax_chunk(
                 for t, trajectory in enumerate(block.trajectories):
                     item, result = by_key[trajectory.info["key"]]
                     row = relaxation_row(block, t, item.material_id, None)  # type: ignore[arg-type]
-                    row |= {"model_version_id": model["id"], "content_hash": item.key}
+                    row |= {"model_version_id": model.id, "content_hash": item.key}
                     rows.append(row)
             inserted = queries.insert_relaxations(session, rows)
             ids = [[inserted.get(t.info["key"]) for t in block.trajectories] for block in blocks]
@@ -430,7 +453,7 @@ def relax(
     model, todo, already = plan(sessions, request)
     parameters = relaxation_parameters(request)
     total = ChunkOutcome()
-    chunks = _chunks(todo, request.chunk_size or DEFAULT_CHUNK[request.engine])
+    chunks = _chunks(todo, request.chunk_size or DEFAULT_CHUNK_SIZE[request.engine])
 
     def add(outcome: ChunkOutcome) -> None:
         total.relaxed += outcome.relaxed

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from atlas2d.mlff.relax import RelaxSettings
+from atlas2d.queries.model_versions import ModelVersionRef
 
 _WORKER_STATE: dict[str, Any] = {}
 """Per worker process: the engine and the loaded force field, reused across chunks."""
@@ -26,7 +27,7 @@ def relax_chunk_on_worker(
     relax_chunk: Callable[..., Any],
     database_url: str,
     artifacts_dir: str,
-    model: dict[str, Any],
+    model: ModelVersionRef,
     items: list[Any],
     parameters: dict[str, Any],
     engine: str,
@@ -47,7 +48,7 @@ def relax_chunk_on_worker(
     if _WORKER_STATE.get("url") != database_url:
         _WORKER_STATE["url"] = database_url
         _WORKER_STATE["sessions"] = make_sessions(make_engine(database_url))
-    cache_key = (model["artifact_sha256"], device)
+    cache_key = (model.artifact_sha256, device)
     if _WORKER_STATE.get("model_key") != cache_key:
         _WORKER_STATE["model_key"] = cache_key
         _WORKER_STATE["force_field"] = registry.load_from_row(model, Path(artifacts_dir), device)
@@ -67,7 +68,7 @@ def relax_chunk_on_worker(
 def run_on_dask(
     relax_chunk: Callable[..., Any],
     sessions: sessionmaker[Session],
-    model: dict[str, Any],
+    model: ModelVersionRef,
     chunks: list[list[Any]],
     parameters: dict[str, Any],
     request: Any,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pandas as pd
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from atlas2d.errors import InvalidInput
+from atlas2d.queries.user_sql import run_read_only
 
 
 def run_readonly(sessions: sessionmaker[Session], statement: str) -> pd.DataFrame:
@@ -19,11 +19,7 @@ def run_readonly(sessions: sessionmaker[Session], statement: str) -> pd.DataFram
     """
     try:
         with sessions.begin() as session:
-            session.execute(text("SET TRANSACTION READ ONLY"))
-            result = session.execute(text(statement))
-            if not result.returns_rows:
-                return pd.DataFrame()
-            return pd.DataFrame(result.all(), columns=list(result.keys()))
+            return run_read_only(session, statement)
     except DBAPIError as err:
         message = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
         raise InvalidInput(f"The SQL statement failed: {message}") from err

@@ -21,16 +21,21 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from atlas2d.errors import InvalidInput, MissingExtra, NotFound, TrainingFailed
 from atlas2d.mlff.artifacts import read_verified, sha256_of_file
+from atlas2d.mlff.forcefield import ForceField
 from atlas2d.mlff.training import TrainedModel, TrainOptions
 from atlas2d.provenance import environment
 from atlas2d.queries import model_versions as queries
 from atlas2d.queries import training_sets as trainset_queries
+from atlas2d.queries.model_versions import ModelVersionRef
+from atlas2d.queries.training_sets import TrainingSetRow
 from atlas2d.services import models as registry
 from atlas2d.services.models import ModelVersionDetails
 from atlas2d.services.predictions import predict_frames, split_errors
 from atlas2d.services.trainsets import export_training_set
+from atlas2d.vocabulary import ARCHITECTURES, DEVICES, ExportFormat, Split, or_list
 
-EVALUATED_SPLITS = ("val", "test")
+EVALUATED_SPLITS: tuple[Split, ...] = ("val", "test")
+"""The splits a finished run is measured on (direct predictions), when it has them."""
 
 
 @dataclass(frozen=True)
@@ -44,15 +49,19 @@ class TrainRequest:
     """``NAME[:VERSION]`` of a ready version of the same architecture to fine-tune."""
 
 
-def _check_request(session: Session, request: TrainRequest) -> tuple[dict, dict | None]:
+def _check_request(
+    session: Session, request: TrainRequest
+) -> tuple[TrainingSetRow, ModelVersionRef | None]:
     registry.check_name(request.name)
     options = request.options
-    if options.architecture not in ("m3gnet", "mace"):
-        raise InvalidInput(f"Architecture {options.architecture!r} is not m3gnet or mace.")
+    if options.architecture not in ARCHITECTURES:
+        raise InvalidInput(
+            f"Architecture {options.architecture!r} is not {or_list(ARCHITECTURES)}."
+        )
     if options.epochs < 1 or options.batch_size < 1 or options.devices < 1:
         raise InvalidInput("--epochs, --batch-size and --devices must be at least 1.")
-    if options.device not in ("cpu", "cuda"):
-        raise InvalidInput(f"--device {options.device!r} is not cpu or cuda.")
+    if options.device not in DEVICES:
+        raise InvalidInput(f"--device {options.device!r} is not {or_list(DEVICES)}.")
     if options.devices > 1 and options.device != "cuda":
         raise InvalidInput("--devices N > 1 trains on N GPUs: add --device cuda.")
     if options.freeze and request.parent is None:
@@ -63,7 +72,7 @@ def _check_request(session: Session, request: TrainRequest) -> tuple[dict, dict 
             f"No training set is named {request.training_set!r}; `atlas2d trainset list` shows them."
         )
     for split in ("train", "val"):
-        if training_set["split_counts"][split]["frames"] == 0:
+        if training_set.split_counts[split]["frames"] == 0:
             raise InvalidInput(
                 f"Training set {request.training_set!r} has no {split} frames; training needs "
                 "train and validation frames (e.g. `--split 90:5:5`)."
@@ -71,16 +80,16 @@ def _check_request(session: Session, request: TrainRequest) -> tuple[dict, dict 
     parent = None
     if request.parent is not None:
         parent = registry.resolve(session, request.parent)
-        if parent["architecture"] != options.architecture:
+        if parent.architecture != options.architecture:
             raise InvalidInput(
-                f"--from {request.parent} is a {parent['architecture']} model; fine-tuning "
+                f"--from {request.parent} is a {parent.architecture} model; fine-tuning "
                 f"needs the same architecture as --arch {options.architecture}."
             )
     return training_set, parent
 
 
 def _train(
-    export: dict[str, tuple[Path, int]],
+    export: dict[Split, tuple[Path, int]],
     options: TrainOptions,
     work_dir: Path,
     parent_data: bytes | None,
@@ -89,58 +98,26 @@ def _train(
     """Run the framework's training on the exported splits (the parent already checked).
 
     Args:
+        parent_data: the verified bytes of the parent's model file, or None.
         elements: the training set's elements in Z order (every split).
     """
     if options.architecture == "m3gnet":
-        from atlas2d.mlff.m3gnet import load_potential
         from atlas2d.mlff.train_m3gnet import train_m3gnet
 
-        parent = None if parent_data is None else load_potential(parent_data)
-        dirs = {split: path for split, (path, _) in export.items() if split != "test"}
-        return train_m3gnet(dirs, elements, options, work_dir, parent)
+        dirs: dict[Split, Path] = {s: path for s, (path, _) in export.items() if s != "test"}
+        return train_m3gnet(dirs, elements, options, work_dir, parent_data)
     from atlas2d.mlff.train_mace import train_mace
 
-    parent = parent_file = None
-    if parent_data is not None:
-        from atlas2d.services.models import force_field_from_bytes
-
-        parent = force_field_from_bytes("mace", parent_data)
-        parent_file = work_dir / "parent.model"
-        parent_file.write_bytes(parent_data)  # the verified bytes, not the registry's path
-    from ase.data import atomic_numbers
-
     files = {split: path for split, (path, _) in export.items()}
-    numbers = tuple(atomic_numbers[symbol] for symbol in elements)
-    trained = train_mace(files, options, work_dir, numbers, parent_file)
-    if parent_data is not None:  # record the size the model has: the parent's
-        trained.hyperparameters |= {
-            "r_max": parent.cutoff,
-            "num_interactions": len(parent.model.interactions),
-            "hidden_irreps": str(parent.model.products[0].linear.irreps_out),
-        }
-    return trained
+    return train_mace(files, elements, options, work_dir, parent_data)
 
 
-def _check_parent(options: TrainOptions, parent: Any, elements: tuple[str, ...]) -> None:
+def _check_parent(options: TrainOptions, parent: ForceField, elements: tuple[str, ...]) -> None:
     """Fine-tuning needs the parent to know every element, and a layer left to train."""
-    _check_parent_elements(parent.element_symbols, elements)
-    if options.architecture == "m3gnet" and options.freeze:
-        from atlas2d.mlff.train_m3gnet import freeze_leading_layers
-
-        try:
-            freeze_leading_layers(parent.potential.model, options.freeze)
-        except ValueError as err:
-            raise InvalidInput(str(err)) from err
-
-
-def _check_parent_elements(known: tuple[str, ...], needed: tuple[str, ...]) -> None:
-    unknown = sorted(set(needed) - set(known))
-    if unknown:
-        raise InvalidInput(
-            f"The parent model knows {', '.join(known)}; the training set also has "
-            f"{', '.join(unknown)}. Fine-tune on data within the parent's elements or train "
-            "from scratch."
-        )
+    try:
+        parent.check_fine_tuning(elements, options.freeze)
+    except ValueError as err:
+        raise InvalidInput(str(err)) from err
 
 
 def write_curve(curve: list[dict[str, Any]], work_dir: Path) -> Path | None:
@@ -180,29 +157,23 @@ def train_model(
     options = request.options
     with sessions.begin() as session:
         training_set, parent = _check_request(session, request)
-        elements = queries.training_set_elements(session, training_set["id"])
+        elements = trainset_queries.training_set_elements(session, training_set.id)
     parent_data = None
     if parent is not None:  # checked before anything is registered
-        parent_data = read_verified(
-            registry.artifact_file(parent, artifacts_dir),
-            parent["artifact_sha256"],
-            registry.label(parent),
-        )
-        parent_force_field = registry.force_field_from_bytes(parent["architecture"], parent_data)
+        parent_data = registry.read_artifact(parent, artifacts_dir)
+        parent_force_field = registry.force_field_from_bytes(parent.architecture, parent_data)
         _check_parent(options, parent_force_field, elements)
     with sessions.begin() as session:
         model_version_id, version = queries.insert_training_version(
             session,
-            {
-                "name": request.name,
-                "architecture": options.architecture,
-                "training_set_id": training_set["id"],
-                "parent_id": None if parent is None else parent["id"],
-                "hyperparameters": options.hyperparameters(fine_tuning=parent is not None),
-                "environment": environment(
-                    options.device, options.num_threads, options.seed, options.devices
-                ),
-            },
+            name=request.name,
+            architecture=options.architecture,
+            training_set_id=training_set.id,
+            parent_id=None if parent is None else parent.id,
+            hyperparameters=options.hyperparameters(fine_tuning=parent is not None),
+            environment=environment(
+                options.device, options.num_threads, options.seed, options.devices
+            ),
         )
     ref = f"{request.name}:{version}"
     # A run id in the folder name: databases sharing $ATLAS2D_HOME never share a folder.
@@ -211,7 +182,7 @@ def train_model(
     try:
         progress(f"registered {ref} ({options.architecture}) as training; work folder {work_dir}")
         work_dir.mkdir(parents=True)
-        fmt = "matgl" if options.architecture == "m3gnet" else "mace"
+        fmt: ExportFormat = "matgl" if options.architecture == "m3gnet" else "mace"
         export = export_training_set(sessions, request.training_set, fmt, work_dir / "data")
         progress(
             f"exported {request.training_set} for {fmt}: "
@@ -235,12 +206,12 @@ def train_model(
                 sessions,
                 model_version_id,
                 force_field,
-                training_set["id"],
+                training_set.id,
                 split,
                 options.batch_size,
             )
             with sessions.begin() as session:
-                metrics[split] = split_errors(session, model_version_id, training_set["id"], split)
+                metrics[split] = split_errors(session, model_version_id, training_set.id, split)
         metrics["epochs_run"] = trained.epochs_run
         metrics["stopped_by"] = trained.stopped_by
         metrics["train_seconds"] = trained.train_seconds

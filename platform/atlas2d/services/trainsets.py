@@ -8,27 +8,34 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from atlas2d.analysis.splits import SPLIT_NAMES, assign_splits
+from atlas2d.analysis.splits import assign_splits
 from atlas2d.analysis.structure import ISOLATED_CUTOFF_A, has_isolated_atom
 from atlas2d.db.digests import frame_digests
-from atlas2d.db.models import RULES
-from atlas2d.db.types import vec3_from_bytes
 from atlas2d.errors import AlreadyExists, InvalidInput, NotFound
 from atlas2d.io.records import ExportFrame
 from atlas2d.mlff.forcefield import zero_out_of_plane
 from atlas2d.queries import training_sets as queries
-from atlas2d.queries.training_sets import SelectionParameters
-
-EXPORT_FORMATS = ("mace", "matgl", "extxyz")
+from atlas2d.queries.training_sets import SelectionParameters, TrainingSetRow
+from atlas2d.vocabulary import (
+    EXPORT_FORMATS,
+    GROUP_BYS,
+    OUTLIER_SCOPES,
+    RULES,
+    SPLITS,
+    ExportFormat,
+    Rule,
+    Split,
+    or_list,
+)
 
 
 @dataclass
@@ -36,7 +43,7 @@ class TrainingSetSummary:
     """A stored training set: what it holds and how it was made."""
 
     name: str
-    rule: str
+    rule: Rule
     parameters: dict[str, Any]
     split_counts: dict[str, dict[str, int]]
     filter_counts: dict[str, Any]
@@ -45,11 +52,11 @@ class TrainingSetSummary:
     relaxation_watermark: int
     content_hash: str | None
     """None for a dry run (``preview_training_set``)."""
-    created_at: Any = None
+    created_at: datetime | None = None
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> TrainingSetSummary:
-        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+    def from_row(cls, row: TrainingSetRow) -> TrainingSetSummary:
+        return cls(**{k: getattr(row, k) for k in cls.__dataclass_fields__})
 
 
 @dataclass
@@ -66,11 +73,11 @@ class VerifyReport:
 def _validate(params: SelectionParameters) -> None:
     problems = []
     if params.rule not in RULES:
-        problems.append(f"rule {params.rule!r} is not one of ecut, wang, all")
-    if params.outlier_scope not in ("material", "frame"):
-        problems.append(f"outlier scope {params.outlier_scope!r} is not material or frame")
-    if params.group_by not in ("material", "formula", "chemsys"):
-        problems.append(f"group-by {params.group_by!r} is not material, formula or chemsys")
+        problems.append(f"rule {params.rule!r} is not one of {', '.join(RULES)}")
+    if params.outlier_scope not in OUTLIER_SCOPES:
+        problems.append(f"outlier scope {params.outlier_scope!r} is not {or_list(OUTLIER_SCOPES)}")
+    if params.group_by not in GROUP_BYS:
+        problems.append(f"group-by {params.group_by!r} is not {or_list(GROUP_BYS)}")
     if len(params.split) != 3 or min(params.split) < 0 or abs(sum(params.split) - 100) > 1e-9:
         problems.append(f"split {params.split} does not sum to 100")
     if params.ecut < 0:
@@ -109,7 +116,7 @@ def _select(session: Session, params: SelectionParameters, watermark: int) -> di
     split_of_material = {
         m: split_of_group[g] for m, g in zip(survivors.material_ids, survivors.groups, strict=True)
     }
-    split_counts = {split: {"frames": 0, "materials": 0} for split in SPLIT_NAMES}
+    split_counts = {split: {"frames": 0, "materials": 0} for split in SPLITS}
     for material_id, frames in zip(survivors.material_ids, survivors.frames, strict=True):
         counts = split_counts[split_of_material[material_id]]
         counts["frames"] += frames
@@ -202,7 +209,7 @@ def preview_training_set(
     )
 
 
-def _get(session: Session, name: str) -> dict[str, Any]:
+def _get(session: Session, name: str) -> TrainingSetRow:
     row = queries.training_set_row(session, name)
     if row is None:
         raise NotFound(f"No training set is named {name!r}; `atlas2d trainset list` shows them.")
@@ -222,13 +229,13 @@ def list_training_sets(sessions: sessionmaker[Session]) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {
-                "name": r["name"],
-                "rule": r["rule"],
-                "ecut_ev_per_atom": r["parameters"]["ecut"] if r["rule"] == "ecut" else None,
-                "materials": r["n_materials"],
-                **{f"{s}_frames": r["split_counts"][s]["frames"] for s in SPLIT_NAMES},
-                "content_hash": r["content_hash"][:12],
-                "created_at": f"{r['created_at']:%Y-%m-%d %H:%M}",
+                "name": r.name,
+                "rule": r.rule,
+                "ecut_ev_per_atom": r.parameters["ecut"] if r.rule == "ecut" else None,
+                "materials": r.n_materials,
+                **{f"{s}_frames": r.split_counts[s]["frames"] for s in SPLITS},
+                "content_hash": r.content_hash[:12],
+                "created_at": f"{r.created_at:%Y-%m-%d %H:%M}",
             }
             for r in rows
         ],
@@ -237,9 +244,7 @@ def list_training_sets(sessions: sessionmaker[Session]) -> pd.DataFrame:
             "rule",
             "ecut_ev_per_atom",
             "materials",
-            "train_frames",
-            "val_frames",
-            "test_frames",
+            *(f"{s}_frames" for s in SPLITS),
             "content_hash",
             "created_at",
         ],
@@ -253,85 +258,73 @@ def verify_training_set(sessions: sessionmaker[Session], name: str) -> VerifyRep
     dropped at commit)."""
     with sessions.begin() as session:
         row = _get(session, name)
-        params = SelectionParameters.from_json(row["parameters"])
-        selection = _select(session, params, row["relaxation_watermark"])
+        params = SelectionParameters.from_json(row.parameters)
+        selection = _select(session, params, row.relaxation_watermark)
         queries.fill_selected(session, selection["split_of_material"])
         recomputed = queries.selected_hash(session)
-        differences = queries.compare_with_stored(session, row["id"])
-        differences["changed"] = _changed_frames(session, row["id"])
-    reproduced = recomputed == row["content_hash"] and not any(
+        differences = queries.compare_with_stored(session, row.id)
+        differences["changed"] = _changed_frames(session, row.id)
+    reproduced = recomputed == row.content_hash and not any(
         d["count"] for d in differences.values()
     )
-    return VerifyReport(name, reproduced, row["content_hash"], recomputed, differences)
+    return VerifyReport(name, reproduced, row.content_hash, recomputed, differences)
 
 
 def _changed_frames(session: Session, training_set_id: int, limit: int = 20) -> dict[str, Any]:
     """Stored frames whose content no longer matches the digest taken at ingest."""
     changed: list[int] = []
-    for rows in queries.stored_frame_contents(session, training_set_id):
-        stresses = [r.stress for r in rows]
+    for frames in queries.stored_frame_contents(session, training_set_id):
         digests = frame_digests(
-            np.array([r.step for r in rows]),
-            np.array([r.energy for r in rows], dtype=np.float64),
-            np.array([r.cell for r in rows], dtype=np.float64),
-            np.stack([vec3_from_bytes(r.positions) for r in rows]),
-            np.stack([vec3_from_bytes(r.forces) for r in rows]),
-            None if stresses[0] is None else np.array(stresses, dtype=np.float64),
+            frames.steps,
+            frames.energies,
+            frames.cells,
+            frames.positions,
+            frames.forces,
+            frames.stresses,
         )
         changed.extend(
-            r.id for r, d in zip(rows, digests, strict=True) if d.tobytes() != bytes(r.digest)
+            int(frame_id)
+            for frame_id, digest, stored in zip(
+                frames.frame_ids, digests, frames.digests, strict=True
+            )
+            if digest.tobytes() != stored
         )
     return {"count": len(changed), "first": sorted(changed)[:limit]}
 
 
 # --- export ---------------------------------------------------------------------------
 
-EXPORT_SQL = """
-SELECT t.frame_id, t.split, f.step, f.cell, f.positions, f.forces, f.stress, f.energy,
-       r.id AS relaxation_id, r.species, r.pbc, m.key AS material_key, m.dimensionality
-FROM training_set_frames t
-JOIN frames f ON f.id = t.frame_id
-JOIN relaxations r ON r.id = f.relaxation_id
-JOIN materials m ON m.id = r.material_id
-WHERE t.training_set_id = :id AND t.split = :split
-ORDER BY t.frame_id
-"""
-
 
 def _export_frames(
-    session: Session, training_set_id: int, name: str, split: str
+    session: Session, training_set_id: int, name: str, split: Split
 ) -> Iterator[ExportFrame]:
-    """Stream a split's frames from the database (server-side cursor)."""
-    result = session.execute(
-        text(EXPORT_SQL).execution_options(stream_results=True, yield_per=2000),
-        {"id": training_set_id, "split": split},
-    )
-    for row in result:
-        stress = None if row.stress is None else np.asarray(row.stress, dtype=np.float64)
-        if stress is not None and row.dimensionality == 2:
+    """Stream a split's frames from the database, a layer's stress in-plane only."""
+    for frame in queries.split_frames(session, training_set_id, split):
+        stress = frame.stress
+        if stress is not None and frame.dimensionality == 2:
             stress = zero_out_of_plane(stress)
         yield ExportFrame(
-            species=np.asarray(row.species, dtype=np.int64),
-            cell=np.asarray(row.cell, dtype=np.float64),
-            positions=vec3_from_bytes(row.positions),
-            energy=float(row.energy),
-            forces=vec3_from_bytes(row.forces),
+            species=frame.species,
+            cell=frame.cell,
+            positions=frame.positions,
+            energy=frame.energy,
+            forces=frame.forces,
             stress=stress,
             info={
-                "material_key": row.material_key,
-                "relaxation_id": row.relaxation_id,
-                "frame_id": row.frame_id,
-                "step": row.step,
-                "split": row.split,
+                "material_key": frame.material_key,
+                "relaxation_id": frame.relaxation_id,
+                "frame_id": frame.frame_id,
+                "step": frame.step,
+                "split": frame.split,
                 "training_set": name,
             },
-            pbc=tuple(row.pbc),  # type: ignore[arg-type]
+            pbc=frame.pbc,
         )
 
 
 def export_training_set(
-    sessions: sessionmaker[Session], name: str, fmt: str, out_dir: Path
-) -> dict[str, tuple[Path, int]]:
+    sessions: sessionmaker[Session], name: str, fmt: ExportFormat, out_dir: Path
+) -> dict[Split, tuple[Path, int]]:
     """Write one file (extxyz, mace) or dataset folder (matgl) per split.
 
     Returns:
@@ -347,13 +340,13 @@ def export_training_set(
             f"Unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}."
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: dict[str, tuple[Path, int]] = {}
+    written: dict[Split, tuple[Path, int]] = {}
     with sessions.begin() as session:
         row = _get(session, name)
-        for split in SPLIT_NAMES:
-            if row["split_counts"][split]["frames"] == 0:
+        for split in SPLITS:
+            if row.split_counts[split]["frames"] == 0:
                 continue
-            frames = _export_frames(session, row["id"], name, split)
+            frames = _export_frames(session, row.id, name, split)
             if fmt == "matgl":
                 path = out_dir / split
                 count = exporters.write_matgl_dataset(frames, path)
