@@ -14,9 +14,16 @@ from typing import Literal, get_args
 
 # --- data --------------------------------------------------------------------------
 
-SourceFormat = Literal[
-    "vasprun", "outcar", "extxyz", "alexandria-traj", "alexandria-hull", "records", "labeller"
-]
+InputFormat = Literal["vasprun", "outcar", "extxyz", "alexandria-traj", "alexandria-hull"]
+"""File formats ``atlas2d ingest`` reads."""
+INPUT_FORMATS: tuple[InputFormat, ...] = get_args(InputFormat)
+
+ReadFormat = Literal["auto", "vasp", InputFormat]
+"""What ``--format`` accepts: a format, ``vasp`` (vasprun.xml or OUTCAR, whatever the
+file is called) or ``auto`` (guessed from the file name)."""
+READ_FORMATS: tuple[ReadFormat, ...] = get_args(ReadFormat)
+
+SourceFormat = Literal[InputFormat, "records", "labeller"]
 """How an ingested file was read. ``labeller``: reference data made by ``atlas2d label``
 (a stand-in for DFT, never real DFT); ``records``: structures without labels."""
 SOURCE_FORMATS: tuple[SourceFormat, ...] = get_args(SourceFormat)
@@ -95,6 +102,10 @@ DEFAULT_CHUNK_SIZE: dict[Engine, int] = {"ase": 32, "batched": 512}
 """Materials relaxed and committed together by default: the batched engine needs many
 per model call to be fast; one structure at a time gains nothing from large chunks and
 an interruption loses less."""
+
+DEFAULT_MAX_ATOMS: dict[Device, int] = {"cpu": 2_000, "cuda": 50_000}
+"""Atoms per model call of the batched engine: the CPU gains little beyond a few
+thousand; a GPU holds far more."""
 
 StartFrom = Literal["first", "final"]
 """Which DFT frame a relaxation starts from: step 0 of the first DFT relaxation, or the

@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 
 import typer
 
 from atlas2d.analysis.units import StressUnit
 from atlas2d.cli.output import console, error_console
-
-
-class FormatChoice(str, Enum):
-    auto = "auto"
-    vasp = "vasp"
-    vasprun = "vasprun"
-    outcar = "outcar"
-    extxyz = "extxyz"
-    alexandria_traj = "alexandria-traj"
-    alexandria_hull = "alexandria-hull"
+from atlas2d.vocabulary import ReadFormat
 
 
 def ingest(
     paths: list[Path] = typer.Argument(..., help="Files or directories (plain, .gz, .bz2 or .xz)."),
-    format: FormatChoice = typer.Option(
-        FormatChoice.auto, "--format", help="Input format; auto guesses from names."
+    format: ReadFormat = typer.Option(
+        "auto", "--format", help="Input format; auto guesses from names."
     ),
     skip_bad: bool = typer.Option(
         False, "--skip-bad", help="Ingest the good files and report the bad ones."
@@ -59,7 +49,7 @@ def ingest(
     from atlas2d.io.readers import ReadOptions
     from atlas2d.services.ingest import ALREADY_PRESENT, INGESTED, REJECTED, ingest_paths
 
-    fmt = format.value
+    fmt = format
     files = expand_paths(paths, fmt)
     if not files:
         raise typer.BadParameter("no readable file found under the given paths")

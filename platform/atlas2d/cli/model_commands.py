@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Any
 
 import typer
 
 from atlas2d.cli.output import OutputFormat, console, print_frame, print_json
-from atlas2d.vocabulary import DEFAULT_DEVICE, HELD_OUT_SPLIT, Device, Split
+from atlas2d.vocabulary import DEFAULT_DEVICE, HELD_OUT_SPLIT, Architecture, Device, Split
 
 models_app = typer.Typer(
     help="The model registry: versions, provenance, metrics.", no_args_is_help=True
 )
-
-
-class Architecture(str, Enum):
-    m3gnet = "m3gnet"
-    mace = "mace"
 
 
 METRIC_COLUMNS = [
@@ -104,7 +98,7 @@ def train(
 
     settings = get_settings()
     options = TrainOptions(
-        architecture=arch.value,
+        architecture=arch,
         lr=lr,
         batch_size=batch_size,
         epochs=epochs,

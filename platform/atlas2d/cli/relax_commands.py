@@ -12,6 +12,7 @@ from atlas2d.vocabulary import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_DEVICE,
     DEFAULT_ENGINE,
+    DEFAULT_MAX_ATOMS,
     DEFAULT_START,
     FIRE_FMAX_EV_PER_A,
     FIRE_MAX_STEPS,
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from atlas2d.services.relax import RelaxRequest
 
 CHUNK_SIZES = ", ".join(f"{engine} {size}" for engine, size in DEFAULT_CHUNK_SIZE.items())
+MAX_ATOMS = ", ".join(f"{device} {size:,}" for device, size in DEFAULT_MAX_ATOMS.items())
 """The default chunk size of each engine, for the help: ``ase 32, batched 512``."""
 
 
@@ -101,7 +103,7 @@ def relax(
         f"most the chunks in flight \\[{CHUNK_SIZES}].",
     ),
     max_atoms: int | None = typer.Option(
-        None, help="Batched engine: atoms per model call [CPU 2000, GPU 50000]."
+        None, help=f"Batched engine: atoms per model call \\[{MAX_ATOMS}]."
     ),
     save_trajectory: bool = typer.Option(
         False, "--save-trajectory", help="Store every step, not only the final one."

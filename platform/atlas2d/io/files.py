@@ -9,8 +9,9 @@ import lzma
 from pathlib import Path
 
 from atlas2d.errors import InvalidInput
+from atlas2d.vocabulary import INPUT_FORMATS
 
-FORMATS = ("vasprun", "outcar", "extxyz", "alexandria-traj", "alexandria-hull")
+FORMATS = INPUT_FORMATS
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz")
 
 

@@ -27,9 +27,7 @@ from ase import Atoms
 
 from atlas2d.mlff.forcefield import ForceField
 from atlas2d.mlff.relax import RelaxResult, RelaxSettings
-
-DEFAULT_MAX_ATOMS = {"cpu": 2_000, "cuda": 50_000}
-"""Atoms per batch: the CPU gains little beyond a few thousand; a GPU holds far more."""
+from atlas2d.vocabulary import DEFAULT_MAX_ATOMS
 
 
 def _model_interface() -> Any:

@@ -178,7 +178,7 @@ def _budget(options: TrainOptions) -> str:
 def _ready_version(sessions: sessionmaker[Session], name: str) -> str | None:
     with sessions.begin() as session:
         try:
-            return registry.label(registry.resolve(session, name))
+            return registry.resolve(session, name).label
         except NotFound:
             return None
 

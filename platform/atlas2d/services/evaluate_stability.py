@@ -50,7 +50,7 @@ def evaluate_stability(
     """
     with sessions.begin() as session:
         model = registry.resolve(session, model_ref)
-        source = registry.label(model)
+        source = model.label
         paired = queries.paired_stability(session, source)
         if paired.empty:
             raise InvalidInput(

@@ -44,11 +44,6 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     return name, int(version)
 
 
-def label(model: ModelVersionRef) -> str:
-    """``NAME:VERSION`` of a version."""
-    return model.label
-
-
 def resolve(session: Session, ref: str, require_ready: bool = True) -> ModelVersionRef:
     """The registered version a reference names.
 
@@ -108,7 +103,7 @@ def read_artifact(model: ModelVersionRef, artifacts_dir: Path) -> bytes:
     return read_verified(artifact_file(model, artifacts_dir), model.artifact_sha256, model.label)
 
 
-def load_from_row(model: ModelVersionRef, artifacts_dir: Path, device: str = "cpu") -> ForceField:
+def load_version(model: ModelVersionRef, artifacts_dir: Path, device: str = "cpu") -> ForceField:
     """Check the artifact's sha256 against the registry, then load it.
 
     Raises:
@@ -132,10 +127,10 @@ def force_field_from_bytes(architecture: str, data: bytes, device: str = "cpu") 
 def load_force_field(
     sessions: sessionmaker[Session], ref: str, artifacts_dir: Path, device: str = "cpu"
 ) -> ForceField:
-    """Look a ready version up and load it (sha256 checked). See :func:`load_from_row`."""
+    """Look a ready version up and load it (sha256 checked). See :func:`load_version`."""
     with sessions.begin() as session:
         model = resolve(session, ref)
-    return load_from_row(model, artifacts_dir, device)
+    return load_version(model, artifacts_dir, device)
 
 
 @dataclass

@@ -393,7 +393,7 @@ def relax_chunk(
                 pbc=pbc,  # type: ignore[arg-type]
                 wall_time_s=result.wall_time_s,
                 info={
-                    "model": registry.label(model),
+                    "model": model.label,
                     "engine": result.engine,
                     "start_frame_id": item.frame_id,
                     "stored_frames": "trajectory" if settings.save_trajectory else "final",
@@ -480,7 +480,7 @@ def relax(
             add,
         )
     elif chunks:
-        force_field = registry.load_from_row(model, artifacts_dir, request.device)
+        force_field = registry.load_version(model, artifacts_dir, request.device)
         for chunk in chunks:
             add(
                 relax_chunk(
@@ -496,7 +496,7 @@ def relax(
                 )
             )
     return RelaxReport(
-        model=registry.label(model),
+        model=model.label,
         requested=len(todo) + already,
         already_done=already,
         relaxed=total.relaxed,

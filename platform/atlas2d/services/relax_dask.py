@@ -51,7 +51,7 @@ def relax_chunk_on_worker(
     cache_key = (model.artifact_sha256, device)
     if _WORKER_STATE.get("model_key") != cache_key:
         _WORKER_STATE["model_key"] = cache_key
-        _WORKER_STATE["force_field"] = registry.load_from_row(model, Path(artifacts_dir), device)
+        _WORKER_STATE["force_field"] = registry.load_version(model, Path(artifacts_dir), device)
     return relax_chunk(
         _WORKER_STATE["sessions"],
         model,

@@ -40,7 +40,7 @@ from atlas2d.analysis.stability import (
 from atlas2d.errors import InvalidInput
 from atlas2d.queries import stability as queries
 from atlas2d.queries.materials import normalise_chemsys
-from atlas2d.services.models import label, resolve
+from atlas2d.services.models import resolve
 from atlas2d.vocabulary import DFT
 
 SOLE_REFERENCE = "its DFT entry is the only reference of its element"
@@ -212,7 +212,7 @@ def _energy_source(session: Session, energy: str) -> tuple[str, int | None]:
     if energy == DFT:
         return DFT, None
     row = resolve(session, energy)
-    return label(row), row.id
+    return row.label, row.id
 
 
 def stable_list(
