@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from atlas2d.analysis.units import GPA_PER_EV_PER_A3, MEV_PER_EV
 
@@ -128,6 +130,87 @@ def relaxation_metrics(
         "area_mae_x100": float(area_errors.mean() * AREA_SCALE),
         "area_median_ae_x100": float(np.median(area_errors) * AREA_SCALE),
         "area_r2": r_squared(dft_area, ml_area),
+    }
+
+
+RELAXATION_GROUP_COLUMNS = [
+    "n_materials",
+    "convergence_rate",
+    "energy_mae_mev_per_atom",
+    "energy_median_ae_mev_per_atom",
+    "area_mae_x100",
+    "area_median_ae_x100",
+]
+"""The relaxation figures shown per element and per space group."""
+
+
+@dataclass(frozen=True)
+class RelaxationScores:
+    """A model's relaxations against DFT, overall and per group.
+
+    Attributes:
+        metrics: :func:`relaxation_metrics` over every material.
+        per_element: element and :data:`RELAXATION_GROUP_COLUMNS`, one row per element
+            (a material counts for every element it contains), largest energy MAE first.
+        per_spacegroup: ``spacegroup`` (number, or ``unknown``) and the same columns.
+    """
+
+    metrics: dict[str, Any]
+    per_element: pd.DataFrame
+    per_spacegroup: pd.DataFrame
+
+
+def _frame_metrics(frame: pd.DataFrame) -> dict[str, Any]:
+    return relaxation_metrics(
+        frame["dft_energy_per_atom"].to_numpy(float),
+        frame["ml_energy_per_atom"].to_numpy(float),
+        frame["dft_area_per_atom"].to_numpy(float),
+        frame["ml_area_per_atom"].to_numpy(float),
+        frame["converged"].fillna(False).to_numpy(bool),
+    )
+
+
+def _grouped(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    rows = [
+        {column: key, **_frame_metrics(group)} for key, group in frame.groupby(column, sort=True)
+    ]
+    table = pd.DataFrame(
+        rows, columns=[column, *RELAXATION_GROUP_COLUMNS, "n_converged", "energy_r2", "area_r2"]
+    )
+    return table[[column, *RELAXATION_GROUP_COLUMNS]].sort_values(
+        "energy_mae_mev_per_atom", ascending=False
+    )
+
+
+def spacegroup_labels(numbers: pd.Series) -> pd.Series:
+    """Space group numbers as text, ``unknown`` where missing."""
+    return numbers.map(lambda n: "unknown" if pd.isna(n) else str(int(n)))
+
+
+def score_relaxations(errors: pd.DataFrame) -> RelaxationScores:
+    """The thesis's relaxation figures, overall, per element and per space group.
+
+    Args:
+        errors: one row per material: dft_energy_per_atom and ml_energy_per_atom
+            (eV/atom), dft_area_per_atom and ml_area_per_atom (Å²/atom), converged,
+            elements (list of symbols), spacegroup (text, see :func:`spacegroup_labels`).
+    """
+    return RelaxationScores(
+        _frame_metrics(errors),
+        _grouped(errors.explode("elements").rename(columns={"elements": "element"}), "element"),
+        _grouped(errors, "spacegroup"),
+    )
+
+
+def table_records(table: pd.DataFrame, key: str) -> dict[str, dict[str, Any]]:
+    """{row's ``key`` value: the row's other values}, non-finite floats as None (JSON)."""
+    return {
+        str(row[key]): {
+            k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+            for k, v in row.items()
+            if k != key
+        }
+        for row in table.to_dict("records")
     }
 
 

@@ -201,8 +201,9 @@ def evaluate(
 ) -> None:
     """Compare a model's relaxations with DFT (energy and area after relaxation), or with
     --stability its stability classification (after `atlas2d hull update`)."""
+    from atlas2d.analysis.reports import thesis_table
     from atlas2d.cli.context import connect
-    from atlas2d.services.evaluate import evaluate_relaxations, thesis_table
+    from atlas2d.services.evaluate import evaluate_relaxations
 
     if stability:
         _evaluate_stability(model, threshold, format)

@@ -198,7 +198,9 @@ def build_blocks(trajectories: list[Trajectory], path: str) -> list[FrameBlock]:
     return [build_block(group, path) for group in groups.values()]
 
 
-def relaxation_row(block: FrameBlock, t: int, material_id: int, source_id: int) -> dict[str, Any]:
+def relaxation_row(
+    block: FrameBlock, t: int, material_id: int, source_id: int | None
+) -> dict[str, Any]:
     """The ``relaxations`` row of trajectory ``t`` of a block."""
     traj = block.trajectories[t]
     last = int(block.offsets[t + 1]) - 1

@@ -20,18 +20,14 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
-from atlas2d.analysis.metrics import stability_metrics
+from atlas2d.analysis.reports import comparison_table, markdown_table
 from atlas2d.errors import InvalidInput, NotFound
 from atlas2d.io.readers import ReadOptions
 from atlas2d.mlff.relax import RelaxSettings
 from atlas2d.mlff.training import M3GNetSize, MACESize, TrainOptions
 from atlas2d.queries.training_sets import SelectionParameters
 from atlas2d.services import models as registry
-from atlas2d.services.evaluate import (
-    RelaxationEvaluation,
-    evaluate_relaxations,
-    markdown_table,
-)
+from atlas2d.services.evaluate import RelaxationEvaluation, evaluate_relaxations
 from atlas2d.services.evaluate_stability import StabilityEvaluation, evaluate_stability
 from atlas2d.services.ingest import ingest_paths
 from atlas2d.services.relax import RelaxRequest, relax
@@ -215,39 +211,6 @@ def _describe(update: HullUpdate) -> str:
         f"chemical systems, {update.materials_written} materials, {update.stable} on or "
         "below the hull"
     )
-
-
-def comparison_table(
-    evaluations: list[RelaxationEvaluation], stability: list[StabilityEvaluation]
-) -> pd.DataFrame:
-    """One row per (model, evaluated set): the thesis's relaxation figures, and the
-    stability figures on the same materials (Matbench Discovery's metrics)."""
-    by_model = {s.model: s.per_material for s in stability}
-    rows = []
-    for e in evaluations:
-        m = e.metrics
-        paired = by_model.get(e.model)
-        s: dict[str, Any] = {}
-        if paired is not None:
-            same = paired[paired["material_key"].isin(e.per_material["material_key"])]
-            s = stability_metrics(
-                same["dft_hull_distance"].to_numpy(float), same["ml_e_above_hull"].to_numpy(float)
-            )
-        rows.append(
-            {
-                "model": e.model,
-                "materials": f"{e.training_set}/{e.split}",
-                "n": m["n_materials"],
-                "converged": m["convergence_rate"],
-                "E MAE (meV/atom)": m["energy_mae_mev_per_atom"],
-                "E median (meV/atom)": m["energy_median_ae_mev_per_atom"],
-                "area MAE ×100 (Å²/atom)": m["area_mae_x100"],
-                "E_hull MAE (meV/atom)": s.get("e_above_hull_mae_mev_per_atom"),
-                "stable F1": s.get("f1"),
-                "DAF": s.get("daf"),
-            }
-        )
-    return pd.DataFrame(rows)
 
 
 def _write_summary(result: DemoResult, plan: DemoPlan) -> Path:

@@ -298,7 +298,7 @@ def _plan_files(
 
 def _starting_structures(
     session: Session, items: Sequence[WorkItem]
-) -> list[tuple[Atoms, tuple[bool, ...]]]:
+) -> list[tuple[Atoms, tuple[bool, bool, bool]]]:
     """Each item's starting structure and the pbc flags its result is stored with."""
     from atlas2d.queries.frames import StoredFrame, frame_atoms, frames_by_id
 
@@ -307,7 +307,7 @@ def _starting_structures(
     return [
         (item.structure, (True, True, item.dimensionality != 2))
         if item.structure is not None
-        else (frame_atoms(rows[item.frame_id]), tuple(rows[item.frame_id].pbc))
+        else (frame_atoms(rows[item.frame_id]), rows[item.frame_id].pbc)
         for item in items
     ]
 
@@ -390,7 +390,7 @@ def relax_chunk(
                 record=f"ML relaxation of {item.material_key}",
                 converged=result.converged,
                 method="ml",
-                pbc=pbc,  # type: ignore[arg-type]
+                pbc=pbc,
                 wall_time_s=result.wall_time_s,
                 info={
                     "model": model.label,
@@ -412,7 +412,7 @@ def relax_chunk(
             for block in blocks:
                 for t, trajectory in enumerate(block.trajectories):
                     item, result = by_key[trajectory.info["key"]]
-                    row = relaxation_row(block, t, item.material_id, None)  # type: ignore[arg-type]
+                    row = relaxation_row(block, t, item.material_id, None)
                     row |= {"model_version_id": model.id, "content_hash": item.key}
                     rows.append(row)
             inserted = queries.insert_relaxations(session, rows)
