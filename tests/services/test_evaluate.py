@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import text
 
 from atlas2d.analysis.metrics import r_squared, relaxation_metrics
+from atlas2d.analysis.reports import thesis_table
 from atlas2d.errors import InvalidInput
 from atlas2d.mlff.relax import RelaxSettings
-from atlas2d.analysis.reports import thesis_table
 from atlas2d.services.evaluate import evaluate_relaxations
 from atlas2d.services.relax import RelaxRequest, relax
 
