@@ -117,6 +117,9 @@ def cli(sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch, databa
         return context.Database(database_url, sessions.kw["bind"].engine, sessions)
 
     monkeypatch.setattr(context, "connect", connect)
+    # `atlas2d sql` reads the test transaction too (as its owner: the reader login and
+    # its check are tested end to end in tests/cli/test_sql.py).
+    monkeypatch.setattr(context, "connect_reader", connect)
     runner = CliRunner()
 
     def run(*args: str) -> tuple[int, str, str]:

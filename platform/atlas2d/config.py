@@ -16,16 +16,28 @@ class Settings(BaseSettings):
         database_url: SQLAlchemy URL of an external PostgreSQL
             (``postgresql+psycopg://user:password@host/db``). Unset: the embedded
             PostgreSQL under ``home/pgdata`` is used.
+        reader_database_url: URL of a login that can only read (a member of
+            ``atlas2d_reader``, not a superuser), used for user SQL (``atlas2d sql``).
+            Required with ``database_url``; the embedded server has its own
+            (``atlas2d_sql``).
+        sql_timeout_s: Seconds one ``atlas2d sql`` statement may run
+            (``ATLAS2D_SQL_TIMEOUT_S``; PostgreSQL's ``statement_timeout``).
         home: Folder for the embedded database and the artifacts (model files).
         num_threads: BLAS/OpenMP/torch threads per process (``ATLAS2D_NUM_THREADS``,
             applied by ``atlas2d.threads`` before numpy and torch load).
+        max_decompressed_mb: Largest content, MB (2**20 bytes), that ingest reads from
+            one input file once decompressed (``ATLAS2D_MAX_DECOMPRESSED_MB``); a file
+            over it is refused before it is held in memory.
     """
 
     model_config = SettingsConfigDict(env_prefix="ATLAS2D_", extra="ignore")
 
     database_url: str | None = None
+    reader_database_url: str | None = None
+    sql_timeout_s: float = Field(default=60.0, gt=0)
     home: Path = Field(default_factory=lambda: Path.home() / ".local" / "share" / "atlas2d")
     num_threads: int = Field(default=1, ge=1)
+    max_decompressed_mb: int = Field(default=2048, ge=1)
 
     @property
     def pgdata_dir(self) -> Path:

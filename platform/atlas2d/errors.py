@@ -35,6 +35,19 @@ class DatabaseUnavailable(Atlas2dError):
     """The database cannot be reached."""
 
 
+class ConnectionLost(DatabaseUnavailable):
+    """The database connection broke during a command; its open transaction was rolled back."""
+
+
+class PermissionDenied(Atlas2dError):
+    """The database role lacks a privilege the command needs."""
+
+
+class NoReaderLogin(Atlas2dError):
+    """User SQL has no login that can only read: none is configured, or the one
+    configured could write or administer the database."""
+
+
 class ArtifactChanged(Atlas2dError):
     """A model file on disk no longer matches the sha256 in the registry."""
 

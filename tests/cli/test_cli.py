@@ -62,7 +62,7 @@ def test_sql_is_read_only(cli) -> None:  # type: ignore[no-untyped-def]
     cli("ingest", FE2O2)
     code, out, _ = cli("sql", "SELECT count(*) AS n FROM frames", "--format", "json")
     assert code == 0 and json.loads(out) == [{"n": 28}]
-    code, _, err = cli("sql", "DELETE FROM frames")
+    code, _, err = cli("sql", "DELETE FROM frames RETURNING id")
     assert code == 1 and "read-only transaction" in err
     _, out, _ = cli("sql", "SELECT count(*) AS n FROM frames", "--format", "csv")
     assert out.splitlines() == ["n", "28"]

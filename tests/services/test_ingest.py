@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -290,3 +297,323 @@ def test_a_file_without_records_is_refused(
     with pytest.raises(InvalidInput, match="holds no trajectory and no energy entry"):
         ingest_file(sessions, path, ReadOptions())
     assert count_rows("sources") == 0
+
+
+# --- refusals: what ingest must never store, and never answer with a traceback ---------
+
+
+def _alexandria(mutate: Callable[[dict[str, Any]], Any], n_sites: int = 6) -> bytes:
+    """Two synthetic Alexandria relaxations (4 steps), edited by ``mutate`` (which may
+    return a replacement document); written by Python's json (NaN/Infinity literals,
+    ``\\u0000`` and ``\\ud800`` escapes, integers of any size)."""
+    document = alexandria_document(synthetic_trajectories(2, 4, n_sites, seed=5))
+    replaced = mutate(document)
+    return json.dumps(document if replaced is None else replaced).encode()
+
+
+def _step(document: dict[str, Any], step: int, key: str = "syn-000000") -> dict[str, Any]:
+    return document[key][0]["steps"][step]
+
+
+def _hull(mutate: Callable[[dict[str, Any]], Any]) -> bytes:
+    entry = _entry("agm001")
+    mutate(entry)
+    return json.dumps({"entries": [entry]}).encode()
+
+
+@lru_cache(maxsize=1)
+def _fe2o2_text() -> str:
+    return gzip.decompress(FE2O2.read_bytes()).decode("latin-1")
+
+
+def _vasprun(edit: Callable[[str], str]) -> bytes:
+    """The real Fe2O2 vasprun.xml, edited as text by ``edit``."""
+    return edit(_fe2o2_text()).encode("latin-1")
+
+
+def _calculation(text_: str, index: int) -> tuple[int, int]:
+    """Start and end of the ``index``-th <calculation> (0-based)."""
+    start = -1
+    for _ in range(index + 1):
+        start = text_.index("<calculation>", start + 1)
+    return start, text_.index("</calculation>", start)
+
+
+def _in_calculation(index: int, old: str, new: str) -> Callable[[str], str]:
+    """Replace the first ``old`` inside the ``index``-th <calculation>."""
+
+    def edit(text_: str) -> str:
+        start, end = _calculation(text_, index)
+        block = text_[start:end]
+        assert old in block
+        return text_[:start] + block.replace(old, new, 1) + text_[end:]
+
+    return edit
+
+
+def _without_stress(index: int) -> Callable[[str], str]:
+    """Remove the <varray name="stress"> of the ``index``-th <calculation>."""
+
+    def edit(text_: str) -> str:
+        start, end = _calculation(text_, index)
+        cut = text_.index('<varray name="stress" >', start, end)
+        return text_[:cut] + text_[text_.index("</varray>", cut) + len("</varray>") :]
+
+    return edit
+
+
+def _set(container: Any, key: Any, value: Any) -> None:
+    container[key] = value
+
+
+def _energies_of(step_1: float, step_2: float) -> Callable[[dict[str, Any]], None]:
+    def edit(document: dict[str, Any]) -> None:
+        _step(document, 1)["energy"], _step(document, 2)["energy"] = step_1, step_2
+
+    return edit
+
+
+def _with_pstress(value: str) -> Callable[[str], str]:
+    """Add PSTRESS to the <incar> block (after NSW)."""
+    nsw = '<i type="int" name="NSW">    99</i>'
+    return lambda text_: text_.replace(nsw, f'{nsw}\n  <i name="PSTRESS">{value}</i>', 1)
+
+
+REFUSED_INPUTS: dict[str, tuple[str, bytes, str]] = {
+    # finding 5: infinite summaries of finite inputs
+    "forces of 1e308": (
+        "alex.json",
+        _alexandria(lambda d: _set(_step(d, 1, "syn-000001")["forces"], 0, [1e308] * 3)),
+        r"mat_id syn-000001, trajectory 0, step 1, field 'forces':.*max_force",
+    ),
+    "a lattice value of 1e308": (
+        "alex.json",
+        _alexandria(lambda d: _set(_step(d, 2)["structure"]["lattice"]["matrix"][0], 0, 1e308)),
+        r"mat_id syn-000000, trajectory 0, step 2, field 'cell':.*area_per_atom",
+    ),
+    "energies of +-1e308": (
+        "alex.json",
+        # per atom, the change overflows only with one site
+        _alexandria(_energies_of(1e308, -1e308), n_sites=1),
+        r"trajectory 0, step 1, field 'energy':.*energy_change",
+    ),
+    # finding 5: stress at some steps only
+    "an Alexandria step without stress": (
+        "alex.json",
+        _alexandria(lambda d: _set(_step(d, 2), "stress", None)),
+        r"mat_id syn-000000, trajectory 0, step 2, field 'stress': missing",
+    ),
+    "a vasprun step without stress": (
+        "Fe2O2_relax_vasprun.xml",
+        _vasprun(_without_stress(2)),
+        r"material Fe2O2_relax, step 2, field 'stress': missing",
+    ),
+    # finding 5: species of a middle step
+    "a species change in a middle step": (
+        "alex.json",
+        _alexandria(
+            lambda d: _set(_step(d, 1)["structure"]["sites"][0]["species"][0], "element", "Li")
+        ),
+        r"mat_id syn-000000, trajectory 0, step 1, field 'structure.sites':.*species",
+    ),
+    # finding 5: loose values
+    "an empty material key": (
+        "alex.json",
+        _alexandria(lambda d: {"": d["syn-000000"]}),
+        r"field 'mat_id': .*empty",
+    ),
+    "a blank material key": (
+        "alex.json",
+        _alexandria(lambda d: {"  ": d["syn-000000"]}),
+        r"field 'mat_id': .*empty",
+    ),
+    'a force of "1.5"': (
+        "alex.json",
+        _alexandria(lambda d: _set(_step(d, 1)["forces"][2], 0, "1.5")),
+        r"trajectory 0, step 1, field 'forces'",
+    ),
+    "a force of true": (
+        "alex.json",
+        _alexandria(lambda d: _set(_step(d, 1)["forces"][2], 0, True)),
+        r"trajectory 0, step 1, field 'forces'",
+    ),
+    'a stress of "1.5"': (
+        "alex.json",
+        _alexandria(lambda d: _set(_step(d, 0)["stress"][1], 1, "1.5")),
+        r"trajectory 0, step 0, field 'stress'",
+    ),
+    "a stress of true": (
+        "alex.json",
+        _alexandria(lambda d: _set(_step(d, 3)["stress"][1], 1, True)),
+        r"trajectory 0, step 3, field 'stress'",
+    ),
+    "a space group of true": (
+        "hull.json",
+        _hull(lambda e: _set(e["data"], "spg", True)),
+        r"entry 0 \(mat_id agm001\), field 'data.spg'",
+    ),
+    "a mat_id of true": (
+        "hull.json",
+        _hull(lambda e: _set(e["data"], "mat_id", True)),
+        r"entry 0, field 'data.mat_id'",
+    ),
+    "NaN in a hull entry's data": (
+        "hull.json",
+        _hull(lambda e: _set(e["data"], "e_above_hull", float("nan"))),
+        r"field 'data.e_above_hull': .*NaN",
+    ),
+    # finding 6: inputs that gave a traceback
+    "invalid UTF-8": (
+        "alex.json",
+        _alexandria(lambda d: None).replace(b'"PBE"', b'"PB\xffE"', 1),
+        r"UTF-8",
+    ),
+    "an energy of 10**400": (
+        "alex.json",
+        _alexandria(lambda d: _set(_step(d, 1), "energy", 10**400)),
+        r"trajectory 0, step 1, field 'energy'",
+    ),
+    "a force of 10**400": (
+        "alex.json",
+        _alexandria(lambda d: _set(_step(d, 1)["forces"][0], 1, 10**400)),
+        r"trajectory 0, step 1, field 'forces'",
+    ),
+    "NUL in a material key": (
+        "alex.json",
+        _alexandria(lambda d: {"syn\x00": d["syn-000000"]}),
+        r"field 'mat_id': .*NUL",
+    ),
+    "NUL in a parameter": (
+        "alex.json",
+        _alexandria(lambda d: _set(d["syn-000001"][0], "functional", "PB\x00E")),
+        r"mat_id syn-000001, trajectory 0, field 'functional': .*NUL",
+    ),
+    "NUL in a parameter's name": (
+        "alex.json",
+        _alexandria(lambda d: _set(d["syn-000001"][0], "func\x00", "PBE")),
+        r"mat_id syn-000001, trajectory 0, field 'func\\x00': .*NUL",
+    ),
+    "a lone surrogate in a material key": (
+        "alex.json",
+        _alexandria(lambda d: {"syn\ud800": d["syn-000000"]}),
+        r"field 'mat_id': .*surrogate",
+    ),
+    "a lone surrogate in a parameter": (
+        "alex.json",
+        _alexandria(lambda d: _set(d["syn-000000"][0], "functional", "\udc80")),
+        r"field 'functional': .*surrogate",
+    ),
+    "a 2-row basis": (
+        "Fe2O2_relax_vasprun.xml",
+        _vasprun(
+            _in_calculation(0, "<v>       0.92931800       2.56184200       1.46134000 </v>", "")
+        ),
+        r"step 0, field 'basis': expected 3 rows of 3 numbers",
+    ),
+    "a step with another number of sites": (
+        "Fe2O2_relax_vasprun.xml",
+        _vasprun(
+            _in_calculation(
+                3, '<varray name="positions" >', '<varray name="positions" >\n<v> 0.1 0.1 0.1 </v>'
+            )
+        ),
+        r"step 3, field 'positions': expected 4 rows of 3 numbers",
+    ),
+    "NSW=abc": (
+        "Fe2O2_relax_vasprun.xml",
+        _vasprun(lambda t: t.replace('name="NSW">    99<', 'name="NSW">abc<', 1)),
+        r"field 'incar.NSW': expected an integer, got 'abc'",
+    ),
+    "PSTRESS=abc": (
+        "Fe2O2_relax_vasprun.xml",
+        _vasprun(_with_pstress("abc")),
+        r"field 'incar.PSTRESS': expected a number",
+    ),
+    "PSTRESS=1.0 2.0": (
+        "Fe2O2_relax_vasprun.xml",
+        _vasprun(_with_pstress("1.0 2.0")),
+        r"field 'incar.PSTRESS': expected a number",
+    ),
+    "an external entity": (
+        "Fe2O2_relax_vasprun.xml",
+        _vasprun(
+            lambda t: t.replace(
+                "<modeling>",
+                '<!DOCTYPE modeling [<!ENTITY xxe SYSTEM "file:///etc/hostname">]>\n<modeling>',
+                1,
+            ).replace("vasp </i>", "&xxe;</i>", 1)
+        ),
+        r"field 'xml': .*entit",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED_INPUTS))
+def test_bad_input_is_refused_in_one_line_and_writes_nothing(
+    case: str, sessions: sessionmaker[Session], count_rows, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    name, content, message = REFUSED_INPUTS[case]
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(InvalidInput, match=message) as refused:
+        ingest_file(sessions, path, ReadOptions())
+    text_ = str(refused.value)
+    assert "\n" not in text_ and str(path) in text_ and "truncated" not in text_
+    assert set(_counts(count_rows).values()) == {0}
+
+
+def test_a_file_name_that_is_not_utf8_is_refused(
+    sessions: sessionmaker[Session], count_rows, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / os.fsdecode(b"Fe2O2_\xff_vasprun.xml.gz")  # a lone surrogate in str
+    shutil.copy(FE2O2, path)
+    with pytest.raises(InvalidInput, match=r"_\\udcff_vasprun\.xml\.gz: the file name is not"):
+        ingest_file(sessions, path, ReadOptions())
+    assert set(_counts(count_rows).values()) == {0}
+
+
+@pytest.fixture(scope="module")
+def scratch_database_url(database_server) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A database of its own for the installed command (which commits)."""
+    from tests.conftest import _drop_database, _migrated_database
+
+    url = _migrated_database(database_server, "atlas2d_ingest_cli")
+    yield url
+    _drop_database(database_server, url)
+
+
+def atlas2d_command(url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``atlas2d`` entry point on the database at ``url``."""
+    command = shutil.which("atlas2d", path=str(Path(sys.executable).parent)) or "atlas2d"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ATLAS2D_")}
+    environment.update(ATLAS2D_DATABASE_URL=url, COLUMNS="100", **env)
+    return subprocess.run(
+        [command, *args], env=environment, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.slow
+def test_the_installed_command_refuses_in_one_line_with_exit_code_1(
+    scratch_database_url: str, tmp_path: Path
+) -> None:
+    for case in (
+        "forces of 1e308",
+        "a lattice value of 1e308",
+        "energies of +-1e308",
+        "invalid UTF-8",
+        "an energy of 10**400",
+        "NUL in a parameter",
+        "a lone surrogate in a material key",
+        "a 2-row basis",
+        "PSTRESS=1.0 2.0",
+        "an external entity",
+    ):
+        name, content, message = REFUSED_INPUTS[case]
+        path = tmp_path / case.replace(" ", "_").replace("*", "") / name
+        path.parent.mkdir()
+        path.write_bytes(content)
+        done = atlas2d_command(scratch_database_url, "ingest", str(path))
+        assert done.returncode == 1, (case, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:"), (case, done.stderr)
+        assert re.search(message, lines[0]), (case, lines[0])

@@ -64,7 +64,12 @@ def url(show_password: bool = typer.Option(False, help="Print the password too."
 
 @app.command()
 def stop() -> None:
-    """Stop the embedded PostgreSQL server (it starts again on the next command)."""
+    """Stop the embedded PostgreSQL server (it starts again on the next command).
+
+    It is stopped even when a process that used it was killed (``kill -9``) and left a
+    stale handle; other running atlas2d commands lose their connection (their open
+    transaction is rolled back).
+    """
     from atlas2d.config import get_settings
     from atlas2d.db.embedded import stop_embedded
 
@@ -72,7 +77,17 @@ def stop() -> None:
     if settings.database_url:
         console.print("ATLAS2D_DATABASE_URL is set: there is no embedded server to stop.")
         return
-    stopped = stop_embedded(settings.pgdata_dir)
-    console.print(
-        "Embedded PostgreSQL stopped." if stopped else "The embedded PostgreSQL was not running."
-    )
+    report = stop_embedded(settings.pgdata_dir)
+    stale = report.stale_handles
+    stale_text = f"{stale} stale handle{'s' if stale != 1 else ''} of killed processes"
+    if report.stopped_pid is None:
+        removed = f" ({stale_text} removed)" if stale else ""
+        console.print(f"The embedded PostgreSQL was not running{removed}.")
+        return
+    despite = f" despite {stale_text} (removed)" if stale else ""
+    console.print(f"Embedded PostgreSQL stopped (postmaster pid {report.stopped_pid}){despite}.")
+    if report.live_handles:
+        console.print(
+            f"{report.live_handles} other running process(es) were using it: their open "
+            "transactions were rolled back; run them again."
+        )

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from atlas2d.analysis.units import StressUnit
 from atlas2d.cli.output import console, error_console
@@ -53,6 +54,8 @@ def ingest(
     files = expand_paths(paths, fmt)
     if not files:
         raise typer.BadParameter("no readable file found under the given paths")
+    if report is not None:
+        _check_report_path(report)
     options = ReadOptions(
         format=fmt, stress_unit=stress_unit, group_key=group_key, material_key=material_key
     )
@@ -71,7 +74,9 @@ def ingest(
         def advance(result) -> None:  # type: ignore[no-untyped-def]
             progress.update(task, advance=1, description=Path(result.path).name)
             if result.status == REJECTED:
-                error_console.print(f"[red]rejected[/red] {result.message}")
+                error_console.print(
+                    f"[red]rejected[/red] {escape(result.message)}", highlight=False, soft_wrap=True
+                )
 
         summary = ingest_paths(
             database.sessions, files, options, skip_bad=skip_bad, on_file=advance
@@ -93,3 +98,28 @@ def ingest(
         console.print(f"report written to {report}")
     if rejected:
         raise typer.Exit(code=1)
+
+
+def _check_report_path(report: Path) -> None:
+    """Refuse a ``--report`` path that cannot be written, before anything is ingested
+    (else the data would be committed and only the report lost).
+
+    Raises:
+        InvalidInput: the folder is missing or not writable, or the path is a folder.
+    """
+    import os
+
+    from atlas2d.errors import InvalidInput
+
+    folder = report.parent
+    problem = None
+    if report.is_dir():
+        problem = "is a folder; give a file name, e.g. report.json inside it"
+    elif not folder.is_dir():
+        problem = f"is in {folder}, which does not exist or is not a folder; create it first"
+    elif not os.access(folder, os.W_OK):
+        problem = f"is in {folder}, which you may not write to; choose another folder"
+    elif report.exists() and not os.access(report, os.W_OK):
+        problem = "exists and you may not overwrite it; choose another file"
+    if problem:
+        raise InvalidInput(f"--report {report}: {problem}. Nothing was ingested.")

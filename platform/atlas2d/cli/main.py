@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from atlas2d.cli import (
     db_commands,
@@ -40,32 +41,112 @@ typer_app.command()(stability_commands.stable)
 typer_app.command()(demo_commands.demo)
 
 
+class _Options:
+    """Options of the ``atlas2d`` group, set by its callback before a command runs."""
+
+    verbose = False
+
+
+@typer_app.callback()
+def _global_options(
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        help="On an error, print the full traceback before the one-line message.",
+    ),
+) -> None:
+    _Options.verbose = verbose
+
+
 def app() -> None:
-    """Entry point: run the CLI; an ``Atlas2dError`` becomes one red line and exit code 1."""
+    """Entry point: run the CLI and exit with an honest code.
+
+    0: success. 1: an error, told in one red line (``Atlas2dError``, a database that
+    cannot be reached, a connection lost mid-command, a missing privilege) or what the
+    command signals (``trainset verify`` not reproducing, ``ingest --skip-bad`` with
+    rejected files). 2: a usage error (unknown option, missing argument). A traceback
+    only with ``--verbose``, or for a bug (an error atlas2d does not know).
+    """
     from atlas2d.cli.output import error_console
     from atlas2d.threads import configured_threads
 
     try:
         configured_threads()
     except ValueError as err:
-        error_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        error_console.print(
+            f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True
+        )
         sys.exit(1)
     try:
-        typer_app(standalone_mode=False)
-    except Atlas2dError as err:
-        error_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
-        sys.exit(1)
-    except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
-    except typer.Abort:
-        sys.exit(1)
-    except Exception as err:  # click usage errors come through here in non-standalone mode
-        import click
+        result = typer_app(standalone_mode=False)
+    except Exception as err:
+        sys.exit(_exit_code(err))
+    # Without standalone mode click *returns* the code of `typer.Exit` (and 0 for --help)
+    # instead of exiting with it; every command itself returns None.
+    sys.exit(result if isinstance(result, int) else 0)
 
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
+
+def _exit_code(err: Exception) -> int:
+    """Report ``err`` on stderr and return the exit code; re-raise a bug."""
+    import traceback
+
+    from atlas2d.cli.output import error_console
+
+    usage_errors = _click_exceptions()
+    if isinstance(err, usage_errors):
+        code = int(getattr(err, "exit_code", 1))
+        if type(err).__name__ == "NoArgsIsHelpError":  # `atlas2d db`: its help, not an error
+            err.show()  # type: ignore[attr-defined]
+            return code
+        context = getattr(err, "ctx", None)
+        hint = f" (see `{context.command_path} --help`)" if context is not None else ""
+        # click lays choices out on several lines; one line is easier to read in a log.
+        message = " ".join(err.format_message().split())  # type: ignore[attr-defined]
+        error_console.print(
+            f"[red]error:[/red] {escape(message + hint)}", highlight=False, soft_wrap=True
+        )
+        return code
+    if isinstance(err, typer.Abort):
+        error_console.print("[red]Aborted.[/red]")
+        return 1
+    explained = err if isinstance(err, Atlas2dError) else _database_error(err)
+    if explained is None:
+        raise err
+    if _Options.verbose:
+        traceback.print_exception(err)
+    error_console.print(
+        f"[red]error:[/red] {escape(str(explained))}", highlight=False, soft_wrap=True
+    )
+    return 1
+
+
+def _database_error(err: Exception) -> Atlas2dError | None:
+    """A driver error turned into one line (connection lost, missing privilege), or None."""
+    from sqlalchemy.engine import make_url
+
+    from atlas2d.config import get_settings
+    from atlas2d.db.session import explain_database_error
+
+    configured = get_settings().database_url
+    try:
+        role = make_url(configured).username if configured else None
+    except Exception:  # a malformed URL failed earlier; do not hide that error behind this one
+        role = None
+    return explain_database_error(err, role)
+
+
+def _click_exceptions() -> tuple[type[Exception], ...]:
+    """Usage-error base classes: Typer's own (it vendors click) and click's, if present."""
+    found: list[type[Exception]] = []
+    if hasattr(typer, "TyperException"):
+        found.append(typer.TyperException)
+    try:
+        import click
+    except ImportError:
+        pass
+    else:
+        found.append(click.ClickException)
+    return tuple(found)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from atlas2d.cli.output import OutputFormat, console, print_frame, print_json
 from atlas2d.vocabulary import DEFAULT_DEVICE, HELD_OUT_SPLIT, Architecture, Device, Split
@@ -195,7 +196,7 @@ def show(
         return
     console.print(f"[bold]{details.ref}[/bold]  {details.architecture}  {details.status}")
     if details.error:
-        console.print(f"[red]error:[/red] {details.error}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(details.error)}", highlight=False)
     console.print(f"training set {details.training_set}  hash {details.training_set_hash}")
     chain = " ← ".join([details.ref, *(p["model"] for p in details.parent_chain)])
     console.print(f"lineage {chain}")

@@ -220,8 +220,16 @@ def export(
 ) -> None:
     """Export a training set, one file (or dataset folder) per split, streaming from the database."""
     from atlas2d.cli.context import connect
+    from atlas2d.errors import InvalidInput
     from atlas2d.services.trainsets import export_training_set
 
+    # Refuse before anything is read or created: `mkdir` would fail half-way otherwise.
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == out else f"is inside {existing}, which is a file"
+        raise InvalidInput(
+            f"--out {out} {where}; give a folder (it is created if missing). Nothing was exported."
+        )
     written = export_training_set(connect().sessions, name, format, out)
     for split, (path, count) in written.items():
         console.print(f"{split}: {count:,} frames → {path}")

@@ -11,7 +11,7 @@ import numpy as np
 
 from atlas2d.analysis.units import StressUnit, stress_to_ev_a3, voigt_to_matrix
 from atlas2d.io.records import Trajectory
-from atlas2d.io.validate import bad_record
+from atlas2d.io.validate import bad_record, shown, stress_at_every_step
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -54,11 +54,26 @@ def _frame_values(atoms: Any, path: str, record: str, step: int) -> tuple[float,
     stress = _calc_result(atoms, "stress")
     if stress is None:
         stress = _first(atoms, STRESS_KEYS, "info")
-    return float(energy), np.asarray(forces, dtype=np.float64), stress
+    # extxyz reads "energy=abc" as text and "energy=T" as a boolean: refuse both.
+    if isinstance(energy, (bool, np.bool_)) or not isinstance(energy, (int, float, np.number)):
+        raise bad_record(
+            path, record, "energy", f"expected a number, got {shown(energy)}", step=step
+        )
+    try:
+        return float(energy), np.asarray(forces, dtype=np.float64), stress
+    except (ValueError, TypeError, OverflowError) as err:
+        raise bad_record(path, record, "forces", f"not numbers ({err})", step=step) from err
 
 
 def _stress_matrix(stress: Any, path: str, record: str, step: int) -> np.ndarray:
-    values = np.asarray(stress, dtype=np.float64).ravel()
+    try:
+        values = np.asarray(stress, dtype=np.float64).ravel()
+    except (ValueError, TypeError, OverflowError) as err:
+        raise bad_record(path, record, "stress", f"not numbers ({err})", step=step) from err
+    if np.asarray(stress).dtype.kind not in "iuf":  # "T" (a boolean) or text like "1.5"
+        raise bad_record(
+            path, record, "stress", f"expected numbers, got {shown(stress)}", step=step
+        )
     if values.size == 6:
         return voigt_to_matrix(values)
     if values.size == 9:
@@ -138,7 +153,7 @@ def _trajectory(
         energies.append(energy)
         forces.append(force)
         stresses.append(None if stress is None else _stress_matrix(stress, name, record, step))
-    has_stress = all(s is not None for s in stresses)
+    present = stress_at_every_step(stresses, name, record)
     return Trajectory(
         material_key=key,
         species=species,
@@ -146,7 +161,7 @@ def _trajectory(
         positions=np.array([atoms.positions for _, atoms in frames]),
         energies=np.array(energies),
         forces=np.array(forces),
-        stresses=stress_to_ev_a3(np.array(stresses), stress_unit) if has_stress else None,
+        stresses=None if present is None else stress_to_ev_a3(np.array(present), stress_unit),
         parameters={},
         record=record,
         pbc=tuple(bool(p) for p in frames[0][1].pbc),  # type: ignore[arg-type]

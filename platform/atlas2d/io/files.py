@@ -1,43 +1,206 @@
-"""Reading input files: decompression by magic bytes, hashing, format detection."""
+"""Reading input files: decompression by magic bytes within a size limit, hashing,
+format detection."""
 
 from __future__ import annotations
 
 import bz2
 import gzip
 import hashlib
+import io
 import lzma
+import zlib
 from pathlib import Path
+from typing import IO, Any
 
 from atlas2d.errors import InvalidInput
 from atlas2d.vocabulary import INPUT_FORMATS
 
 FORMATS = INPUT_FORMATS
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz")
+MAX_DECOMPRESSED_SETTING = "ATLAS2D_MAX_DECOMPRESSED_MB"
+XZ_DECODER_MEMORY_LIMIT = 256 << 20
+"""Bytes an xz decoder may allocate. Its dictionary is sized by the file's header (up
+to 4 GiB, allocated at once); ``xz -9`` needs 65 MiB to decompress."""
+_READ_CHUNK = 256 << 10
+# What a damaged compressed stream raises: a cut stream, a bad header, bad data.
+_CORRUPT = (EOFError, OSError, ValueError, lzma.LZMAError, zlib.error)
 
 
-def read_bytes(path: Path) -> bytes:
+class _XzReader(io.RawIOBase):
+    """xz streams (one or several, concatenated) decoded within ``XZ_DECODER_MEMORY_LIMIT``.
+
+    ``lzma.open`` takes no memory limit, so a tiny file declaring a 4 GiB dictionary
+    would make it allocate 4 GiB.
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__()
+        self._raw = raw
+        self._decoder = lzma.LZMADecompressor(memlimit=XZ_DECODER_MEMORY_LIMIT)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        size = len(buffer)
+        while True:
+            if self._decoder.eof:  # a stream ended: another may follow, after zero padding
+                rest = self._decoder.unused_data.lstrip(b"\0")
+                while not rest:
+                    more = self._raw.read(_READ_CHUNK)
+                    if not more:
+                        return 0
+                    rest = more.lstrip(b"\0")
+                self._decoder = lzma.LZMADecompressor(memlimit=XZ_DECODER_MEMORY_LIMIT)
+                data = self._decoder.decompress(rest, size)
+            elif self._decoder.needs_input:
+                compressed = self._raw.read(_READ_CHUNK)
+                if not compressed:
+                    raise EOFError("the xz stream ends before its end-of-stream marker")
+                data = self._decoder.decompress(compressed, size)
+            else:
+                data = self._decoder.decompress(b"", size)
+            if data:
+                buffer[: len(data)] = data
+                return len(data)
+
+
+def _decompressing(magic: bytes, raw: IO[bytes]) -> io.BufferedIOBase | None:
+    """A decompressing reader of ``raw`` if ``magic`` (its first bytes) says it is
+    gzip, bzip2 or xz; None if it is plain."""
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if magic[:3] == b"BZh":
+        return bz2.BZ2File(raw, "rb")
+    if magic[:6] == b"\xfd7zXZ\x00":
+        return io.BufferedReader(_XzReader(raw))
+    return None
+
+
+class ContentStream(io.RawIOBase):
+    """A file's content as a binary stream: decompressed (gzip, bzip2 or xz, told by
+    magic bytes), hashed (sha256) and bounded as it is read.
+
+    Reading past ``max_bytes`` raises ``InvalidInput`` naming the setting, so a small
+    compressed file that expands without bound is refused after at most ``max_bytes``
+    were produced, and never held whole.
+    """
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        super().__init__()
+        self.path = path
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._digest = hashlib.sha256()
+        self._ahead = bytearray()
+        try:
+            raw = path.open("rb")
+        except OSError as err:
+            raise InvalidInput(f"{path}: cannot be read ({err.strerror}).") from err
+        magic = raw.read(6)
+        raw.seek(0)
+        decompressing = _decompressing(magic, raw)
+        self.compressed = decompressing is not None
+        self._inner: io.BufferedIOBase = raw if decompressing is None else decompressing
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._ahead:  # bytes that head() read first
+            count = min(len(buffer), len(self._ahead))
+            buffer[:count] = self._ahead[:count]
+            del self._ahead[:count]
+            return count
+        return self._read_inner(buffer)
+
+    def head(self, size: int) -> bytes:
+        """The first ``size`` bytes of the content (fewer if it is shorter), left to be read."""
+        while len(self._ahead) < size:
+            chunk = bytearray(size - len(self._ahead))
+            count = self._read_inner(chunk)
+            if not count:
+                break
+            self._ahead += chunk[:count]
+        return bytes(self._ahead[:size])
+
+    def _read_inner(self, buffer: Any) -> int:
+        """Decompress into ``buffer``; count, hash and bound what came."""
+        try:
+            count = self._inner.readinto(buffer)
+        except _CORRUPT as err:
+            if isinstance(err, lzma.LZMAError) and "Memory usage limit" in str(err):
+                raise InvalidInput(
+                    f"{self.path}: its xz stream needs more than "
+                    f"{XZ_DECODER_MEMORY_LIMIT >> 20} MiB of memory to decompress (a "
+                    "dictionary larger than xz's presets make); recompress it with "
+                    "`xz -9` or less. Nothing was written."
+                ) from err
+            if not self.compressed:
+                raise InvalidInput(f"{self.path}: cannot be read ({err}).") from err
+            raise InvalidInput(
+                f"{self.path}: the compressed stream is truncated or corrupt ({err}). "
+                "Copy the file again from where it was made; nothing was written."
+            ) from err
+        self.size += count
+        if self.size > self.max_bytes:
+            raise InvalidInput(
+                f"{self.path}: its content{' once decompressed' if self.compressed else ''} "
+                f"is more than {self.max_bytes >> 20} MB, the limit set by "
+                f"{MAX_DECOMPRESSED_SETTING}; nothing was written. If the file is genuine, "
+                f"raise the limit (e.g. {MAX_DECOMPRESSED_SETTING}="
+                f"{2 * (self.max_bytes >> 20)}) or split the file."
+            )
+        self._digest.update(memoryview(buffer)[:count])
+        return count
+
+    def read_all(self) -> bytes:
+        """The rest of the content, held in memory (within the limit)."""
+        # BytesIO hands its own buffer to getvalue(): the content is held once, not twice.
+        held = io.BytesIO()
+        chunk = bytearray(_READ_CHUNK)
+        view = memoryview(chunk)
+        while count := self.readinto(chunk):
+            held.write(view[:count])
+        return held.getvalue()
+
+    def sha256(self) -> str:
+        """Hex sha256 of the whole content: reads what is left first."""
+        while self.read(_READ_CHUNK):
+            pass
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._inner.close()
+            self._raw.close()
+        super().close()
+
+
+def max_content_bytes(max_mb: int | None = None) -> int:
+    """The content limit in bytes: ``max_mb``, or the ``ATLAS2D_MAX_DECOMPRESSED_MB`` setting."""
+    if max_mb is None:
+        from atlas2d.config import get_settings
+
+        max_mb = get_settings().max_decompressed_mb
+    return max_mb << 20
+
+
+def read_bytes(path: Path, max_mb: int | None = None) -> bytes:
     """The file's content, decompressed when it is gzip, bzip2 or xz (by magic bytes).
 
+    Args:
+        path: the file.
+        max_mb: refuse content larger than this, MB; None: the
+            ``ATLAS2D_MAX_DECOMPRESSED_MB`` setting.
+
     Raises:
-        InvalidInput: the file cannot be read or its compressed stream is truncated.
+        InvalidInput: the file cannot be read, its compressed stream is truncated or
+            corrupt, or its content is over the limit.
     """
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise InvalidInput(f"{path}: cannot be read ({err.strerror}).") from err
-    try:
-        if raw[:2] == b"\x1f\x8b":
-            return gzip.decompress(raw)
-        if raw[:3] == b"BZh":
-            return bz2.decompress(raw)
-        if raw[:6] == b"\xfd7zXZ\x00":
-            return lzma.decompress(raw)
-    except (EOFError, OSError, ValueError, lzma.LZMAError) as err:
-        raise InvalidInput(
-            f"{path}: the compressed stream is truncated or corrupt ({err}). "
-            "Copy the file again from where it was made; nothing was written."
-        ) from err
-    return raw
+    with ContentStream(path, max_content_bytes(max_mb)) as stream:
+        return stream.read_all()
 
 
 def sha256_hex(content: bytes) -> str:

@@ -8,11 +8,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from atlas2d.analysis.units import StressUnit
 from atlas2d.errors import InvalidInput
 from atlas2d.io import alexandria, extxyz, vasp
-from atlas2d.io.files import FORMATS, detect_format, read_bytes, sha256_hex
+from atlas2d.io.files import FORMATS, ContentStream, detect_format, max_content_bytes
 from atlas2d.io.records import ParsedFile
+from atlas2d.io.validate import printable
 
 
 @dataclass(frozen=True)
@@ -27,12 +30,15 @@ class ReadOptions:
         group_key: extxyz info key that groups frames into relaxations.
         material_key: key for a VASP or single-relaxation extxyz file (default: from
             the path).
+        max_decompressed_mb: refuse a file whose content, once decompressed, is larger
+            (MB); None: the ``ATLAS2D_MAX_DECOMPRESSED_MB`` setting.
     """
 
     format: str = "auto"
     stress_unit: StressUnit | None = None
     group_key: str | None = None
     material_key: str | None = None
+    max_decompressed_mb: int | None = None
 
     def recorded(self) -> dict[str, str]:
         """The options worth recording with a source."""
@@ -47,26 +53,41 @@ class ReadOptions:
 def read_file(path: Path, options: ReadOptions) -> ParsedFile:
     """Read, decompress and parse one file.
 
+    vasprun.xml and OUTCAR files are parsed as they are decompressed; the other formats
+    are held in memory once, decompressed. Either way the content is bounded by
+    ``options.max_decompressed_mb``.
+
     Raises:
-        InvalidInput: unknown format, unreadable or malformed content.
+        InvalidInput: unknown format, unreadable, too large or malformed content, or a
+            file name that is not UTF-8.
     """
-    content = read_bytes(path)
-    fmt = options.format
-    if fmt == "auto":
-        fmt = detect_format(path, content)
-    elif fmt == "vasp":  # vasprun.xml or OUTCAR, whatever the file is called
-        fmt = "vasprun" if content.lstrip()[:5] == b"<?xml" else "outcar"
-    if fmt not in FORMATS:
-        raise InvalidInput(f"{path}: unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
-    parsed = ParsedFile(
-        path=str(path),
-        format=fmt,
-        sha256=sha256_hex(content),
-        parser=f"atlas2d.io.{fmt}",
-        options=options.recorded(),
-    )
-    with _collector_paused():
-        _parse(parsed, content, path, fmt, options)
+    try:
+        str(path).encode()
+    except UnicodeEncodeError as err:  # undecodable bytes of the name, kept as surrogates
+        raise InvalidInput(
+            f"{printable(str(path))}: the file name is not valid UTF-8 (the database keeps "
+            "it with what the file holds); rename the file."
+        ) from err
+    with ContentStream(path, max_content_bytes(options.max_decompressed_mb)) as content:
+        fmt = options.format
+        if fmt == "auto":
+            fmt = detect_format(path, content.head(64))
+        elif fmt == "vasp":  # vasprun.xml or OUTCAR, whatever the file is called
+            fmt = "vasprun" if content.head(256).lstrip()[:5] == b"<?xml" else "outcar"
+        if fmt not in FORMATS:
+            raise InvalidInput(f"{path}: unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
+        parsed = ParsedFile(
+            path=str(path),
+            format=fmt,
+            sha256="",
+            parser=f"atlas2d.io.{fmt}",
+            options=options.recorded(),
+        )
+        # Overflow to inf or NaN is refused, naming the field, once the records are
+        # checked (io.validate, queries.row_encoding): numpy need not warn on stderr too.
+        with _collector_paused(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            _parse(parsed, content, path, fmt, options)
+        parsed.sha256 = content.sha256()
     return parsed
 
 
@@ -86,7 +107,9 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _parse(parsed: ParsedFile, content: bytes, path: Path, fmt: str, options: ReadOptions) -> None:
+def _parse(
+    parsed: ParsedFile, content: ContentStream, path: Path, fmt: str, options: ReadOptions
+) -> None:
     name = str(path)
     if fmt in ("vasprun", "outcar"):
         key = options.material_key or vasp.default_material_key(path)
@@ -94,7 +117,7 @@ def _parse(parsed: ParsedFile, content: bytes, path: Path, fmt: str, options: Re
         parsed.trajectories = [reader(content, name, key)]
     elif fmt == "extxyz":
         trajectories = extxyz.read_ase_trajectories(
-            content, path, options.group_key, options.stress_unit or StressUnit.EV_A3
+            content.read_all(), path, options.group_key, options.stress_unit or StressUnit.EV_A3
         )
         if options.material_key and len(trajectories) == 1:
             trajectories[0].material_key = options.material_key
@@ -102,8 +125,8 @@ def _parse(parsed: ParsedFile, content: bytes, path: Path, fmt: str, options: Re
         parsed.trajectories = trajectories
     elif fmt == "alexandria-traj":
         parsed.trajectories = alexandria.read_alexandria_trajectories(
-            content, name, options.stress_unit or StressUnit.VASP_KBAR
+            content.read_all(), name, options.stress_unit or StressUnit.VASP_KBAR
         )
     else:
-        parsed.entries, materials = alexandria.read_alexandria_hull(content, name)
+        parsed.entries, materials = alexandria.read_alexandria_hull(content.read_all(), name)
         parsed.materials = {m.key: m for m in materials}

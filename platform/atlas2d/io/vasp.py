@@ -8,19 +8,29 @@ module in eV/Å³ with ASE's sign (VASP writes kBar, positive = compressive).
 from __future__ import annotations
 
 import io
+import math
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
+from xml.parsers import expat
 
 import numpy as np
 
 from atlas2d.analysis.units import KBAR_PER_EV_PER_A3, StressUnit, stress_to_ev_a3
+from atlas2d.errors import InvalidInput
 from atlas2d.io.records import Trajectory
-from atlas2d.io.validate import atomic_number, bad_record
+from atlas2d.io.validate import atomic_number, bad_record, shown, stress_at_every_step
 
 if TYPE_CHECKING:
     from ase import Atoms
+
+
+class Readable(Protocol):
+    """A binary stream: what ``read_vasprun`` and ``read_outcar`` take besides bytes."""
+
+    def read(self, size: int = -1, /) -> bytes | None: ...
+
 
 ENERGY_TAG = "e_0_energy"
 """Energy per ionic step: VASP's ``energy(sigma->0)``, as ASE's readers report it."""
@@ -38,8 +48,39 @@ def _parse_incar_value(element: ET.Element) -> Any:
             return raw
         values = [float(v) for v in raw.split()]
         return values[0] if len(values) == 1 else values
-    except ValueError:
+    except ValueError:  # kept as written; the tags atlas2d uses are checked when used
         return raw
+
+
+def _incar(element: ET.Element) -> dict[str, Any]:
+    return {i.get("name", ""): _parse_incar_value(i) for i in element.findall("i") if i.get("name")}
+
+
+def _incar_integer(incar: dict[str, Any], tag: str, path: str, record: str) -> int:
+    """An integer INCAR tag (0 when absent); a float is taken when it is whole."""
+    value = incar.get(tag, 0)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad_record(
+            path, record, f"incar.{tag}", f"expected an integer, got {shown(value)}; fix the INCAR"
+        )
+    return value
+
+
+def _incar_number(incar: dict[str, Any], tag: str, path: str, record: str) -> float:
+    """A finite real-number INCAR tag (0 when absent)."""
+    value = incar.get(tag, 0.0)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range
+            number = math.inf
+        if math.isfinite(number):
+            return number
+    raise bad_record(
+        path, record, f"incar.{tag}", f"expected a number, got {shown(value)}; fix the INCAR"
+    )
 
 
 def _varray(parent: ET.Element, name: str) -> ET.Element | None:
@@ -50,12 +91,20 @@ def _varray(parent: ET.Element, name: str) -> ET.Element | None:
 
 
 def _matrix(
-    element: ET.Element | None, path: str, record: str, field: str, step: int
+    element: ET.Element | None, rows: int, path: str, record: str, field: str, step: int
 ) -> np.ndarray:
+    """A ``<varray>`` of ``rows`` rows of 3 numbers, as a (rows, 3) array."""
     if element is None:
         raise bad_record(path, record, field, "missing from the ionic step", step=step)
+    values = [(v.text or "").split() for v in element.findall("v")]
+    wrong = [i for i, row in enumerate(values) if len(row) != 3]
+    if len(values) != rows or wrong:
+        got = f"row {wrong[0]} has {len(values[wrong[0]])}" if wrong else f"got {len(values)} rows"
+        raise bad_record(
+            path, record, field, f"expected {rows} rows of 3 numbers, {got}", step=step
+        )
     try:
-        return np.array([[float(x) for x in (v.text or "").split()] for v in element.findall("v")])
+        return np.array(values, dtype=np.float64)
     except ValueError as err:
         raise bad_record(path, record, field, f"not a number ({err})", step=step) from err
 
@@ -63,39 +112,91 @@ def _matrix(
 def _species(atominfo: ET.Element, path: str, record: str) -> np.ndarray:
     for array in atominfo.iter("array"):
         if array.get("name") == "atoms":
-            symbols = [rc.find("c").text or "" for rc in array.iter("rc")]  # type: ignore[union-attr]
+            symbols = []
+            for rc in array.iter("rc"):
+                column = rc.find("c")
+                symbols.append("" if column is None else column.text or "")
+            if not symbols:
+                raise bad_record(path, record, "atominfo/atoms", "the atom list is empty")
             return np.array(
                 [atomic_number(s, path, record, "atominfo/atoms", i) for i, s in enumerate(symbols)]
             )
     raise bad_record(path, record, "atominfo", "the atom list is missing")
 
 
-def read_vasprun(content: bytes, path: str, material_key: str) -> Trajectory:
-    """Every ionic step of a vasprun.xml.
+class _DoctypeRefused:
+    """A source for ``iterparse`` that refuses a document type declaration.
+
+    VASP never writes one, and its entities are what XML attacks are made of: external
+    entities read other files, nested ones expand without bound.
+    """
+
+    def __init__(self, source: Readable, path: str, record: str) -> None:
+        self._source, self._path, self._record = source, path, record
+        self._tail = b""
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._source.read(size) or b""
+        window = self._tail + chunk  # a declaration may straddle two chunks
+        if b"<!DOCTYPE" in window or b"<!ENTITY" in window:
+            raise bad_record(
+                self._path,
+                self._record,
+                "xml",
+                "the file declares a document type or entities (<!DOCTYPE>, <!ENTITY>), "
+                "which VASP never writes and atlas2d does not expand (they can read other "
+                "files or grow without bound); remove the declaration",
+            )
+        self._tail = window[-8:]
+        return chunk
+
+
+def _xml_problem(err: ET.ParseError, steps: int) -> str:
+    if getattr(err, "code", None) == expat.errors.codes[expat.errors.XML_ERROR_UNDEFINED_ENTITY]:
+        return (
+            f"the XML refers to an entity it does not define ({err}); atlas2d reads no "
+            "external entity: write the value itself"
+        )
+    return (
+        f"the XML is truncated or malformed after {steps} complete ionic steps ({err}); "
+        "copy the file again once VASP has finished"
+    )
+
+
+def read_vasprun(content: bytes | Readable, path: str, material_key: str) -> Trajectory:
+    """Every ionic step of a vasprun.xml, parsed as it is read.
 
     Args:
-        content: the decompressed file.
+        content: the decompressed file, or a binary stream of it.
         path: file name for messages.
         material_key: key of the material this relaxation belongs to.
 
     Raises:
-        InvalidInput: truncated XML, a non-element species, a missing or non-numeric value.
+        InvalidInput: truncated XML, a DOCTYPE, a non-element species, a missing,
+            misshapen or non-numeric value, a step without stress where others have one.
     """
     record = f"material {material_key}"
+    stream = io.BytesIO(content) if isinstance(content, bytes) else content
     incar: dict[str, Any] = {}
     species: np.ndarray | None = None
+    pstress_kbar: float | None = None
     cells, positions, forces, stresses, energies = [], [], [], [], []
     step = 0
     try:
-        for _, element in ET.iterparse(io.BytesIO(content), events=("end",)):
+        for _, element in ET.iterparse(_DoctypeRefused(stream, path, record), events=("end",)):
             if element.tag == "incar":
-                incar = {i.get("name"): _parse_incar_value(i) for i in element.findall("i")}
+                incar = _incar(element)
             elif element.tag == "atominfo":
                 species = _species(element, path, record)
             elif element.tag == "calculation":
-                pstress = float(incar.get("PSTRESS", 0.0) or 0.0)
+                if species is None:
+                    raise bad_record(
+                        path, record, "atominfo", "the atom list is missing before the ionic steps"
+                    )
+                if pstress_kbar is None:
+                    pstress_kbar = _incar_number(incar, "PSTRESS", path, record)
                 cell, frac, force, stress, energy = _ionic_step(
-                    element, path, record, step, pstress
+                    element, path, record, step, pstress_kbar, len(species)
                 )
                 cells.append(cell)
                 positions.append(frac @ cell)
@@ -105,19 +206,12 @@ def read_vasprun(content: bytes, path: str, material_key: str) -> Trajectory:
                 step += 1
                 element.clear()
     except ET.ParseError as err:
-        raise bad_record(
-            path,
-            record,
-            "xml",
-            f"the XML is truncated or malformed after {step} complete ionic steps ({err}); "
-            "copy the file again once VASP has finished",
-        ) from err
+        raise bad_record(path, record, "xml", _xml_problem(err, step)) from err
     if species is None:
         raise bad_record(path, record, "atominfo", "the atom list is missing")
     if not energies:
         raise bad_record(path, record, "calculation", "the file holds no ionic step")
-    has_stress = all(s is not None for s in stresses)
-    nsw = int(incar.get("NSW", 0) or 0)
+    nsw = _incar_integer(incar, "NSW", path, record)
     return Trajectory(
         material_key=material_key,
         species=species,
@@ -125,7 +219,9 @@ def read_vasprun(content: bytes, path: str, material_key: str) -> Trajectory:
         positions=np.array(positions),
         energies=np.array(energies),
         forces=np.array(forces),
-        stresses=stress_to_ev_a3(np.array(stresses), StressUnit.VASP_KBAR) if has_stress else None,
+        stresses=None
+        if (present := stress_at_every_step(stresses, path, record)) is None
+        else stress_to_ev_a3(np.array(present), StressUnit.VASP_KBAR),
         parameters={"incar": incar, "energy": ENERGY_TAG},
         record=record,
         # pymatgen's rule (Vasprun.converged_ionic): stopped before NSW steps.
@@ -166,31 +262,33 @@ def _sigma0_energy(
 
 
 def _ionic_step(
-    calc: ET.Element, path: str, record: str, step: int, pstress_kbar: float
+    calc: ET.Element, path: str, record: str, step: int, pstress_kbar: float, n_sites: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, float]:
     structure = calc.find("structure")
     if structure is None:
         raise bad_record(path, record, "structure", "missing from the ionic step", step=step)
-    cell = _matrix(_varray(structure, "basis"), path, record, "basis", step)
-    frac = _matrix(_varray(structure, "positions"), path, record, "positions", step)
-    force = _matrix(_varray(calc, "forces"), path, record, "forces", step)
+    cell = _matrix(_varray(structure, "basis"), 3, path, record, "basis", step)
+    frac = _matrix(_varray(structure, "positions"), n_sites, path, record, "positions", step)
+    force = _matrix(_varray(calc, "forces"), n_sites, path, record, "forces", step)
     stress_element = _varray(calc, "stress")
     stress = (
-        None if stress_element is None else _matrix(stress_element, path, record, "stress", step)
+        None if stress_element is None else _matrix(stress_element, 3, path, record, "stress", step)
     )
     energy = _sigma0_energy(calc, path, record, step, np.linalg.det(cell), pstress_kbar)
-    if force.shape != frac.shape:
-        raise bad_record(
-            path, record, "forces", f"expected shape {frac.shape}, got {force.shape}", step=step
-        )
     return cell, frac, force, stress, energy
 
 
-def read_outcar(content: bytes, path: str, material_key: str) -> Trajectory:
+def read_outcar(content: bytes | Readable, path: str, material_key: str) -> Trajectory:
     """Every ionic step of an OUTCAR (through ASE's ``vasp-out`` reader).
 
+    Args:
+        content: the decompressed file, or a binary stream of it.
+        path: file name for messages.
+        material_key: key of the material this relaxation belongs to.
+
     Raises:
-        InvalidInput: ASE cannot parse the file, or a step lacks energy or forces.
+        InvalidInput: ASE cannot parse the file, a step lacks energy or forces, or some
+            steps have a stress and others not.
     """
     from ase.io import read
 
@@ -199,9 +297,16 @@ def read_outcar(content: bytes, path: str, material_key: str) -> Trajectory:
         # ASE's reader wants a named file; hand it the decompressed text in a scratch folder.
         with tempfile.TemporaryDirectory() as scratch:
             outcar = Path(scratch) / "OUTCAR"
-            outcar.write_bytes(content)
+            with outcar.open("wb") as copy:
+                if isinstance(content, bytes):
+                    copy.write(content)
+                else:  # streamed: the decompressed file is never held whole
+                    while chunk := content.read(256 << 10):
+                        copy.write(chunk)
             # index=":" always gives a list (ASE annotates Atoms | list[Atoms]).
             images = cast("list[Atoms]", read(outcar, index=":", format="vasp-out"))
+    except InvalidInput:
+        raise  # over the size limit, or a corrupt compressed stream
     except Exception as err:
         raise bad_record(path, record, "OUTCAR", f"cannot be parsed ({err})") from err
     if not images:
@@ -214,10 +319,12 @@ def read_outcar(content: bytes, path: str, material_key: str) -> Trajectory:
         forces = np.array([a.get_forces() for a in images])
     except Exception as err:
         raise bad_record(path, record, "energy/forces", f"missing in a step ({err})") from err
-    try:
-        stresses = np.array([a.get_stress(voigt=False) for a in images])  # eV/Å³, ASE sign
-    except Exception:
-        stresses = None
+    stresses = []
+    for atoms in images:
+        try:
+            stresses.append(atoms.get_stress(voigt=False))  # eV/Å³, ASE sign
+        except Exception:  # ASE raises PropertyNotImplementedError when VASP printed none
+            stresses.append(None)
     return Trajectory(
         material_key=material_key,
         species=np.asarray(species),
@@ -225,7 +332,9 @@ def read_outcar(content: bytes, path: str, material_key: str) -> Trajectory:
         positions=np.array([a.positions for a in images]),
         energies=energies,
         forces=forces,
-        stresses=stresses,
+        stresses=None
+        if (present := stress_at_every_step(stresses, path, record)) is None
+        else np.array(present),
         parameters={"energy": ENERGY_TAG},
         record=record,
     )

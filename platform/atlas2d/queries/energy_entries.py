@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from atlas2d.queries.json_records import json_rows
+from atlas2d.queries.json_records import json_rows, numbered_rows
 
 ENTRY_RECORD = (
     "material_id int, source_id int, method text, energy float8, correction float8,"
@@ -26,13 +26,16 @@ def insert_entries(session: Session, rows: list[dict[str, Any]]) -> int:
     """
     if not rows:
         return 0
+    # In content-hash order, so that concurrent ingests sharing entries never deadlock;
+    # ids are still drawn in the order of ``rows``.
     result = session.execute(
         text(
-            "INSERT INTO energy_entries (material_id, source_id, method, energy, correction,"
+            numbered_rows("energy_entries", ENTRY_RECORD)
+            + " INSERT INTO energy_entries (id, material_id, source_id, method, energy, correction,"
             " n_sites, species, cell, positions, data, content_hash)"
-            " SELECT material_id, source_id, method, energy, correction, n_sites, species, cell,"
-            " decode(positions, 'hex'), data, content_hash"
-            f" FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t({ENTRY_RECORD})"
+            " SELECT id, material_id, source_id, method, energy, correction, n_sites, species,"
+            " cell, decode(positions, 'hex'), data, content_hash"
+            " FROM numbered ORDER BY content_hash"
             " ON CONFLICT (content_hash) DO NOTHING RETURNING id"
         ),
         {"rows": json_rows(rows)},

@@ -11,7 +11,7 @@ import pandas as pd
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from atlas2d.queries.json_records import json_rows
+from atlas2d.queries.json_records import json_rows, numbered_rows
 
 MATERIAL_LIST_SQL = """
 SELECT m.key, m.formula, m.chemsys, m.dimensionality AS dim, m.spacegroup_number AS spg,
@@ -136,8 +136,57 @@ class StoredMaterial:
     inserted: bool
 
 
+MATERIAL_RECORD = (
+    "key text, formula text, chemsys text, elements text[], prototype text,"
+    " spacegroup_number smallint, dimensionality smallint, info jsonb"
+)
+
+# Concurrent ingests meet on material keys. Each statement below takes its row locks in
+# key order, so two writers wait for each other in one direction only, never in a cycle
+# (two files holding the same keys in opposite orders used to deadlock). Ids are still
+# drawn in file order, as a plain INSERT would draw them.
+_INSERT_NEW_SQL = f"""{numbered_rows("materials", MATERIAL_RECORD)}
+INSERT INTO materials (id, key, formula, chemsys, elements, n_elements, prototype,
+                       spacegroup_number, dimensionality, info)
+SELECT id, key, formula, chemsys, elements, cardinality(elements), prototype,
+       spacegroup_number, dimensionality, info
+FROM numbered ORDER BY key
+ON CONFLICT (key) DO NOTHING
+RETURNING key, id, formula
+"""
+
+# A stored material is rewritten only when this file fills a gap in it (a prototype,
+# space group or dimensionality it lacks, an info key it lacks): the common re-ingest
+# touches no row. The rows to fill are locked in key order first.
+_FILL_GAPS_SQL = f"""
+WITH t AS (
+    SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t({MATERIAL_RECORD})
+), gaps AS (
+    SELECT m.id, t.prototype, t.spacegroup_number, t.dimensionality,
+           COALESCE(t.info, '{{}}') AS info
+    FROM materials m JOIN t ON t.key = m.key
+    WHERE (m.prototype IS NULL AND t.prototype IS NOT NULL)
+       OR (m.spacegroup_number IS NULL AND t.spacegroup_number IS NOT NULL)
+       OR (m.dimensionality IS NULL AND t.dimensionality IS NOT NULL)
+       OR COALESCE(t.info, '{{}}') || m.info <> m.info
+    ORDER BY m.key
+    FOR NO KEY UPDATE OF m
+)
+UPDATE materials m SET
+    prototype = COALESCE(m.prototype, gaps.prototype),
+    spacegroup_number = COALESCE(m.spacegroup_number, gaps.spacegroup_number),
+    dimensionality = COALESCE(m.dimensionality, gaps.dimensionality),
+    info = gaps.info || m.info
+FROM gaps WHERE m.id = gaps.id
+"""
+
+
 def upsert_materials(session: Session, rows: list[dict[str, Any]]) -> dict[str, StoredMaterial]:
-    """Insert new materials; on an existing key fill fields that are still empty.
+    """Insert new materials; on an existing key fill fields that are still empty (and add
+    info keys it lacks), leaving every other stored material untouched and unlocked.
+
+    Safe against concurrent writers of the same keys in any order: rows are locked in
+    key order (see ``_INSERT_NEW_SQL``).
 
     Args:
         rows: dicts with key, formula, chemsys, elements (list[str]), prototype,
@@ -148,25 +197,21 @@ def upsert_materials(session: Session, rows: list[dict[str, Any]]) -> dict[str, 
     """
     if not rows:
         return {}
-    result = session.execute(
-        text(
-            "INSERT INTO materials (key, formula, chemsys, elements, n_elements, prototype,"
-            " spacegroup_number, dimensionality, info)"
-            " SELECT key, formula, chemsys, elements, cardinality(elements), prototype,"
-            " spacegroup_number, dimensionality, info"
-            " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t(key text, formula text,"
-            " chemsys text, elements text[], prototype text, spacegroup_number smallint,"
-            " dimensionality smallint, info jsonb)"
-            " ON CONFLICT (key) DO UPDATE SET"
-            " prototype = COALESCE(materials.prototype, EXCLUDED.prototype),"
-            " spacegroup_number = COALESCE(materials.spacegroup_number, EXCLUDED.spacegroup_number),"
-            " dimensionality = COALESCE(materials.dimensionality, EXCLUDED.dimensionality),"
-            " info = EXCLUDED.info || materials.info"
-            " RETURNING key, id, formula, (xmax = 0) AS inserted"
-        ),
-        {"rows": json_rows(rows)},
-    )
-    return {key: StoredMaterial(id_, formula, inserted) for key, id_, formula, inserted in result}
+    stored = {
+        key: StoredMaterial(id_, formula, True)
+        for key, id_, formula in session.execute(
+            text(_INSERT_NEW_SQL), {"rows": json_rows(rows)}
+        ).tuples()
+    }
+    present = [row for row in rows if row["key"] not in stored]
+    if present:
+        session.execute(text(_FILL_GAPS_SQL), {"rows": json_rows(present)})
+        existing = session.execute(
+            text("SELECT key, id, formula FROM materials WHERE key = ANY(:keys)"),
+            {"keys": [row["key"] for row in present]},
+        ).tuples()
+        stored.update({key: StoredMaterial(id_, formula, False) for key, id_, formula in existing})
+    return stored
 
 
 @dataclass(frozen=True)

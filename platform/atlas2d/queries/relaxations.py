@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from atlas2d.queries.json_records import json_rows
+from atlas2d.queries.json_records import json_rows, numbered_rows
 from atlas2d.queries.materials import MaterialFilter
 from atlas2d.vocabulary import Split, StartFrom
 
@@ -27,6 +27,10 @@ RELAXATION_RECORD = (
 def insert_relaxations(session: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
     """Insert relaxations, skipping content hashes already stored.
 
+    Rows are inserted in content-hash order, so that concurrent ingests of files sharing
+    trajectories wait for each other's hashes in one direction only and never deadlock;
+    ids are still drawn in the order of ``rows``.
+
     Args:
         rows: dicts with the columns of ``RELAXATION_RECORD``.
 
@@ -38,8 +42,9 @@ def insert_relaxations(session: Session, rows: list[dict[str, Any]]) -> dict[str
     columns = ", ".join(c.split()[0] for c in RELAXATION_RECORD.split(","))
     result = session.execute(
         text(
-            f"INSERT INTO relaxations ({columns}) SELECT {columns}"
-            f" FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t({RELAXATION_RECORD})"
+            numbered_rows("relaxations", RELAXATION_RECORD)
+            + f" INSERT INTO relaxations (id, {columns}) SELECT id, {columns}"
+            " FROM numbered ORDER BY content_hash"
             " ON CONFLICT (content_hash) DO NOTHING RETURNING content_hash, id"
         ),
         {"rows": json_rows(rows)},

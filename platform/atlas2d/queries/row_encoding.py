@@ -50,14 +50,35 @@ def _composition(counts: tuple[tuple[int, int], ...]) -> tuple[tuple[str, Any], 
 
 
 @dataclass
+class Summaries:
+    """Per-frame scalars stored with every frame, each of shape (F,).
+
+    Attributes:
+        energy_per_atom: eV/atom.
+        energy_change: |e_i − e_{i+1}| per atom to the next step of the same relaxation,
+            eV/atom; meaningless (and never stored) at a relaxation's last step.
+        max_force: largest per-atom force norm, eV/Å.
+        max_abs_stress: largest |σ_ij|, eV/Å³; None when the block has no stress.
+        area_per_atom: |a × b| / N, Å²/atom.
+    """
+
+    energy_per_atom: np.ndarray
+    energy_change: np.ndarray
+    max_force: np.ndarray
+    max_abs_stress: np.ndarray | None
+    area_per_atom: np.ndarray
+
+
+@dataclass
 class FrameBlock:
     """All frames of trajectories with the same ``n_sites`` and stress presence.
 
     Trajectory ``t`` owns frames ``offsets[t]:offsets[t + 1]``. Arrays are in the
     stored canonical form (layers oriented with vacuum along c, c along z): cells
     (F, 3, 3) Å, positions (F, N, 3) Å, forces (F, N, 3) eV/Å, stresses (F, 3, 3)
-    eV/Å³ or None, energies (F,) eV. Per-frame summaries are computed chunk by chunk
-    while the frames stream to the database (``encode_frames``).
+    eV/Å³ or None, energies (F,) eV. The scalar summaries (``Summaries``) are computed
+    and checked before anything is written; ``has_isolated_atom`` is computed chunk by
+    chunk while the frames stream to the database (``encode_frames``).
     """
 
     n_sites: int
@@ -72,6 +93,7 @@ class FrameBlock:
     """(T, 3) bool: vacuum along a, b, c of each trajectory's first frame (before orienting)."""
     infos: list[dict[str, Any]]
     hashes: list[str]
+    summaries: Summaries | None = None
 
     def frames_of(self, t: int) -> slice:
         return slice(int(self.offsets[t]), int(self.offsets[t + 1]))
@@ -109,7 +131,7 @@ def _check_values(block: FrameBlock, path: str) -> None:
             )
 
 
-def _orient_layers(block: FrameBlock) -> None:
+def _orient_layers(block: FrameBlock, path: str) -> None:
     """Re-orient, in place, every layer whose vacuum is not along c or whose c is not along z."""
     for t, vacuum in enumerate(block.vacuum):
         order = structure.layer_order_from_vacuum(vacuum)
@@ -132,6 +154,13 @@ def _orient_layers(block: FrameBlock) -> None:
         )
         if block.stresses is not None:
             block.stresses[frames] = stresses
+        if not np.isfinite(positions).all():  # finite, but too large to rotate
+            raise bad_record(
+                path,
+                block.trajectories[t].record or f"material {block.trajectories[t].material_key}",
+                "positions",
+                "values too large to turn into the stored orientation (they overflow)",
+            )
         block.infos[t] = {
             **block.infos[t],
             "reoriented": {
@@ -140,6 +169,45 @@ def _orient_layers(block: FrameBlock) -> None:
                 "reason": "the platform keeps a layer's vacuum along c, with c along z",
             },
         }
+
+
+def _summarise(block: FrameBlock) -> Summaries:
+    energy_per_atom = block.energies / block.n_sites
+    return Summaries(
+        energy_per_atom=energy_per_atom,
+        energy_change=np.abs(np.diff(energy_per_atom, append=np.nan)),
+        max_force=structure.max_force_norm(block.forces),
+        max_abs_stress=None if block.stresses is None else structure.max_abs_stress(block.stresses),
+        area_per_atom=structure.area_per_atom(block.cells, block.n_sites),
+    )
+
+
+def _check_summaries(block: FrameBlock, summaries: Summaries, path: str) -> None:
+    """Refuse a frame whose finite values give an infinite (or NaN) summary, naming the
+    record, step and the input field it comes from: forces of 1e308 have an infinite
+    norm, a lattice vector of 1e308 an infinite area."""
+    not_last = np.ones(len(block.energies), dtype=bool)
+    not_last[block.offsets[1:] - 1] = False
+    checks = [
+        ("energy", "energy_per_atom", summaries.energy_per_atom, None),
+        ("energy", "energy_change (to the next step)", summaries.energy_change, not_last),
+        ("forces", "max_force (the largest force norm)", summaries.max_force, None),
+        ("cell", "area_per_atom (|a × b| / N)", summaries.area_per_atom, None),
+    ]
+    if summaries.max_abs_stress is not None:
+        checks.append(("stress", "max_abs_stress", summaries.max_abs_stress, None))
+    for field, summary, values, where in checks:
+        bad = ~np.isfinite(values) if where is None else ~np.isfinite(values) & where
+        if bad.any():
+            t, step = _locate(block.offsets, int(np.flatnonzero(bad)[0]))
+            traj = block.trajectories[t]
+            raise bad_record(
+                path,
+                traj.record or f"material {traj.material_key}",
+                field,
+                f"the values are finite but too large: their {summary} is infinite",
+                step=step,
+            )
 
 
 def _trajectory_hash(block: FrameBlock, t: int) -> str:
@@ -160,8 +228,9 @@ def build_block(trajectories: list[Trajectory], path: str) -> FrameBlock:
     """Concatenate, check, orient and hash trajectories of equal size.
 
     Raises:
-        InvalidInput: a NaN or infinite value or a degenerate cell, naming the record,
-            step and field.
+        InvalidInput: a NaN or infinite value, a degenerate cell, or finite values whose
+            summaries (max force, max stress, area and energy per atom, energy change)
+            are infinite, naming the record, step and field.
     """
     offsets = np.concatenate([[0], np.cumsum([t.n_frames for t in trajectories])])
     has_stress = trajectories[0].stresses is not None
@@ -182,10 +251,15 @@ def build_block(trajectories: list[Trajectory], path: str) -> FrameBlock:
         infos=[dict(t.info) for t in trajectories],
         hashes=[],
     )
-    _check_values(block, path)
-    first = offsets[:-1]
-    block.vacuum = structure.vacuum_mask(block.cells[first], block.positions[first])
-    _orient_layers(block)
+    # Values that overflow give inf or NaN, which the checks refuse with the record, step
+    # and field; numpy's warnings would only add lines to that one-line error.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        _check_values(block, path)
+        first = offsets[:-1]
+        block.vacuum = structure.vacuum_mask(block.cells[first], block.positions[first])
+        _orient_layers(block, path)
+        block.summaries = _summarise(block)
+        _check_summaries(block, block.summaries, path)
     block.hashes = [_trajectory_hash(block, t) for t in range(len(trajectories))]
     return block
 
@@ -203,10 +277,10 @@ def relaxation_row(
 ) -> dict[str, Any]:
     """The ``relaxations`` row of trajectory ``t`` of a block."""
     traj = block.trajectories[t]
+    summaries = _summaries(block)
     last = int(block.offsets[t + 1]) - 1
     final_energy = float(block.energies[last])
-    energies_per_atom = block.energies[block.frames_of(t)] / traj.n_sites
-    changes = np.abs(np.diff(energies_per_atom))
+    changes = summaries.energy_change[block.offsets[t] : last]  # the last step has no next
     return {
         "material_id": material_id,
         "source_id": source_id,
@@ -221,9 +295,7 @@ def relaxation_row(
         "converged": traj.converged,
         "final_energy": final_energy,
         "final_energy_per_atom": final_energy / traj.n_sites,
-        "final_area_per_atom": float(
-            structure.area_per_atom(block.cells[last : last + 1], traj.n_sites)[0]
-        ),
+        "final_area_per_atom": float(summaries.area_per_atom[last]),
         "max_energy_change": float(changes.max()) if changes.size else None,
         "wall_time_s": traj.wall_time_s,
         "info": block.infos[t],
@@ -244,9 +316,7 @@ def encode_frames(block: FrameBlock, relaxation_ids: list[int | None]) -> Iterat
     steps = np.arange(len(ids)) - first
     is_last = np.zeros(len(ids), dtype=bool)
     is_last[block.offsets[1:] - 1] = True
-    # |e_i − e_{i+1}| per atom to the next step of the same relaxation (eV/atom).
-    energy_per_atom = block.energies / block.n_sites
-    energy_change = np.abs(np.diff(energy_per_atom, append=np.nan))
+    summaries = _summaries(block)
     keep = np.flatnonzero(ids >= 0)
     for start in range(0, keep.size, ENCODE_CHUNK_FRAMES):
         rows = keep[start : start + ENCODE_CHUNK_FRAMES]
@@ -254,23 +324,31 @@ def encode_frames(block: FrameBlock, relaxation_ids: list[int | None]) -> Iterat
         for last in (False, True):
             part = rows[is_last[rows] == last]
             if part.size:
-                yield _encode_part(
-                    block, part, ids, steps, first, energy_per_atom, None if last else energy_change
-                )
+                yield _encode_part(block, summaries, part, ids, steps, first, with_change=not last)
+
+
+def _summaries(block: FrameBlock) -> Summaries:
+    if block.summaries is None:
+        raise ValueError("build_block() computes the summaries; this block did not come from it")
+    return block.summaries
 
 
 def _encode_part(
     block: FrameBlock,
+    summaries: Summaries,
     rows: np.ndarray,
     ids: np.ndarray,
     steps: np.ndarray,
     first: np.ndarray,
-    energy_per_atom: np.ndarray,
-    energy_change: np.ndarray | None,
+    with_change: bool,
 ) -> bytes:
     cells, positions, forces = block.cells[rows], block.positions[rows], block.forces[rows]
     stresses = None if block.stresses is None else block.stresses[rows]
-    has_stress = stresses is not None
+    max_abs_stress = summaries.max_abs_stress
+    with np.errstate(over="ignore", invalid="ignore"):  # huge (finite) coordinates: no warning
+        isolated = structure.has_isolated_atom(
+            block.cells, block.positions, reference=first, frames=rows
+        )
     return encode_rows(
         [
             Field("int4", ids[rows]),
@@ -279,19 +357,14 @@ def _encode_part(
             Field("matrix3", cells),
             Field("vec3", positions),
             Field("vec3", forces),
-            Field("matrix3", stresses) if has_stress else Field("null"),
+            Field("matrix3", stresses) if stresses is not None else Field("null"),
             Field("float8", block.energies[rows]),
-            Field("float8", energy_per_atom[rows]),
-            Field("float8", energy_change[rows]) if energy_change is not None else Field("null"),
-            Field("float8", structure.max_force_norm(forces)),
-            Field("float8", structure.max_abs_stress(stresses)) if has_stress else Field("null"),  # type: ignore[arg-type]
-            Field("float8", structure.area_per_atom(cells, block.n_sites)),
-            Field(
-                "bool",
-                structure.has_isolated_atom(
-                    block.cells, block.positions, reference=first, frames=rows
-                ),
-            ),
+            Field("float8", summaries.energy_per_atom[rows]),
+            Field("float8", summaries.energy_change[rows]) if with_change else Field("null"),
+            Field("float8", summaries.max_force[rows]),
+            Field("float8", max_abs_stress[rows]) if max_abs_stress is not None else Field("null"),
+            Field("float8", summaries.area_per_atom[rows]),
+            Field("bool", isolated),
             Field(
                 "bytes",
                 frame_digests(

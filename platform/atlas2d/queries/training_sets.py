@@ -228,6 +228,19 @@ def _reset(session: Session) -> None:
     session.execute(text("DROP TABLE IF EXISTS trainset_candidates, trainset_selected"))
 
 
+def wait_for_relaxation_writers(session: Session) -> None:
+    """Hold the ``relaxations`` table still until this transaction ends.
+
+    Relaxation ids are drawn before their ingest commits, so an ingest in flight can
+    commit ids below a watermark read meanwhile, and a set cut by that watermark would
+    not reproduce. A SHARE lock waits for every writer in flight (they hold ROW
+    EXCLUSIVE) to commit or roll back, and holds new ones back until this transaction
+    ends: afterwards every id up to the watermark is committed and no new one can fall
+    below it. Take it before reading the watermark (``relaxation_watermark``).
+    """
+    session.execute(text("LOCK TABLE relaxations IN SHARE MODE"))
+
+
 def relaxation_watermark(session: Session) -> int:
     """Largest relaxation id now visible (0 for an empty database)."""
     return session.execute(text("SELECT COALESCE(max(id), 0) FROM relaxations")).scalar_one()

@@ -159,6 +159,9 @@ def create_training_set(
     try:
         with sessions.begin() as session:
             _refuse_taken(session, name)
+            # Membership is what was committed when the set was made: wait for ingests in
+            # flight, whose relaxation ids may lie below the watermark.
+            queries.wait_for_relaxation_writers(session)
             watermark = queries.relaxation_watermark(session)
             selection = _select(session, params, watermark)
             if selection["n_frames"] == 0:
