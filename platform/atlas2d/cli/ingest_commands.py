@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -11,6 +12,9 @@ from rich.markup import escape
 from atlas2d.analysis.units import StressUnit
 from atlas2d.cli.output import console, error_console
 from atlas2d.vocabulary import ReadFormat
+
+if TYPE_CHECKING:
+    from atlas2d.services.ingest import FileResult
 
 
 def ingest(
@@ -71,7 +75,7 @@ def ingest(
     ) as progress:
         task = progress.add_task("", total=len(files))
 
-        def advance(result) -> None:  # type: ignore[no-untyped-def]
+        def advance(result: FileResult) -> None:
             progress.update(task, advance=1, description=Path(result.path).name)
             if result.status == REJECTED:
                 error_console.print(

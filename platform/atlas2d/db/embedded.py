@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from atlas2d.errors import DatabaseUnavailable
 
@@ -35,7 +36,7 @@ END $$;
 """
 
 
-def _get_server(pgdata: Path):  # type: ignore[no-untyped-def]
+def _get_server(pgdata: Path) -> Any:  # a pgserver.PostgresServer (pgserver has no stubs)
     with warnings.catch_warnings():
         # platformdirs warns about XDG_RUNTIME_DIR on import; not the user's concern.
         warnings.simplefilter("ignore")

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, inspect
 
 from atlas2d.errors import SchemaOutOfDate
+
+if TYPE_CHECKING:  # alembic loads inside the functions, so that `--help` stays instant
+    from alembic.config import Config
 
 # migrations/ and alembic.ini sit at the top of the repository (editable install).
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 
 
-def alembic_config(connection: Connection | None = None):  # type: ignore[no-untyped-def]
+def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic ``Config`` pointing at ``migrations/``, optionally bound to a connection."""
     from alembic.config import Config
 

@@ -154,6 +154,7 @@ def _trajectory(
         forces.append(force)
         stresses.append(None if stress is None else _stress_matrix(stress, name, record, step))
     present = stress_at_every_step(stresses, name, record)
+    pbc = frames[0][1].pbc
     return Trajectory(
         material_key=key,
         species=species,
@@ -164,5 +165,5 @@ def _trajectory(
         stresses=None if present is None else stress_to_ev_a3(np.array(present), stress_unit),
         parameters={},
         record=record,
-        pbc=tuple(bool(p) for p in frames[0][1].pbc),  # type: ignore[arg-type]
+        pbc=(bool(pbc[0]), bool(pbc[1]), bool(pbc[2])),
     )

@@ -38,10 +38,12 @@ def _model_interface() -> Any:
 
 def torchsim_model(force_field: ForceField) -> Any:
     """The torch-sim model of a force field (float64, the force field's device)."""
-    if force_field.architecture == "mace":
+    from atlas2d.mlff.mace import MACEForceField
+
+    if isinstance(force_field, MACEForceField):
         from atlas2d.mlff.torchsim_mace import mace_batch_model
 
-        return mace_batch_model(force_field.model, force_field.device)  # type: ignore[attr-defined]
+        return mace_batch_model(force_field.model, force_field.device)
     return _m3gnet_model_class()(force_field)
 
 
@@ -55,7 +57,7 @@ def _m3gnet_model_class() -> type:
         def __init__(self, force_field: ForceField) -> None:
             super().__init__()
             self.force_field = force_field
-            self._device = torch.device(force_field.device)  # type: ignore[attr-defined]
+            self._device = torch.device(force_field.device)
             self._dtype = torch.float64
             self._compute_stress = True
             self._compute_forces = True
@@ -159,20 +161,21 @@ def relax_batched(
         One :class:`RelaxResult` per structure, in the order given.
     """
     force_field.check_elements(structures)
-    device = getattr(force_field, "device", "cpu")
-    limit = max_atoms or DEFAULT_MAX_ATOMS["cuda" if str(device).startswith("cuda") else "cpu"]
+    limit = (
+        max_atoms or DEFAULT_MAX_ATOMS["cuda" if force_field.device.startswith("cuda") else "cpu"]
+    )
     model = _in_plane_class()(torchsim_model(force_field))
-    results: list[RelaxResult | None] = [None] * len(structures)
+    results: dict[int, RelaxResult] = {}
     for batch in batches_by_atoms([len(s) for s in structures], limit):
         began = time.perf_counter()
-        for index, result in _relax_batch(
+        relaxed = _relax_batch(
             model, [structures[i] for i in batch], [in_plane[i] for i in batch], settings
-        ):
-            results[batch[index]] = result
+        )
         elapsed = time.perf_counter() - began
-        for index in batch:
-            results[index].wall_time_s = elapsed / len(batch)  # type: ignore[union-attr]
-    return results  # type: ignore[return-value]
+        for index, result in relaxed:
+            result.wall_time_s = elapsed / len(batch)
+            results[batch[index]] = result
+    return [results[index] for index in range(len(structures))]
 
 
 def _relax_batch(

@@ -67,6 +67,8 @@ class ForceField(ABC):
     """Neighbour cutoff radius (Å)."""
     element_symbols: tuple[str, ...]
     """The elements the model knows."""
+    device: str = "cpu"
+    """The torch device the model runs on (``cpu``, ``cuda``, ``cuda:1``)."""
 
     @abstractmethod
     def framework_calculator(self) -> Calculator:
@@ -76,7 +78,7 @@ class ForceField(ABC):
     def predict(self, structures: Sequence[Atoms], batch_size: int = 32) -> Predictions:
         """Energies, forces and stresses of many structures, ``batch_size`` per model call."""
 
-    def calculator(self, in_plane_stress: bool = False) -> Calculator:
+    def calculator(self, in_plane_stress: bool = False) -> PeriodicCalculator:
         """An ASE calculator that evaluates every structure as 3D periodic.
 
         Args:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 
-from atlas2d.mlff.forcefield import ForceField
+from atlas2d.mlff.forcefield import ForceField, PeriodicCalculator
 from atlas2d.vocabulary import FIRE_FMAX_EV_PER_A, FIRE_MAX_STEPS
 
 
@@ -86,14 +86,21 @@ def relax_ase(
         atoms.calc = calculator = force_field.calculator(in_plane_stress=layer)
         steps: list[tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
-        def record(atoms: Atoms = atoms, calculator=calculator, steps=steps) -> None:  # type: ignore[no-untyped-def]
+        def record(
+            atoms: Atoms = atoms,
+            calculator: PeriodicCalculator = calculator,
+            steps: list = steps,
+        ) -> None:
+            energy = float(atoms.get_potential_energy())  # computes, and sets full_stress
+            stress = calculator.full_stress
+            assert stress is not None
             steps.append(
                 (
-                    float(atoms.get_potential_energy()),
+                    energy,
                     atoms.cell.array.copy(),
                     atoms.positions.copy(),
                     atoms.get_forces().copy(),
-                    calculator.full_stress.copy(),
+                    stress.copy(),
                 )
             )
 
