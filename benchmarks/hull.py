@@ -60,9 +60,12 @@ def synthetic_materials(n: int, rng: np.random.Generator, start: int = 0) -> lis
         )
     for z in ELEMENTS:  # every element has a bulk reference
         materials.append(
-            {"key": f"bench-ref-{z}-{start}", "species": np.array([z]),
-             "energy_per_atom": references[z]}
-        )  # fmt: skip
+            {
+                "key": f"bench-ref-{z}-{start}",
+                "species": np.array([z]),
+                "energy_per_atom": references[z],
+            }
+        )
     return materials
 
 
@@ -80,25 +83,44 @@ def insert(sessions, materials: list[dict], source_tag: str) -> None:  # type: i
             {"p": source_tag, "sha": source_tag, "n": len(materials)},
         ).scalar_one()
         connection = driver_connection(session)
-        with connection.cursor() as cursor, cursor.copy(
-            "COPY materials (key, formula, chemsys, elements, n_elements, dimensionality, info)"
-            " FROM STDIN"
-        ) as copy:  # fmt: skip
+        with (
+            connection.cursor() as cursor,
+            cursor.copy(
+                "COPY materials (key, formula, chemsys, elements, n_elements, dimensionality, info)"
+                " FROM STDIN"
+            ) as copy,
+        ):
             for m in materials:
                 symbols = sorted({chemical_symbols[z] for z in m["species"]})
-                copy.write_row((m["key"], "".join(symbols), "-".join(symbols), symbols,
-                                len(symbols), 2, "{}"))  # fmt: skip
+                copy.write_row(
+                    (m["key"], "".join(symbols), "-".join(symbols), symbols, len(symbols), 2, "{}")
+                )
         ids = dict(session.execute(text("SELECT key, id FROM materials")).all())
-        with connection.cursor() as cursor, cursor.copy(
-            "COPY energy_entries (material_id, source_id, method, energy, correction, n_sites,"
-            " species, cell, positions, data, content_hash) FROM STDIN"
-        ) as copy:  # fmt: skip
+        with (
+            connection.cursor() as cursor,
+            cursor.copy(
+                "COPY energy_entries (material_id, source_id, method, energy, correction, n_sites,"
+                " species, cell, positions, data, content_hash) FROM STDIN"
+            ) as copy,
+        ):
             cell = np.diag([3.0, 3.0, 20.0]).ravel().tolist()
             for m in materials:
                 n = len(m["species"])
-                copy.write_row((ids[m["key"]], source, "dft", m["energy_per_atom"] * n, 0.0, n,
-                                m["species"].tolist(), cell, np.zeros((n, 3)).tobytes(), "{}",
-                                m["key"]))  # fmt: skip
+                copy.write_row(
+                    (
+                        ids[m["key"]],
+                        source,
+                        "dft",
+                        m["energy_per_atom"] * n,
+                        0.0,
+                        n,
+                        m["species"].tolist(),
+                        cell,
+                        np.zeros((n, 3)).tobytes(),
+                        "{}",
+                        m["key"],
+                    )
+                )
 
 
 def pymatgen_baseline(
@@ -184,8 +206,11 @@ def main() -> None:
             systems = sorted(
                 session.execute(text("SELECT DISTINCT chemsys FROM materials")).scalars()
             )
-        sample = sorted(rng.choice(systems, size=min(args.baseline_systems, len(systems)),
-                                   replace=False).tolist())  # fmt: skip
+        sample = sorted(
+            rng.choice(
+                systems, size=min(args.baseline_systems, len(systems)), replace=False
+            ).tolist()
+        )
         per_system, worst = pymatgen_baseline(materials + added, sample, stored)
         estimate = per_system * full.chemsys_recomputed
         print(

@@ -221,6 +221,25 @@ def test_atlas2d_settings_accept_the_compose_environment(
     assert _mounts(compose["services"]["worker"]) == _mounts(compose["services"]["app"])
 
 
+def test_sql_runs_as_the_read_only_login_the_new_volume_gets() -> None:
+    """`atlas2d sql` refuses the owner's login: compose names a reader login, and the
+    postgres service's init script creates exactly that login, in atlas2d_reader, with
+    the password the URL carries."""
+    compose = _compose({"ATLAS2D_READER_PASSWORD": "r3ader"})
+    postgres = compose["services"]["postgres"]
+    init_dir = COMPOSE.parent / _mounts(postgres)["/docker-entrypoint-initdb.d"]
+    (script,) = sorted(init_dir.glob("*.sh"))
+    text_ = script.read_text()
+    assert _environment(postgres)["ATLAS2D_READER_PASSWORD"] == "r3ader"
+    for name in ("app", "worker"):
+        url = make_url(_environment(compose["services"][name])["ATLAS2D_READER_DATABASE_URL"])
+        assert (url.host, url.database, url.password) == ("postgres", "atlas2d", "r3ader")
+        assert f"CREATE ROLE {url.username} LOGIN" in text_
+        assert url.username != _environment(postgres)["POSTGRES_USER"]
+    assert "IN ROLE atlas2d_reader" in text_ and "NOSUPERUSER" in text_
+    assert 'reader_password="${ATLAS2D_READER_PASSWORD' in text_
+
+
 def test_app_upgrades_the_schema_then_runs_its_command() -> None:
     app = _compose()["services"]["app"]
     entrypoint, command = _argv(app.get("entrypoint")), _argv(app.get("command"))

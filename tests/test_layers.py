@@ -71,13 +71,14 @@ def imported_modules(path: Path, name: str, modules: dict[str, Path]) -> set[str
                 anchor = anchor if is_package else anchor[:-1]
                 anchor = anchor[: len(anchor) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
-            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+            # Each imported name is a module of its own, or a name in module `base`.
+            targets = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                for alias in node.names
+            ]
         else:
             continue
-        for target in targets:
-            if target in modules and target != name:
-                found.add(target)
-                break
+        found.update(target for target in targets if target in modules and target != name)
     return found
 
 
@@ -145,16 +146,24 @@ SERVICE_FORBIDDEN_NAMES = {("sqlalchemy", "text"), ("atlas2d.db.types", None)}
 
 
 def sql_or_decoding_in_services(package_dir: Path) -> list[str]:
-    """Service modules that import SQL text or the column codecs."""
+    """Service modules that import SQL text or the column codecs, or run SQL text some
+    other way (``sa.text(…)`` through a module import, ``exec_driver_sql``)."""
     found = []
     for path in sorted((package_dir / "services").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not isinstance(node, ast.ImportFrom):
-                continue
-            for alias in node.names:
-                for module, name in SERVICE_FORBIDDEN_NAMES:
-                    if node.module == module and name in (None, alias.name):
-                        found.append(f"services/{path.name} imports {module}.{alias.name}")
+            if isinstance(node, ast.ImportFrom):
+                for alias in node.names:
+                    for module, name in SERVICE_FORBIDDEN_NAMES:
+                        if node.module == module and name in (None, alias.name):
+                            found.append(f"services/{path.name} imports {module}.{alias.name}")
+            elif isinstance(node, ast.Import):
+                found.extend(
+                    f"services/{path.name} imports {alias.name}"
+                    for alias in node.names
+                    if alias.name in ("sqlalchemy", "atlas2d.db.types")
+                )
+            elif isinstance(node, ast.Attribute) and node.attr == "exec_driver_sql":
+                found.append(f"services/{path.name} calls exec_driver_sql")
     return found
 
 
@@ -188,9 +197,12 @@ def test_the_rule_finds_an_upward_import_a_forbidden_one_and_a_cycle(tmp_path: P
             "mlff/load.py": "from ..db.models import Base\n",
             "db/__init__.py": "",
             "db/models.py": "Base = object\n",
+            "db/session.py": "from atlas2d import errors, services\n",
+            "errors.py": "",
         },
     )
     assert violations(package) == [
+        "atlas2d.db.session imports atlas2d.services (upward: db below services)",
         "atlas2d.mlff.load imports atlas2d.db.models (mlff never imports db)",
         "atlas2d.queries.frames imports atlas2d.services.relax (upward: queries below services)",
         "import cycle: atlas2d.services.relax → atlas2d.services.relax_dask",
@@ -204,11 +216,15 @@ def test_the_service_rule_finds_sql_text_and_column_decoding(tmp_path: Path) -> 
             "services/a.py": "from sqlalchemy import select, text\n",
             "services/b.py": "def f():\n    from atlas2d.db.types import vec3_from_bytes\n",
             "services/c.py": "from sqlalchemy.orm import Session\n",
+            "services/d.py": "import sqlalchemy as sa\n",
+            "services/e.py": "def f(connection):\n    connection.exec_driver_sql('DELETE')\n",
         },
     )
     assert sql_or_decoding_in_services(package) == [
         "services/a.py imports sqlalchemy.text",
         "services/b.py imports atlas2d.db.types.vec3_from_bytes",
+        "services/d.py imports sqlalchemy",
+        "services/e.py calls exec_driver_sql",
     ]
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from atlas2d.vocabulary import SQL_TIMEOUT_MAX_S
+
 
 class Settings(BaseSettings):
     """Runtime settings.
@@ -34,7 +36,7 @@ class Settings(BaseSettings):
 
     database_url: str | None = None
     reader_database_url: str | None = None
-    sql_timeout_s: float = Field(default=60.0, gt=0)
+    sql_timeout_s: float = Field(default=60.0, gt=0, le=SQL_TIMEOUT_MAX_S)
     home: Path = Field(default_factory=lambda: Path.home() / ".local" / "share" / "atlas2d")
     num_threads: int = Field(default=1, ge=1)
     max_decompressed_mb: int = Field(default=2048, ge=1)

@@ -113,6 +113,10 @@ last step of the last one."""
 STARTS: tuple[StartFrom, ...] = get_args(StartFrom)
 DEFAULT_START: StartFrom = "first"
 
+SQL_TIMEOUT_MAX_S = 2_147_483
+"""The longest ``atlas2d sql`` timeout: PostgreSQL's ``statement_timeout`` is at most
+2³¹ − 1 ms (about 24.8 days)."""
+
 FIRE_FMAX_EV_PER_A = 0.1
 """The thesis's force criterion: converged when every atom's force is below it."""
 FIRE_MAX_STEPS = 1000

@@ -319,11 +319,53 @@ def test_limit_and_timeout_options(cli) -> None:  # type: ignore[no-untyped-def]
         ("SELECT '\udcff'", "not valid UTF-8"),
         ("SELEC 1", 'syntax error at or near "SELEC"'),
         ("SELECT 1; SELECT 2", "exactly one statement"),
+        ("SELECT $1", "1 parameter(s)"),
     ],
 )
 def test_refused_statements_say_why_in_one_line(cli, statement: str, expected: str) -> None:  # type: ignore[no-untyped-def]
     code, out, err = cli("sql", statement)
     assert code == 1 and expected in err and "\n" not in err.strip() and out == ""
+
+
+def test_a_timeout_beyond_what_postgresql_takes_is_a_usage_line(sql_database: SqlDatabase) -> None:
+    too_long = sql_database.atlas2d("sql", "SELECT 1", "--timeout", "3000000")
+    assert too_long.returncode == 2 and "Traceback" not in too_long.stderr
+    bad_setting = sql_database.atlas2d("sql", "SELECT 1", ATLAS2D_SQL_TIMEOUT_S="abc")
+    assert bad_setting.returncode == 1
+    assert bad_setting.stderr.strip().splitlines() == [
+        "error: ATLAS2D_SQL_TIMEOUT_S='abc': Input should be a valid number, unable to parse "
+        "string as a number. Fix or unset the variable."
+    ]
+
+
+def test_advisory_locks_taken_by_a_statement_are_released(sql_database: SqlDatabase) -> None:
+    """atlas2d's writers serialise on advisory locks; a session-level one survives the
+    rollback, so a pooled reader connection would otherwise keep blocking them."""
+    from atlas2d.db.session import make_engine, make_sessions
+    from atlas2d.services.sql import run_user_sql
+
+    class Rows:
+        def start(self, columns: list[str]) -> None: ...
+
+        def add(self, row: tuple) -> None: ...  # type: ignore[type-arg]
+
+    reader = make_engine(sql_database.reader_url)
+    try:
+        run_user_sql(
+            make_sessions(reader),
+            "SELECT pg_advisory_lock(424242)",
+            limit=1,
+            timeout_s=5,
+            sink=Rows(),
+        )
+        with sql_database.engine.connect() as connection:
+            held = connection.execute(
+                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 424242")
+            ).scalar_one()
+        assert reader.pool.checkedin() == 1  # the connection went back to the pool, open
+        assert held == 0
+    finally:
+        reader.dispose()
 
 
 @pytest.mark.slow

@@ -33,7 +33,10 @@ COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
 def peak_memory(read: Callable[[], object]) -> tuple[object, int]:
     """What ``read()`` returns or raises, and the most memory Python held meanwhile
     (bytes, numpy arrays included). A first read of a real file beforehand keeps
-    one-off costs (lazy imports, cached settings) out of the figure."""
+    one-off costs (lazy imports, cached settings) out of the figure; ASE's OUTCAR
+    reader is imported up front for the same reason."""
+    import ase.io.vasp  # noqa: F401
+
     read_file(FE2O2, ReadOptions())
     tracemalloc.start()
     try:

@@ -18,7 +18,7 @@ from atlas2d.cli import (
     stability_commands,
     trainset_commands,
 )
-from atlas2d.errors import Atlas2dError
+from atlas2d.errors import Atlas2dError, InvalidInput
 
 typer_app = typer.Typer(
     help="atlas2d: a PostgreSQL database of 2D materials and machine-learned force fields.",
@@ -109,7 +109,11 @@ def _exit_code(err: Exception) -> int:
     if isinstance(err, typer.Abort):
         error_console.print("[red]Aborted.[/red]")
         return 1
-    explained = err if isinstance(err, Atlas2dError) else _database_error(err)
+    explained = (
+        err
+        if isinstance(err, Atlas2dError)
+        else _settings_error(err) or _database_error(err)
+    )
     if explained is None:
         raise err
     if _Options.verbose:
@@ -120,6 +124,20 @@ def _exit_code(err: Exception) -> int:
     return 1
 
 
+def _settings_error(err: Exception) -> InvalidInput | None:
+    """An ``ATLAS2D_*`` variable pydantic refused, as one line naming it, or None."""
+    from pydantic import ValidationError
+
+    if not isinstance(err, ValidationError):
+        return None
+    problems = [
+        f"ATLAS2D_{'_'.join(map(str, problem['loc'])).upper()}={problem.get('input')!r}: "
+        f"{problem['msg']}"
+        for problem in err.errors()
+    ]
+    return InvalidInput("; ".join(problems) + ". Fix or unset the variable.")
+
+
 def _database_error(err: Exception) -> Atlas2dError | None:
     """A driver error turned into one line (connection lost, missing privilege), or None."""
     from sqlalchemy.engine import make_url
@@ -127,10 +145,10 @@ def _database_error(err: Exception) -> Atlas2dError | None:
     from atlas2d.config import get_settings
     from atlas2d.db.session import explain_database_error
 
-    configured = get_settings().database_url
     try:
+        configured = get_settings().database_url
         role = make_url(configured).username if configured else None
-    except Exception:  # a malformed URL failed earlier; do not hide that error behind this one
+    except Exception:  # a bad setting or URL failed earlier; do not hide that error
         role = None
     return explain_database_error(err, role)
 

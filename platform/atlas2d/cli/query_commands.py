@@ -7,6 +7,7 @@ from typing import Any, Protocol
 import typer
 
 from atlas2d.cli.output import OutputFormat, console, print_frame, print_json
+from atlas2d.vocabulary import SQL_TIMEOUT_MAX_S
 
 materials_app = typer.Typer(help="List and inspect materials.", no_args_is_help=True)
 
@@ -26,6 +27,7 @@ def sql(
         None,
         "--timeout",
         min=0.001,
+        max=SQL_TIMEOUT_MAX_S,
         help="Seconds the query may run, its rows included (default: ATLAS2D_SQL_TIMEOUT_S, 60).",
     ),
 ) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -80,18 +79,19 @@ def check_key(key: object, path: str, record: str, field: str) -> None:
 
 
 def check_json(value: Any, path: str, record: str, root: str = "") -> None:
-    """Refuse metadata that PostgreSQL's JSONB would refuse or alter: NaN and infinite
-    numbers (JSON has none), NUL and lone surrogates in text, keys that are not text, and
-    nesting deeper than ``MAX_JSON_DEPTH``. The field is named as a path from ``root``
-    (``incar.PSTRESS``, ``data.spg``, ``LDAUL[1]``)."""
+    """Refuse metadata that PostgreSQL's JSONB cannot hold: NUL and lone surrogates in
+    text, keys that are not text, and nesting deeper than ``MAX_JSON_DEPTH``. The field
+    is named as a path from ``root`` (``incar.PSTRESS``, ``data.spg``, ``LDAUL[1]``).
+
+    NaN and infinite numbers pass: JSON has none, so they are stored as null (files
+    written by Python's json carry them in fields atlas2d never reads, and refusing a
+    whole hull file for one of those would lose every good entry in it)."""
     stack: list[tuple[str, Any, int]] = [(root, value, 0)]
     while stack:
         where, item, depth = stack.pop()
         if isinstance(item, str):
             problem = _text_problem(item)
-        elif isinstance(item, float):
-            problem = None if math.isfinite(item) else "is NaN or infinite, which JSON cannot store"
-        elif item is None or isinstance(item, (bool, int)):
+        elif item is None or isinstance(item, (bool, int, float)):
             problem = None
         elif depth >= MAX_JSON_DEPTH:
             problem = f"is nested deeper than {MAX_JSON_DEPTH} levels"

@@ -73,6 +73,11 @@ def login_powers(session: Session) -> list[tuple[str, str]]:
     return [(row.role, row.power) for row in rows]
 
 
+def release_advisory_locks(session: Session) -> None:
+    """Release every session-level advisory lock the connection holds."""
+    session.execute(text("SELECT pg_advisory_unlock_all()"))
+
+
 def login_name(session: Session) -> str:
     """The role the session logged in as (``session_user``)."""
     return str(session.execute(text("SELECT session_user")).scalar_one())
@@ -145,6 +150,10 @@ def describe_statement(session: Session, statement: str) -> list[str]:
     described = pgconn.describe_prepared(b"")
     if described.status != pq.ExecStatus.COMMAND_OK:
         raise _result_error(described)
+    if described.nparams:
+        raise StatementError(
+            None, f"it has {described.nparams} parameter(s) ($1 …), which the command line cannot bind"
+        )
     return [(described.fname(i) or b"").decode() for i in range(described.nfields)]
 
 

@@ -23,6 +23,7 @@ from atlas2d.queries.user_sql import (
     describe_statement,
     login_name,
     login_powers,
+    release_advisory_locks,
     stream_rows,
 )
 
@@ -176,6 +177,7 @@ def _discard(session: Session) -> None:
     """Roll the statement's transaction back (it only read) and close the session."""
     try:
         session.rollback()
+        _release_session_locks(session)
     except DBAPIError:
         pass  # the connection is gone (a terminated backend): nothing is left to undo
     finally:
@@ -201,7 +203,7 @@ def _explain(err: StatementError, timeout_s: float) -> str:
             f"The SQL statement was stopped ({err.reason}) after at most {timeout_s:g} s: "
             "narrow it down, or allow it longer with --timeout or ATLAS2D_SQL_TIMEOUT_S."
         )
-    if state == "42601":  # syntax_error, "cannot insert multiple commands …" included
+    if state == "42601" and "multiple commands" in err.reason:  # several statements
         return (
             f"The SQL statement was refused ({err.reason}): `atlas2d sql` runs exactly "
             f"one statement, e.g. {EXAMPLE}. Nothing was run."
@@ -212,3 +214,14 @@ def _explain(err: StatementError, timeout_s: float) -> str:
             "nothing was changed."
         )
     return f"The SQL statement failed ({err.reason}). Nothing was changed."
+
+
+def _release_session_locks(session: Session) -> None:
+    """Drop advisory locks the statement may have taken (``pg_advisory_lock`` survives a
+    rollback): atlas2d's writers serialise on advisory locks, and a pooled connection
+    would otherwise keep one."""
+    try:
+        release_advisory_locks(session)
+        session.rollback()
+    except DBAPIError:
+        pass  # the connection is gone, and its locks with it
