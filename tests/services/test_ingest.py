@@ -552,7 +552,9 @@ def test_nan_in_free_form_metadata_is_stored_as_null(
     assert ingest_file(sessions, path, ReadOptions()).entries == 1
     with sessions.begin() as session:
         stored = session.execute(
-            text("SELECT data -> 'e_above_hull' IS NOT NULL, data ->> 'e_above_hull' FROM energy_entries")
+            text(
+                "SELECT data -> 'e_above_hull' IS NOT NULL, data ->> 'e_above_hull' FROM energy_entries"
+            )
         ).one()
     assert tuple(stored) == (True, None)  # the key is kept, its value is JSON null
 

@@ -110,9 +110,7 @@ def _exit_code(err: Exception) -> int:
         error_console.print("[red]Aborted.[/red]")
         return 1
     explained = (
-        err
-        if isinstance(err, Atlas2dError)
-        else _settings_error(err) or _database_error(err)
+        err if isinstance(err, Atlas2dError) else _settings_error(err) or _database_error(err)
     )
     if explained is None:
         raise err

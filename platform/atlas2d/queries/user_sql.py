@@ -152,7 +152,8 @@ def describe_statement(session: Session, statement: str) -> list[str]:
         raise _result_error(described)
     if described.nparams:
         raise StatementError(
-            None, f"it has {described.nparams} parameter(s) ($1 …), which the command line cannot bind"
+            None,
+            f"it has {described.nparams} parameter(s) ($1 …), which the command line cannot bind",
         )
     return [(described.fname(i) or b"").decode() for i in range(described.nfields)]
 
