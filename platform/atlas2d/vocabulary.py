@@ -135,9 +135,16 @@ prototype's symmetry orbits."""
 GENERATORS: tuple[Generator, ...] = get_args(Generator)
 
 CandidateOutcome = Literal[
-    "generated", "charge_imbalanced", "too_close", "duplicate_in_pool", "duplicate_of_stored", "stored"
+    "generated",
+    "charge_imbalanced",
+    "too_close",
+    "duplicate_in_pool",
+    "duplicate_of_stored",
+    "over_limit",
+    "stored",
 ]
-"""What became of each generated structure, in the order a pool counts them."""
+"""What became of each generated structure, in the order a pool counts them
+(``over_limit``: not judged, ``--max-candidates`` were stored already)."""
 CANDIDATE_OUTCOMES: tuple[CandidateOutcome, ...] = get_args(CandidateOutcome)
 
 DEFAULT_SUBSTITUTION_THRESHOLD = 1e-3

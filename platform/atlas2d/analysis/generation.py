@@ -75,6 +75,12 @@ def reduced_formula(atoms: Atoms) -> str:
     return str(Composition(atoms.get_chemical_formula()).reduced_formula)
 
 
+def material_fields(atoms: Atoms) -> dict[str, Any]:
+    """formula (reduced), chemsys (``Mo-S``) and elements (sorted) of a structure."""
+    elements = sorted(set(atoms.get_chemical_symbols()))
+    return {"formula": reduced_formula(atoms), "chemsys": "-".join(elements), "elements": elements}
+
+
 def is_element(symbol: str) -> bool:
     """True when ``symbol`` is a chemical element's symbol (``Mo``, not ``Xx`` or ``mo``)."""
     return symbol in atomic_numbers and symbol != "X"
@@ -186,7 +192,10 @@ def _full_substitutions(
     found = []
     for prediction in predictor.list_prediction(olds, to_this_composition=False):
         news = tuple(
-            (str(prediction["substitutions"][old].symbol), float(prediction["substitutions"][old].oxi_state))
+            (
+                str(prediction["substitutions"][old].symbol),
+                float(prediction["substitutions"][old].oxi_state),
+            )
             for old in olds
         )
         if news != species:
@@ -368,7 +377,11 @@ def decorate(prototype: Prototype, elements: Sequence[str]) -> list[Proposal]:
             Proposal(
                 prototype.key,
                 "decorate",
-                {f"{old}@{orbit[0]}": mapping[old] for orbit in orbits for old in [symbols[orbit[0]]]},
+                {
+                    f"{old}@{orbit[0]}": mapping[old]
+                    for orbit in orbits
+                    for old in [symbols[orbit[0]]]
+                },
                 1.0,
                 atoms,
                 0.0 if states else 1.0,
@@ -438,11 +451,7 @@ def deduplicate(
             stored_structures[formula] = [(k, comparable(a)) for k, a in stored.get(formula, [])]
         structure = comparable(atoms)
         matched_key = next(
-            (
-                key
-                for key, other in stored_structures[formula]
-                if matcher.fit(structure, other)
-            ),
+            (key for key, other in stored_structures[formula] if matcher.fit(structure, other)),
             None,
         )
         if matched_key is not None:
