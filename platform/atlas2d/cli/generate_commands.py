@@ -130,6 +130,9 @@ def substitute(
     partial: bool = typer.Option(
         False, "--partial", help="Also replace one layer orbit of an element (Janus layers)."
     ),
+    elements: list[str] = typer.Option(
+        [], "--elements", help="Only candidates made of these elements, e.g. Mo,W,S,Se."
+    ),
     allow_unbalanced: bool = ALLOW_UNBALANCED,
     min_distance_factor: float = MIN_DISTANCE,
     dry_run: bool = DRY_RUN,
@@ -150,6 +153,7 @@ def substitute(
             threshold=threshold,
             max_candidates=max_candidates,
             partial=partial,
+            elements=_split(elements),
             allow_unbalanced=allow_unbalanced,
             min_distance_factor=min_distance_factor,
             dry_run=dry_run,

@@ -63,7 +63,8 @@ class GenerateRequest:
         allow_unbalanced: keep charge-imbalanced candidates.
         min_distance_factor: reject when two atoms are closer than this × the sum of
             their covalent radii.
-        elements: decorate: the elements put on the orbits.
+        elements: decorate: the elements put on the orbits; substitute: the only
+            elements a candidate may contain (empty: any).
         dry_run: generate and count, store nothing (not a parameter of the pool).
     """
 
@@ -89,8 +90,6 @@ class GenerateRequest:
             values[name] = sorted(values[name])
         if self.generator == "decorate":
             del values["max_ehull_ev"], values["threshold"], values["partial"]
-        else:
-            del values["elements"]
         return values
 
 
@@ -246,6 +245,9 @@ def generate(
             made, why = generation.substitute(prototype, request.threshold, request.partial)
             if why is not None:
                 report.skipped_prototypes.append(f"{prototype.key} ({why})")
+            if request.elements:  # only these elements may come in
+                allowed = set(request.elements)
+                made = [p for p in made if set(p.atoms.get_chemical_symbols()) <= allowed]
             proposals += made
         if progress is not None:
             progress("prototypes", done, len(prototypes))
