@@ -87,9 +87,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("pool_id", "material_id", name=op.f("pk_pool_candidates")),
     )
-    op.create_index(
-        op.f("ix_pool_candidates_material_id"), "pool_candidates", ["material_id"]
-    )
+    op.create_index(op.f("ix_pool_candidates_material_id"), "pool_candidates", ["material_id"])
     op.create_index(
         op.f("ix_pool_candidates_parent_material_id"), "pool_candidates", ["parent_material_id"]
     )
