@@ -130,6 +130,40 @@ DEFAULT_LABEL_CHUNK_SIZE = 16
 """Structures labelled and committed together: an interruption loses at most these."""
 
 
+# --- candidate generation -------------------------------------------------------------
+
+Generator = Literal["substitute", "decorate"]
+"""How a candidate pool was made: data-mined species substitution of prototype layers
+(Hautier et al.'s model shipped with pymatgen), or element combinations put on a
+prototype's symmetry orbits."""
+GENERATORS: tuple[Generator, ...] = get_args(Generator)
+
+CandidateOutcome = Literal[
+    "generated",
+    "charge_imbalanced",
+    "too_close",
+    "duplicate_in_pool",
+    "duplicate_of_stored",
+    "over_limit",
+    "stored",
+]
+"""What became of each generated structure, in the order a pool counts them
+(``over_limit``: not judged, ``--max-candidates`` were stored already)."""
+CANDIDATE_OUTCOMES: tuple[CandidateOutcome, ...] = get_args(CandidateOutcome)
+
+DEFAULT_SUBSTITUTION_THRESHOLD = 1e-3
+"""Smallest substitution probability kept (pymatgen's ``SubstitutionPredictor`` default)."""
+DEFAULT_MAX_CANDIDATES = 10_000
+"""Candidates stored per pool at most (the most probable first)."""
+DEFAULT_PROTOTYPE_MAX_EHULL_EV = 0.1
+"""Prototype layers: at most this far above the DFT hull (eV/atom)."""
+DEFAULT_MIN_DISTANCE_FACTOR = 0.7
+"""A candidate is rejected when two atoms are closer than this × the sum of their
+covalent radii."""
+GENERATED_KEY_PREFIX = "gen"
+"""Keys of generated materials: ``gen-<pool>-<hash>``."""
+
+
 def or_list(values: Sequence[str]) -> str:
     """A vocabulary in a sentence: ``("a", "b", "c")`` → ``"a, b or c"``."""
     if len(values) < 2:

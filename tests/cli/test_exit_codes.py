@@ -265,3 +265,21 @@ def test_verbose_lets_the_traceback_through(embedded: Embedded, tmp_path: Path) 
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "InvalidInput" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: --report")
+
+
+def test_generate_bad_input_exits_1_with_one_line_and_writes_nothing(
+    embedded: Embedded,
+) -> None:
+    pools = embedded.count("candidate_pools")
+    unknown = embedded.run(
+        "generate", "decorate", "--pool", "x", "--prototype", "no-such-key", "--elements", "Mo,S"
+    )
+    assert unknown.returncode == 1
+    assert "no-such-key" in one_error_line(unknown)
+    not_element = embedded.run(
+        "generate", "decorate", "--pool", "x", "--prototype", "k", "--elements", "Mo,Qq"
+    )
+    assert not_element.returncode == 1
+    assert "'Qq' is not a chemical element" in one_error_line(not_element)
+    assert embedded.count("candidate_pools") == pools
+    assert embedded.count("materials") >= 0

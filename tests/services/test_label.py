@@ -147,7 +147,7 @@ def _symbols(species: np.ndarray) -> set[str]:
 
 
 def test_request_needs_one_kind_of_input(sessions) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(InvalidInput, match="either files"):
+    with pytest.raises(InvalidInput, match="one of files"):
         label(sessions, LabelRequest())
     with pytest.raises(InvalidInput, match="--fmax"):
         label(sessions, LabelRequest(files=(Path("x.extxyz"),), settings=LabelSettings(fmax=0)))

@@ -232,3 +232,38 @@ def test_file_candidates_need_distinct_keys_and_known_elements(trained_registry,
     report = relax(trained_registry.sessions, request, trained_registry.artifacts_dir)
     assert report.relaxed == 1
     assert report.skipped == ["gold (Au unknown to the model)"]
+
+
+def test_relax_pool_starts_from_the_generated_structures(trained_registry) -> None:  # type: ignore[no-untyped-def]
+    from atlas2d.services.generate import GenerateRequest, generate
+
+    sessions = trained_registry.sessions
+    with sessions.begin() as session:
+        key, elements = session.execute(
+            text(
+                "SELECT key, elements FROM materials WHERE n_elements = 2 AND key LIKE 'syn%'"
+                " ORDER BY key LIMIT 1"
+            )
+        ).one()
+    generated = generate(
+        sessions,
+        GenerateRequest(
+            pool="relax-pool",
+            generator="decorate",
+            materials=(key,),
+            elements=tuple(elements),
+            allow_unbalanced=True,
+            min_distance_factor=0.01,
+        ),
+    )
+    assert generated.counts["stored"] == 1  # the two elements swapped
+    request = RelaxRequest(
+        "tiny-mace:1",
+        pool="relax-pool",
+        settings=RelaxSettings(fmax=2e-3, max_steps=5),
+        engine="batched",
+    )
+    report = relax(sessions, request, trained_registry.artifacts_dir)
+    assert (report.requested, report.relaxed) == (1, 1)
+    again = relax(sessions, request, trained_registry.artifacts_dir)
+    assert (again.already_done, again.relaxed) == (1, 0)

@@ -38,6 +38,9 @@ def label(
     source: list[str] = typer.Option(
         [], help="With --materials: DFT data from these sources (path or id)."
     ),
+    pool: str | None = typer.Option(
+        None, "--pool", help="Label the candidates of this pool (`atlas2d generate`)."
+    ),
     fmax: float = typer.Option(LABEL_FMAX_EV_PER_A, help="Force criterion (eV/Å)."),
     steps: int = typer.Option(LABEL_MAX_STEPS, help="Maximum FIRE steps."),
     chunk_size: int = typer.Option(
@@ -63,12 +66,14 @@ def label(
     from atlas2d.services.label import label as label_service
 
     filters = bool(chemsys or formula or source or dimensionality is not None)
-    if from_file and (materials or filters):
-        raise InvalidInput("Give --from-file or --materials (with its filters), not both.")
-    if not from_file and not materials:
+    if bool(from_file) + materials + (pool is not None) > 1 or (filters and not materials):
         raise InvalidInput(
-            "Nothing to label: give --from-file FILE (repeatable) or --materials "
-            "(with --chemsys/--formula/--dimensionality/--source to select)."
+            "Give one of --from-file, --materials (with its filters) or --pool, not several."
+        )
+    if not from_file and not materials and pool is None:
+        raise InvalidInput(
+            "Nothing to label: give --from-file FILE (repeatable), --materials "
+            "(with --chemsys/--formula/--dimensionality/--source to select) or --pool NAME."
         )
     selection = None
     if materials:
@@ -81,6 +86,7 @@ def label(
     request = LabelRequest(
         files=tuple(from_file),
         materials=selection,
+        pool=pool,
         settings=LabelSettings(fmax=fmax, max_steps=steps, device=device),
         chunk_size=chunk_size,
     )

@@ -10,6 +10,7 @@ from rich.markup import escape
 from atlas2d.cli import (
     db_commands,
     demo_commands,
+    generate_commands,
     ingest_commands,
     label_commands,
     model_commands,
@@ -36,6 +37,7 @@ typer_app.add_typer(model_commands.models_app, name="models")
 typer_app.command()(relax_commands.relax)
 typer_app.command()(relax_commands.evaluate)
 typer_app.command()(label_commands.label)
+typer_app.add_typer(generate_commands.app, name="generate")
 typer_app.add_typer(stability_commands.hull_app, name="hull")
 typer_app.command()(stability_commands.stable)
 typer_app.command()(demo_commands.demo)

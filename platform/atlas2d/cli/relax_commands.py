@@ -88,6 +88,9 @@ def relax(
     from_file: list[Path] = typer.Option(
         [], "--from-file", help="Relax the structures in these files (any ingest format) instead."
     ),
+    pool: str | None = typer.Option(
+        None, "--pool", help="Relax the candidates of this pool (`atlas2d generate`) instead."
+    ),
     start: StartFrom = typer.Option(
         DEFAULT_START, help="first: the unrelaxed DFT structure; final: the DFT-relaxed one."
     ),
@@ -146,6 +149,7 @@ def relax(
         device=device,
         max_atoms=max_atoms,
         files=tuple(from_file),
+        pool=pool,
     )
     with Progress(
         TextColumn("relaxing"),

@@ -35,6 +35,7 @@ from atlas2d.db.types import Matrix3, SmallIntArray, Vec3Array
 from atlas2d.vocabulary import (
     ARCHITECTURES,
     EVALUATION_KINDS,
+    GENERATORS,
     METHODS,
     MODEL_STATUSES,
     RULES,
@@ -471,3 +472,72 @@ class Stability(Base):
     decomposition: Mapped[list[Any]] = mapped_column(JSONB)
     """[{material_key, formula, fraction}] of the hull phases at the material's
     composition (atom fractions); itself alone for a hull vertex."""
+
+
+class CandidatePool(Base):
+    """A named set of generated candidate layers: how they were made and what became of
+    every structure the generator proposed."""
+
+    __tablename__ = "candidate_pools"
+    __table_args__ = (
+        CheckConstraint(_in_list("generator", GENERATORS), name="generator"),
+        CheckConstraint("n_candidates >= 0", name="n_candidates_nonnegative"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    generator: Mapped[str] = mapped_column(Text)
+    """``substitute`` or ``decorate``."""
+    parameters: Mapped[dict[str, Any]]
+    """Every parameter, defaults included (threshold, max candidates, selection,
+    prototypes, elements, distance factor, partial, charge balance)."""
+    counts: Mapped[dict[str, Any]]
+    """Structures per outcome: generated, charge_imbalanced, too_close,
+    duplicate_in_pool, duplicate_of_stored, stored."""
+    duplicates: Mapped[list[Any]] = mapped_column(JSONB)
+    """One dict per duplicate: formula, parent_key, substitution and ``matched_key`` (the
+    stored material or pool candidate it matched)."""
+    n_candidates: Mapped[int] = mapped_column(Integer)
+    """Candidates stored (members of the pool)."""
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class PoolCandidate(Base):
+    """One candidate of a pool: the material it became, its parent and its structure.
+
+    The structure is the generated, unrelaxed geometry (``relax --pool`` and
+    ``label --pool`` start from it); the material has no DFT data until labelled.
+    """
+
+    __tablename__ = "pool_candidates"
+    __table_args__ = (
+        CheckConstraint("n_sites > 0", name="n_sites_positive"),
+        CheckConstraint("cardinality(species) = n_sites", name="species_length"),
+        CheckConstraint("octet_length(positions) = 24 * n_sites", name="positions_length"),
+        CheckConstraint("cardinality(cell) = 9", name="cell_shape"),
+    )
+
+    pool_id: Mapped[int] = mapped_column(
+        ForeignKey("candidate_pools.id", ondelete="CASCADE"), primary_key=True
+    )
+    """Deleting a pool deletes its memberships (the materials stay)."""
+    material_id: Mapped[int] = mapped_column(
+        ForeignKey("materials.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    parent_material_id: Mapped[int | None] = mapped_column(
+        ForeignKey("materials.id", ondelete="SET NULL"), index=True
+    )
+    """The prototype layer; NULL once it is deleted (its key stays in the material's
+    ``info.generated.parent_key``)."""
+    substitution: Mapped[dict[str, Any]]
+    """What was put where: ``{"Mo": "W"}`` (every site of Mo), or for a partial
+    substitution or a decoration ``{"S@1": "Se"}`` (one symmetry orbit)."""
+    score: Mapped[float] = mapped_column(Double)
+    """Substitution probability (Hautier et al.'s model; 1 for a decoration)."""
+    n_sites: Mapped[int] = mapped_column(SmallInteger)
+    species: Mapped[np.ndarray] = mapped_column(SmallIntArray)
+    """Atomic numbers, shape (n_sites,)."""
+    cell: Mapped[np.ndarray] = mapped_column(Matrix3)
+    """Lattice vectors as rows, shape (3, 3), Å; vacuum along c."""
+    positions: Mapped[np.ndarray] = mapped_column(Vec3Array)
+    """Cartesian positions, shape (n_sites, 3), Å, layer centred along c."""

@@ -490,3 +490,34 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def write_structures_extxyz(
+    structures: Iterable[tuple[Atoms, dict[str, Any]]], path: str | os.PathLike[str]
+) -> int:
+    """Write unlabelled structures (generated candidates) as extxyz, each with its info.
+
+    Args:
+        structures: (structure, info) pairs; info values are strings or numbers (e.g.
+            ``material_key``, ``parent_key``), dicts are written as JSON.
+        path: the .extxyz file to create (replaced if it exists, renamed into place when
+            complete).
+
+    Returns:
+        The number of structures written.
+    """
+    import ase.io
+
+    n_written = 0
+    with _atomic_text_file(Path(path)) as handle:
+        for atoms, info in structures:
+            copy = atoms.copy()
+            copy.info.update(
+                {
+                    key: json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
+                    for key, value in info.items()
+                }
+            )
+            ase.io.write(handle, copy, format="extxyz")
+            n_written += 1
+    return n_written

@@ -163,3 +163,96 @@ def labelled_keys(session: Session, keys: Sequence[str]) -> set[str]:
         {"keys": list(keys)},
     )
     return set(rows.scalars())
+
+
+# The prototypes of candidate generation: layers on or near the DFT hull, each with the
+# last step of its last DFT relaxation.
+_PROTOTYPE_SQL = """
+WITH chosen AS (
+    SELECT m.id AS material_id FROM materials m
+    JOIN stability s ON s.material_id = m.id AND s.energy_source = :dft
+    WHERE m.dimensionality = 2 AND s.e_above_hull <= :max_ehull
+      AND (cardinality(CAST(:chemsys AS text[])) = 0 OR m.chemsys = ANY(CAST(:chemsys AS text[])))
+      AND (cardinality(CAST(:formulas AS text[])) = 0
+           OR m.formula = ANY(CAST(:formulas AS text[])))
+      AND (cardinality(CAST(:keys AS text[])) = 0 OR m.key = ANY(CAST(:keys AS text[])))
+),
+last AS (
+    SELECT DISTINCT ON (r.material_id) r.material_id, r.id AS relaxation_id, r.n_steps
+    FROM relaxations r JOIN chosen c ON c.material_id = r.material_id
+    WHERE r.method = :dft
+    ORDER BY r.material_id, r.sequence DESC, r.id DESC
+)
+SELECT m.id AS material_id, m.key AS material_key, m.dimensionality, f.id AS frame_id
+FROM last l
+JOIN materials m ON m.id = l.material_id
+JOIN frames f ON f.relaxation_id = l.relaxation_id AND f.step = l.n_steps - 1
+ORDER BY m.key
+"""
+
+
+def prototype_frames(
+    session: Session,
+    max_ehull_ev: float,
+    material_filter: MaterialFilter | None = None,
+    keys: Sequence[str] = (),
+) -> list[StartFrame]:
+    """The final DFT frame of every layer (dimensionality 2) at most ``max_ehull_ev``
+    above the DFT hull, narrowed by chemical systems, formulas and keys; by key."""
+    selection = material_filter or MaterialFilter()
+    rows = session.execute(
+        text(_PROTOTYPE_SQL),
+        {
+            "dft": "dft",
+            "max_ehull": max_ehull_ev,
+            "chemsys": list(selection.chemsys),
+            "formulas": list(selection.formulas),
+            "keys": list(keys),
+        },
+    ).mappings()
+    return [StartFrame(**row) for row in rows]
+
+
+_FINAL_BY_KEY_SQL = """
+SELECT DISTINCT ON (m.id) m.id AS material_id, m.key AS material_key, m.dimensionality,
+       f.id AS frame_id
+FROM materials m
+JOIN relaxations r ON r.material_id = m.id
+JOIN frames f ON f.relaxation_id = r.id AND f.step = r.n_steps - 1
+WHERE {where}
+ORDER BY m.id, (r.method = 'dft') DESC, r.sequence DESC, r.id DESC
+"""
+
+
+def final_frames_by_key(session: Session, keys: Sequence[str]) -> list[StartFrame]:
+    """Each material's final frame: the last step of its last DFT relaxation, else of
+    its last ML relaxation."""
+    rows = session.execute(
+        text(_FINAL_BY_KEY_SQL.format(where="m.key = ANY(CAST(:keys AS text[]))")),
+        {"keys": list(keys)},
+    ).mappings()
+    return [StartFrame(**row) for row in rows]
+
+
+@dataclass(frozen=True)
+class FormulaFrame:
+    """The final frame of a stored material of some reduced formula."""
+
+    material_key: str
+    formula: str
+    frame_id: int
+
+
+def final_frames_by_formula(session: Session, formulas: Sequence[str]) -> list[FormulaFrame]:
+    """The final frame (DFT first, else ML) of every material with one of these reduced
+    formulas."""
+    sql = (
+        "SELECT DISTINCT ON (m.id) m.key AS material_key, m.formula, f.id AS frame_id"
+        " FROM materials m"
+        " JOIN relaxations r ON r.material_id = m.id"
+        " JOIN frames f ON f.relaxation_id = r.id AND f.step = r.n_steps - 1"
+        " WHERE m.formula = ANY(CAST(:formulas AS text[]))"
+        " ORDER BY m.id, (r.method = 'dft') DESC, r.sequence DESC, r.id DESC"
+    )
+    rows = session.execute(text(sql), {"formulas": list(formulas)}).mappings()
+    return [FormulaFrame(**row) for row in rows]

@@ -59,6 +59,9 @@ class LabelRequest:
 
     files: tuple[Path, ...] = ()
     materials: MaterialFilter | None = None
+    pool: str | None = None
+    """Or label the candidates of this pool (``atlas2d generate``), from their generated
+    structures."""
     settings: LabelSettings = field(default_factory=LabelSettings)
     chunk_size: int = DEFAULT_LABEL_CHUNK_SIZE
 
@@ -97,8 +100,8 @@ class LabelReport:
 
 def _check(request: LabelRequest) -> None:
     problems = []
-    if bool(request.files) == (request.materials is not None):
-        problems.append("give either files (--from-file) or --materials, not both or neither")
+    if bool(request.files) + (request.materials is not None) + (request.pool is not None) != 1:
+        problems.append("give one of files (--from-file), --materials or --pool")
     if request.settings.fmax <= 0:
         problems.append(f"--fmax {request.settings.fmax} must be > 0 eV/Å")
     if request.settings.max_steps < 0:
@@ -182,6 +185,27 @@ def _items_from_materials(
     ]
 
 
+def _items_from_pool(
+    sessions: sessionmaker[Session], pool: str
+) -> list[tuple[str, Atoms, str, str, str]]:
+    """(material key, structure, origin, record, start) of a pool's candidates."""
+    from atlas2d.services.generate import candidate_atoms, pool_structures
+
+    candidates = pool_structures(sessions, pool)
+    if not candidates:
+        raise InvalidInput(f"Pool {pool!r} holds no candidate; `atlas2d generate show {pool}`.")
+    return [
+        (
+            c.material_key,
+            candidate_atoms(c),
+            f"atlas2d label --pool {pool}",
+            f"candidate {c.material_key}",
+            f"generated:{c.material_key}",
+        )
+        for c in candidates
+    ]
+
+
 def _describe(selection: MaterialFilter) -> str:
     parts = [f"--chemsys {c}" for c in selection.chemsys]
     parts += [f"--formula {f}" for f in selection.formulas]
@@ -202,11 +226,12 @@ def plan(sessions: sessionmaker[Session], request: LabelRequest) -> tuple[list[L
         MissingExtra: chgnet is not installed.
     """
     _check(request)
-    found = (
-        _items_from_files(request.files)
-        if request.files
-        else _items_from_materials(sessions, request.materials or MaterialFilter())
-    )
+    if request.files:
+        found = _items_from_files(request.files)
+    elif request.pool is not None:
+        found = _items_from_pool(sessions, request.pool)
+    else:
+        found = _items_from_materials(sessions, request.materials or MaterialFilter())
     known = set(
         labeller_force_field(request.settings.model, request.settings.device).element_symbols
     )

@@ -78,6 +78,9 @@ class RelaxRequest:
     force: bool = False
     device: Device = DEFAULT_DEVICE
     max_atoms: int | None = None
+    pool: str | None = None
+    """Relax the candidates of this pool (``atlas2d generate``), from their generated
+    structures."""
     files: tuple[Path, ...] = ()
     """Relax the structures in these files (any ingest format) instead: each record
     becomes a material (without DFT data) and starts from its first (``start``
@@ -187,6 +190,8 @@ def plan(
     _check(request)
     if request.files:
         return _plan_files(sessions, request)
+    if request.pool is not None:
+        return _plan_pool(sessions, request, request.pool)
     parameters = relaxation_parameters(request)
     with sessions.begin() as session:
         model = registry.resolve(session, request.model)
@@ -225,6 +230,34 @@ def _not_done(session: Session, items: list[WorkItem], force: bool) -> tuple[lis
         return items, 0
     done = queries.stored_keys(session, [item.key for item in items])
     return [item for item in items if item.key not in done], len(done)
+
+
+def _plan_pool(
+    sessions: sessionmaker[Session], request: RelaxRequest, pool: str
+) -> tuple[ModelVersionRef, list[WorkItem], int]:
+    """The candidates of a pool, each from its generated structure."""
+    from atlas2d.services.generate import candidate_atoms, pool_structures
+
+    candidates = pool_structures(sessions, pool)
+    if not candidates:
+        raise InvalidInput(f"Pool {pool!r} holds no candidate; `atlas2d generate show {pool}`.")
+    parameters = relaxation_parameters(request)
+    with sessions.begin() as session:
+        model = registry.resolve(session, request.model)
+        items = [
+            WorkItem(
+                c.material_id,
+                c.material_key,
+                c.dimensionality,
+                None,
+                # the generated structure of a material never changes: its key names it
+                request_key(model.id, c.material_id, parameters, f"generated:{c.material_key}"),
+                candidate_atoms(c),
+            )
+            for c in candidates
+        ]
+        todo, done = _not_done(session, items, request.force)
+    return model, todo, done
 
 
 def _plan_files(
