@@ -2,7 +2,7 @@
 
 Revision ID: c4e8a2f6d1b3
 Revises: a3d7f1c9e5b2
-Create Date: 2026-12-05
+Create Date: 2026-12-01
 """
 
 from __future__ import annotations
