@@ -543,7 +543,6 @@ REFUSED_INPUTS: dict[str, tuple[str, bytes, str]] = {
 }
 
 
-@pytest.mark.parametrize("case", list(REFUSED_INPUTS))
 def test_nan_in_free_form_metadata_is_stored_as_null(
     sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
@@ -559,6 +558,7 @@ def test_nan_in_free_form_metadata_is_stored_as_null(
     assert tuple(stored) == (True, None)  # the key is kept, its value is JSON null
 
 
+@pytest.mark.parametrize("case", list(REFUSED_INPUTS))
 def test_bad_input_is_refused_in_one_line_and_writes_nothing(
     case: str, sessions: sessionmaker[Session], count_rows, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
