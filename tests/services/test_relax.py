@@ -256,7 +256,8 @@ def test_relax_pool_starts_from_the_generated_structures(trained_registry) -> No
             min_distance_factor=0.01,
         ),
     )
-    assert generated.counts["stored"] == 1  # the two elements swapped
+    stored = generated.counts["stored"]
+    assert stored >= 1  # the two elements on the layer's orbits, the pattern kept
     request = RelaxRequest(
         "tiny-mace:1",
         pool="relax-pool",
@@ -264,6 +265,11 @@ def test_relax_pool_starts_from_the_generated_structures(trained_registry) -> No
         engine="batched",
     )
     report = relax(sessions, request, trained_registry.artifacts_dir)
-    assert (report.requested, report.relaxed) == (1, 1)
+    assert (report.requested, report.relaxed) == (stored, stored)
     again = relax(sessions, request, trained_registry.artifacts_dir)
-    assert (again.already_done, again.relaxed) == (1, 0)
+    assert (again.already_done, again.relaxed) == (stored, 0)
+    # --start chooses a DFT frame, which a candidate has not: it names no other result.
+    from dataclasses import replace
+
+    final = relax(sessions, replace(request, start="final"), trained_registry.artifacts_dir)
+    assert (final.already_done, final.relaxed) == (stored, 0)

@@ -21,9 +21,11 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, covalent_radii
 
-STANDARD_VACUUM_A = 20.0
+STANDARD_VACUUM_A = 5.0
 """Vacuum every layer is given before two are compared, so that cells that differ only
-in their vacuum match (StructureMatcher scales volumes, vacuum included)."""
+in their vacuum match (StructureMatcher scales volumes, vacuum included). Small on
+purpose: the matcher's site tolerance grows with the volume per site, and with 20 Å of
+vacuum it reached ~1.2 Å, enough to take a 1T layer for a 2H one."""
 
 
 @dataclass(frozen=True)
@@ -223,12 +225,39 @@ def _single_substitutions(
     return tuple(sorted(found, key=lambda item: (-item[1], item[0])))
 
 
+def _kept_probability(species: tuple[tuple[str, float], ...], changed: str) -> float:
+    """Π P(s → s) over the species other than ``changed`` (pymatgen's conditional
+    probabilities), the factor a full substitution's probability has for them."""
+    model = _probability_model()
+    kept = 1.0
+    for symbol, charge in species:
+        if symbol != changed:
+            old = _species(symbol, charge)
+            kept *= float(model.cond_prob(old, old))
+    return kept
+
+
 # --- geometry -----------------------------------------------------------------------
 
 
 def mean_covalent_radius(symbols: Iterable[str]) -> float:
     """Mean covalent radius over sites (Å, ``ase.data.covalent_radii``)."""
     return float(np.mean([covalent_radii[atomic_numbers[s]] for s in symbols]))
+
+
+def contiguous(atoms: Atoms) -> Atoms:
+    """The layer with its atoms contiguous along c: the widest gap in fractional z (the
+    vacuum, also when it straddles the cell boundary, as stored layers may) is moved to
+    the boundary, so that z runs from the layer's bottom to its top. In-plane
+    coordinates are wrapped into the cell."""
+    frac = atoms.get_scaled_positions(wrap=True)
+    z = np.sort(frac[:, 2])
+    gaps = np.diff(np.concatenate([z, [z[0] + 1.0]]))
+    bottom = z[(int(np.argmax(gaps)) + 1) % len(z)]
+    frac[:, 2] = (frac[:, 2] - bottom) % 1.0
+    layer = atoms.copy()
+    layer.set_scaled_positions(frac)
+    return layer
 
 
 def with_species(parent: Atoms, symbols: Sequence[str]) -> Atoms:
@@ -238,6 +267,7 @@ def with_species(parent: Atoms, symbols: Sequence[str]) -> Atoms:
     Args:
         parent: a layer with c along z. symbols: the new species, one per site.
     """
+    parent = contiguous(parent)
     ratio = mean_covalent_radius(symbols) / mean_covalent_radius(parent.get_chemical_symbols())
     cell = np.array(parent.cell, dtype=np.float64)
     frac = parent.get_scaled_positions(wrap=False)
@@ -324,6 +354,9 @@ def substitute(
                 ):
                     if new_symbol in states:
                         continue
+                    # On the scale of a full substitution (pymatgen's product over every
+                    # species): the unchanged species count with P(s → s).
+                    probability *= _kept_probability(species, element)
                     new_symbols = list(symbols)
                     for i in orbit:
                         new_symbols[i] = new_symbol
@@ -357,20 +390,35 @@ def _best_per_substitution(proposals: list[Proposal]) -> list[Proposal]:
     return sorted(best.values(), key=lambda p: (-p.score, p.digest()))
 
 
+def stoichiometry_pattern(symbols: Sequence[str]) -> tuple[int, ...]:
+    """The site counts of each element, largest first: the anonymous formula (MoS2 and
+    WSe2 are both (2, 1); Bi2Te3 is (3, 2), Bi2Te2Se (2, 2, 1))."""
+    counts: dict[str, int] = {}
+    for symbol in symbols:
+        counts[symbol] = counts.get(symbol, 0) + 1
+    return tuple(sorted(counts.values(), reverse=True))
+
+
 def decorate(prototype: Prototype, elements: Sequence[str]) -> list[Proposal]:
-    """Every assignment of the given elements to the prototype's symmetry orbits that
-    keeps its stoichiometry pattern: orbits of one element get one new element, orbits of
-    different elements different ones. Charge is judged by pymatgen's oxidation-state
-    guesses for the new composition (``charge`` 1 when none balances)."""
+    """Every assignment of the given elements to the prototype's symmetry orbits (one
+    element per orbit) that keeps its stoichiometry pattern (:func:`stoichiometry_pattern`).
+    Charge is judged by pymatgen's oxidation-state guesses for the new composition
+    (``charge`` 1 when none balances).
+
+    The assignments are ``len(elements) ** len(orbits)``: a few thousand for the layers
+    of this field (two to four orbits)."""
     symbols = prototype.atoms.get_chemical_symbols()
     orbits = symmetry_orbits(prototype.atoms)
-    old_elements = sorted({symbols[orbit[0]] for orbit in orbits})
-    proposals = []
-    for chosen in itertools.permutations(sorted(set(elements)), len(old_elements)):
-        mapping = dict(zip(old_elements, chosen, strict=True))
-        if all(old == new for old, new in mapping.items()):
+    pattern = stoichiometry_pattern(symbols)
+    proposals, seen = [], {tuple(symbols)}
+    for chosen in itertools.product(sorted(set(elements)), repeat=len(orbits)):
+        new_symbols = list(symbols)
+        for orbit, element in zip(orbits, chosen, strict=True):
+            for i in orbit:
+                new_symbols[i] = element
+        if tuple(new_symbols) in seen or stoichiometry_pattern(new_symbols) != pattern:
             continue
-        new_symbols = [mapping[s] for s in symbols]
+        seen.add(tuple(new_symbols))
         atoms = with_species(prototype.atoms, new_symbols)
         states = oxidation_states(reduced_formula(atoms))
         proposals.append(
@@ -378,9 +426,8 @@ def decorate(prototype: Prototype, elements: Sequence[str]) -> list[Proposal]:
                 prototype.key,
                 "decorate",
                 {
-                    f"{old}@{orbit[0]}": mapping[old]
-                    for orbit in orbits
-                    for old in [symbols[orbit[0]]]
+                    f"{symbols[orbit[0]]}@{orbit[0]}": element
+                    for orbit, element in zip(orbits, chosen, strict=True)
                 },
                 1.0,
                 atoms,
@@ -396,6 +443,7 @@ def decorate(prototype: Prototype, elements: Sequence[str]) -> list[Proposal]:
 
 def comparable(atoms: Atoms) -> Any:
     """A pymatgen Structure of the layer with :data:`STANDARD_VACUUM_A` of vacuum."""
+    atoms = contiguous(atoms)
     z = atoms.positions[:, 2]
     cell = np.array(atoms.cell, dtype=np.float64)
     thickness = float(z.max() - z.min())

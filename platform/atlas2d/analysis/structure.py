@@ -246,3 +246,15 @@ def orient_frames(
         if stresses is not None:
             stresses = np.transpose(rotations, (0, 2, 1)) @ stresses @ rotations
     return cells, positions, forces, stresses, Orientation(axis_order, rotate)
+
+
+def structure_sha256(numbers: np.ndarray, cell: np.ndarray, positions: np.ndarray) -> str:
+    """Hex sha256 of a structure's atomic numbers (N,), cell (3, 3) Å and positions
+    (N, 3) Å, as little-endian int64 and float64: the same structure always gives the
+    same digest, any change of an atom or the cell another."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for array, dtype in ((numbers, "<i8"), (cell, "<f8"), (positions, "<f8")):
+        digest.update(np.ascontiguousarray(array, dtype=dtype).tobytes())
+    return digest.hexdigest()

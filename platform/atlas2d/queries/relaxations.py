@@ -244,14 +244,15 @@ class FormulaFrame:
 
 
 def final_frames_by_formula(session: Session, formulas: Sequence[str]) -> list[FormulaFrame]:
-    """The final frame (DFT first, else ML) of every material with one of these reduced
-    formulas."""
+    """The final frame (DFT first, else ML) of every 2D material with one of these reduced
+    formulas (a bulk crystal of the formula is no duplicate of a layer: its monolayer is
+    the thing worth finding)."""
     sql = (
         "SELECT DISTINCT ON (m.id) m.key AS material_key, m.formula, f.id AS frame_id"
         " FROM materials m"
         " JOIN relaxations r ON r.material_id = m.id"
         " JOIN frames f ON f.relaxation_id = r.id AND f.step = r.n_steps - 1"
-        " WHERE m.formula = ANY(CAST(:formulas AS text[]))"
+        " WHERE m.formula = ANY(CAST(:formulas AS text[])) AND m.dimensionality = 2"
         " ORDER BY m.id, (r.method = 'dft') DESC, r.sequence DESC, r.id DESC"
     )
     rows = session.execute(text(sql), {"formulas": list(formulas)}).mappings()

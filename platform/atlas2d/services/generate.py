@@ -87,7 +87,7 @@ class GenerateRequest:
         values = asdict(self)
         del values["pool"], values["dry_run"]
         for name in ("chemsys", "formulas", "materials", "elements"):
-            values[name] = sorted(values[name])
+            values[name] = sorted(set(values[name]))  # the same command, however written
         if self.generator == "decorate":
             del values["max_ehull_ev"], values["threshold"], values["partial"]
         return values
@@ -234,6 +234,15 @@ def generate(
                 wall_time_s=time.perf_counter() - began,
             )
         prototypes = _prototypes(session, request)
+    if request.generator == "decorate":
+        for prototype in prototypes:
+            needed = len(set(prototype.atoms.get_chemical_symbols()))
+            if len(set(request.elements)) < needed:
+                raise InvalidInput(
+                    f"Prototype {prototype.key} has {needed} elements, but --elements gives "
+                    f"{len(set(request.elements))}: give at least {needed} to decorate it. "
+                    "Nothing was written."
+                )
     report = GenerateReport(request.pool, request.generator, dict.fromkeys(CANDIDATE_OUTCOMES, 0))
     report.prototypes = len(prototypes)
     report.dry_run = request.dry_run

@@ -149,6 +149,8 @@ def relaxation_parameters(request: RelaxRequest, start_file: str | None = None) 
     }
     if start_file is not None:  # a structure from a file, not the stored DFT data
         parameters["start_file_sha256"] = start_file
+    if request.pool is not None:  # a candidate starts from its generated structure
+        del parameters["start"]
     return parameters
 
 
@@ -236,12 +238,16 @@ def _plan_pool(
     sessions: sessionmaker[Session], request: RelaxRequest, pool: str
 ) -> tuple[ModelVersionRef, list[WorkItem], int]:
     """The candidates of a pool, each from its generated structure."""
+    from atlas2d.analysis.structure import structure_sha256
     from atlas2d.services.generate import candidate_atoms, pool_structures
 
     candidates = pool_structures(sessions, pool)
     if not candidates:
         raise InvalidInput(f"Pool {pool!r} holds no candidate; `atlas2d generate show {pool}`.")
+    # The structure's own digest names the start: a pool recreated under the same name
+    # from changed data does not reuse an old result.
     parameters = relaxation_parameters(request)
+    starts = [candidate_atoms(c) for c in candidates]
     with sessions.begin() as session:
         model = registry.resolve(session, request.model)
         items = [
@@ -250,11 +256,16 @@ def _plan_pool(
                 c.material_key,
                 c.dimensionality,
                 None,
-                # the generated structure of a material never changes: its key names it
-                request_key(model.id, c.material_id, parameters, f"generated:{c.material_key}"),
-                candidate_atoms(c),
+                request_key(
+                    model.id,
+                    c.material_id,
+                    parameters,
+                    "generated:"
+                    + structure_sha256(atoms.numbers, atoms.cell.array, atoms.positions),
+                ),
+                atoms,
             )
-            for c in candidates
+            for c, atoms in zip(candidates, starts, strict=True)
         ]
         todo, done = _not_done(session, items, request.force)
     return model, todo, done
