@@ -173,6 +173,7 @@ def test_rerun_is_a_noop_and_bad_input_writes_nothing(
     layers: sessionmaker[Session], count_rows
 ) -> None:  # type: ignore[no-untyped-def]
     request = GenerateRequest(pool="again", materials=("layer-MoS2",), threshold=1e-2)
+    assert request.parameters()["energy"] == "dft"  # recorded, default included
     first = generate(layers, request)
     before = (count_rows("materials"), count_rows("pool_candidates"))
     second = generate(layers, request)
@@ -185,6 +186,18 @@ def test_rerun_is_a_noop_and_bad_input_writes_nothing(
             layers,
             GenerateRequest(
                 pool="x", generator="decorate", materials=("nope",), elements=("Mo", "S")
+            ),
+        )
+    with pytest.raises(NotFound, match="no-such-model"):  # --energy names a model
+        generate(
+            layers,
+            GenerateRequest(pool="y", materials=("layer-MoS2",), energy="no-such-model"),
+        )
+    with pytest.raises(InvalidInput, match="has 2 elements, but --elements gives 1"):
+        generate(
+            layers,
+            GenerateRequest(
+                pool="x", generator="decorate", materials=("layer-MoS2",), elements=("W",)
             ),
         )
     with pytest.raises(InvalidInput, match="'Xx' is not a chemical element"):

@@ -14,6 +14,7 @@ from atlas2d.vocabulary import (
     DEFAULT_MIN_DISTANCE_FACTOR,
     DEFAULT_PROTOTYPE_MAX_EHULL_EV,
     DEFAULT_SUBSTITUTION_THRESHOLD,
+    DFT,
 )
 
 if TYPE_CHECKING:
@@ -121,7 +122,12 @@ def substitute(
     max_ehull: float = typer.Option(
         DEFAULT_PROTOTYPE_MAX_EHULL_EV,
         "--max-ehull",
-        help="Prototypes: layers at most this far above the DFT hull (eV/atom).",
+        help="Prototypes: layers at most this far above the hull of --energy (eV/atom).",
+    ),
+    energy: str = typer.Option(
+        DFT,
+        "--energy",
+        help="Whose hull chooses the prototypes: dft, or a model (NAME or NAME:VERSION).",
     ),
     threshold: float = typer.Option(
         DEFAULT_SUBSTITUTION_THRESHOLD, help="Smallest substitution probability kept."
@@ -150,6 +156,7 @@ def substitute(
             formulas=tuple(formula),
             materials=tuple(material),
             max_ehull_ev=max_ehull,
+            energy=energy,
             threshold=threshold,
             max_candidates=max_candidates,
             partial=partial,

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from atlas2d.queries.json_records import json_rows, numbered_rows
 from atlas2d.queries.materials import MaterialFilter
-from atlas2d.vocabulary import Split, StartFrom
+from atlas2d.vocabulary import DFT, Split, StartFrom
 
 RELAXATION_RECORD = (
     "material_id int, source_id int, method text, model_version_id int, sequence smallint,"
@@ -165,12 +165,12 @@ def labelled_keys(session: Session, keys: Sequence[str]) -> set[str]:
     return set(rows.scalars())
 
 
-# The prototypes of candidate generation: layers on or near the DFT hull, each with the
-# last step of its last DFT relaxation.
+# The prototypes of candidate generation: layers on or near one energy source's hull
+# (DFT's, or a model's), each with the last step of its last DFT relaxation.
 _PROTOTYPE_SQL = """
 WITH chosen AS (
     SELECT m.id AS material_id FROM materials m
-    JOIN stability s ON s.material_id = m.id AND s.energy_source = :dft
+    JOIN stability s ON s.material_id = m.id AND s.energy_source = :energy_source
     WHERE m.dimensionality = 2 AND s.e_above_hull <= :max_ehull
       AND (cardinality(CAST(:chemsys AS text[])) = 0 OR m.chemsys = ANY(CAST(:chemsys AS text[])))
       AND (cardinality(CAST(:formulas AS text[])) = 0
@@ -196,14 +196,17 @@ def prototype_frames(
     max_ehull_ev: float,
     material_filter: MaterialFilter | None = None,
     keys: Sequence[str] = (),
+    energy_source: str = DFT,
 ) -> list[StartFrame]:
     """The final DFT frame of every layer (dimensionality 2) at most ``max_ehull_ev``
-    above the DFT hull, narrowed by chemical systems, formulas and keys; by key."""
+    above the hull of ``energy_source`` (``dft`` or a model's ``NAME:VERSION``),
+    narrowed by chemical systems, formulas and keys; by key."""
     selection = material_filter or MaterialFilter()
     rows = session.execute(
         text(_PROTOTYPE_SQL),
         {
-            "dft": "dft",
+            "dft": DFT,
+            "energy_source": energy_source,
             "max_ehull": max_ehull_ev,
             "chemsys": list(selection.chemsys),
             "formulas": list(selection.formulas),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +31,14 @@ from atlas2d.queries import materials as materials_queries
 from atlas2d.queries import relaxations as relaxation_queries
 from atlas2d.queries.frames import frame_atoms, frames_by_id
 from atlas2d.queries.materials import MaterialFilter
+from atlas2d.services.models import resolve
 from atlas2d.vocabulary import (
     CANDIDATE_OUTCOMES,
     DEFAULT_MAX_CANDIDATES,
     DEFAULT_MIN_DISTANCE_FACTOR,
     DEFAULT_PROTOTYPE_MAX_EHULL_EV,
     DEFAULT_SUBSTITUTION_THRESHOLD,
+    DFT,
     GENERATED_KEY_PREFIX,
     GENERATORS,
     Generator,
@@ -56,7 +58,10 @@ class GenerateRequest:
     Attributes:
         generator: ``substitute`` or ``decorate``.
         chemsys, formulas, materials: narrow the prototypes (substitute: layers within
-            ``max_ehull_ev`` of the DFT hull); decorate: ``materials`` are the prototypes.
+            ``max_ehull_ev`` of the hull of ``energy``); decorate: ``materials`` are the
+            prototypes.
+        energy: substitute: whose hull chooses the prototypes, ``dft`` or a model
+            version (``NAME`` or ``NAME:VERSION``, recorded as ``NAME:VERSION``).
         threshold: smallest substitution probability kept.
         max_candidates: candidates stored at most (most probable first).
         partial: substitute also one layer orbit of an element at a time (Janus layers).
@@ -74,6 +79,7 @@ class GenerateRequest:
     formulas: tuple[str, ...] = ()
     materials: tuple[str, ...] = ()
     max_ehull_ev: float = DEFAULT_PROTOTYPE_MAX_EHULL_EV
+    energy: str = DFT
     threshold: float = DEFAULT_SUBSTITUTION_THRESHOLD
     max_candidates: int = DEFAULT_MAX_CANDIDATES
     partial: bool = False
@@ -90,6 +96,7 @@ class GenerateRequest:
             values[name] = sorted(set(values[name]))  # the same command, however written
         if self.generator == "decorate":
             del values["max_ehull_ev"], values["threshold"], values["partial"]
+            del values["energy"]
         return values
 
 
@@ -167,12 +174,14 @@ def _prototypes(session: Session, request: GenerateRequest) -> list[Prototype]:
     else:
         selection = MaterialFilter(chemsys=request.chemsys, formulas=request.formulas)
         starts = relaxation_queries.prototype_frames(
-            session, request.max_ehull_ev, selection, request.materials
+            session, request.max_ehull_ev, selection, request.materials, request.energy
         )
         if not starts:
+            update = "" if request.energy == DFT else f" --energy {request.energy}"
             raise InvalidInput(
-                f"No layer within {request.max_ehull_ev} eV/atom of the DFT hull matches the "
-                "selection; run `atlas2d hull update` or widen --max-ehull/--chemsys/--formula."
+                f"No layer within {request.max_ehull_ev} eV/atom of the {request.energy} hull "
+                f"matches the selection; run `atlas2d hull update{update}` or widen "
+                "--max-ehull/--chemsys/--formula."
             )
     frames = {f.frame_id: f for f in frames_by_id(session, [s.frame_id for s in starts])}
     return [Prototype(s.material_key, frame_atoms(frames[s.frame_id])) for s in starts]
@@ -215,8 +224,11 @@ def generate(
     """
     began = time.perf_counter()
     _check(request)
-    parameters = request.parameters()
     with sessions.begin() as session:
+        if request.generator == "substitute" and request.energy != DFT:
+            # A model named without its version is recorded as the version it meant.
+            request = replace(request, energy=resolve(session, request.energy).label)
+        parameters = request.parameters()
         existing = queries.pool_row(session, request.pool)
         if existing is not None:
             if existing.generator != request.generator or existing.parameters != parameters:
