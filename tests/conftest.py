@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from atlas2d.db.migrate import upgrade
 from atlas2d.db.session import make_engine
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-VASP_DATA = SHARED_DATA / "vasp"
+VASP_DATA = Path(__file__).resolve().parent / "data" / "vasp"
+"""Real VASP outputs (custodian's test files, MIT licence; see tests/data/README.md)."""
 
 
 def _server_url(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, object | None]:

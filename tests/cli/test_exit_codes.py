@@ -10,10 +10,7 @@ when files were rejected; 2 for a usage error.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,17 +20,10 @@ from sqlalchemy import Engine, text
 
 from atlas2d.db.session import make_engine
 from tests.conftest import VASP_DATA
+from tests.support.entry_point import atlas2d_script, user_environment
 from tests.support.synthetic import alexandria_document, synthetic_trajectories
 
 X_SPECIES = str(VASP_DATA / "Cl8F88Sb16X8_relax_vasprun.xml.gz")
-
-
-def atlas2d_script() -> str:
-    """The ``atlas2d`` console script of this environment (the entry point users run)."""
-    script = Path(sys.executable).parent / "atlas2d"
-    found = str(script) if script.exists() else shutil.which("atlas2d")
-    assert found, "the atlas2d console script is not installed (pip install -e .)"
-    return found
 
 
 @dataclass
@@ -45,8 +35,7 @@ class Embedded:
     engine: Engine
 
     def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("ATLAS2D_")}
-        environment.update(ATLAS2D_HOME=str(self.home), **env)
+        environment = user_environment(ATLAS2D_HOME=str(self.home), **env)
         return subprocess.run(
             [atlas2d_script(), *args],
             env=environment,

@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,15 +24,10 @@ from sqlalchemy.engine import make_url
 from atlas2d.db.embedded import CREATE_READER_LOGIN
 from atlas2d.db.embedded import EMBEDDED_READER_LOGIN as READER_LOGIN
 from tests.conftest import VASP_DATA, _drop_database, _migrated_database
+from tests.support.entry_point import atlas2d_script
 
 FE2O2 = VASP_DATA / "Fe2O2_relax_vasprun.xml.gz"
 COUNTED = ("materials", "frames", "model_versions")
-
-
-def _entry_point() -> list[str]:
-    """The ``atlas2d`` console script of this environment (what users run)."""
-    found = shutil.which("atlas2d", path=str(Path(sys.executable).parent))
-    return [found] if found else [sys.executable, "-m", "atlas2d.cli.main"]
 
 
 @dataclass
@@ -71,7 +64,7 @@ class SqlDatabase:
         }
         merged = {k: v for k, v in (base | env).items() if v}
         return subprocess.run(
-            [*_entry_point(), *args], env=merged, capture_output=True, text=True, timeout=120
+            [atlas2d_script(), *args], env=merged, capture_output=True, text=True, timeout=120
         )
 
 
@@ -377,7 +370,7 @@ def test_the_embedded_server_has_a_reader_login(tmp_path: Path) -> None:
 
     def atlas2d(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*_entry_point(), *args], env=env, capture_output=True, text=True, timeout=300
+            [atlas2d_script(), *args], env=env, capture_output=True, text=True, timeout=300
         )
 
     try:

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from atlas2d.db.embedded import stop_embedded
-from tests.cli.test_exit_codes import atlas2d_script
+from tests.support.entry_point import atlas2d_script
 
 START_AND_HANG = (
     "import sys, time\n"

@@ -1,4 +1,4 @@
-"""VASP readers on real files from ../shared/data/vasp."""
+"""VASP readers on real files from tests/data/vasp."""
 
 from __future__ import annotations
 

@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +36,7 @@ from atlas2d.services.ingest import (
 )
 from tests.conftest import VASP_DATA
 from tests.io.test_alexandria import _entry
+from tests.support.entry_point import atlas2d_script, user_environment
 from tests.support.synthetic import alexandria_document, synthetic_trajectories
 
 FE2O2 = VASP_DATA / "Fe2O2_relax_vasprun.xml.gz"
@@ -594,11 +594,9 @@ def scratch_database_url(database_server) -> Iterator[str]:  # type: ignore[no-u
 
 def atlas2d_command(url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run the installed ``atlas2d`` entry point on the database at ``url``."""
-    command = shutil.which("atlas2d", path=str(Path(sys.executable).parent)) or "atlas2d"
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("ATLAS2D_")}
-    environment.update(ATLAS2D_DATABASE_URL=url, COLUMNS="100", **env)
+    environment = user_environment(ATLAS2D_DATABASE_URL=url, COLUMNS="100", **env)
     return subprocess.run(
-        [command, *args], env=environment, capture_output=True, text=True, timeout=120
+        [atlas2d_script(), *args], env=environment, capture_output=True, text=True, timeout=120
     )
 
 

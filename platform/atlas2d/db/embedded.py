@@ -36,7 +36,7 @@ END $$;
 """
 
 
-def _get_server(pgdata: Path) -> Any:  # a pgserver.PostgresServer (pgserver has no stubs)
+def _get_server(pgdata: Path) -> Any:  # a pgserver.PostgresServer (the package has no type hints)
     with warnings.catch_warnings():
         # platformdirs warns about XDG_RUNTIME_DIR on import; not the user's concern.
         warnings.simplefilter("ignore")

@@ -323,7 +323,7 @@ def read_outcar(content: bytes | Readable, path: str, material_key: str) -> Traj
     for atoms in images:
         try:
             stresses.append(atoms.get_stress(voigt=False))  # eV/Å³, ASE sign
-        except Exception:  # ASE raises PropertyNotImplementedError when VASP printed none
+        except Exception:  # this step printed no stress: ASE has none to give
             stresses.append(None)
     return Trajectory(
         material_key=material_key,
