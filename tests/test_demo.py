@@ -57,6 +57,8 @@ def test_quick_demo_runs_end_to_end_and_reruns_as_a_no_op(
     assert "| model |" in summary and "E MAE (meV/atom)" in summary
     pngs = sorted(p.name for p in report.rglob("*.png"))
     assert any(n.startswith("stability_") for n in pngs) and "parity_energy.png" in pngs
+    assert "active learning: campaign demo-quick-al" in out
+    assert "## Active learning: campaign `demo-quick-al`" in summary and "campaign.png" in pngs
 
     engine = make_engine(demo_database)
     with engine.connect() as connection:
@@ -67,9 +69,17 @@ def test_quick_demo_runs_end_to_end_and_reruns_as_a_no_op(
         models = count("SELECT count(*) FROM model_versions WHERE status = 'ready'")
         ml = count("SELECT count(*) FROM relaxations WHERE method = 'ml'")
         evaluations = count("SELECT count(*) FROM evaluations")
+        last_evaluation = count("SELECT max(id) FROM evaluations")
         sources = count("SELECT count(DISTINCT energy_source) FROM stability")
-        assert models == 3
-        assert count("SELECT count(*) FROM model_versions WHERE parent_id IS NOT NULL") == 1
+        assert models == 4  # M3GNet, MACE, the alloys' fine-tune, the campaign's fine-tune
+        assert count("SELECT count(*) FROM model_versions WHERE parent_id IS NOT NULL") == 2
+        iteration = connection.execute(
+            text(
+                "SELECT stage, selected, control, labelled, produced_model"
+                " FROM al_iteration_summary WHERE campaign = 'demo-quick-al'"
+            )
+        ).one()
+        assert tuple(iteration) == ("done", 4, 2, 6, "demo-quick-al-iter1:1")
         assert ml > 0 and sources == 4  # the reference and each model
         assert count("SELECT count(*) FROM evaluations WHERE kind = 'stability'") == 3
         # The labeller's reference data is marked as such, never as real DFT.
@@ -80,6 +90,7 @@ def test_quick_demo_runs_end_to_end_and_reruns_as_a_no_op(
 
     again = _run_demo(demo_database, tmp_path)
     assert "already present" in again and "reused" in again and "no new energies" in again
+    assert "demo-quick-al: 1 iteration already done" in again
     with engine.connect() as connection:
         assert (
             connection.execute(text("SELECT count(*) FROM model_versions")).scalar_one() == models
@@ -90,7 +101,22 @@ def test_quick_demo_runs_end_to_end_and_reruns_as_a_no_op(
             ).scalar_one()
             == ml
         )
+        # The campaign grew the reference hull after the first run evaluated stability:
+        # the rerun evaluates each model once more, against the newer hull runs only.
         assert (
-            connection.execute(text("SELECT count(*) FROM evaluations")).scalar_one() == evaluations
+            connection.execute(
+                text("SELECT count(*) FROM evaluations WHERE kind = 'relaxation'")
+            ).scalar_one()
+            == evaluations - 3
         )
+        newer = connection.execute(
+            text(
+                "SELECT count(*), bool_and((parameters->'dft_hull_runs'->>-1)::int >"
+                " (SELECT max((parameters->'dft_hull_runs'->>-1)::int) FROM evaluations e"
+                "  WHERE e.kind = 'stability' AND e.id <= :last))"
+                " FROM evaluations WHERE kind = 'stability' AND id > :last"
+            ),
+            {"last": last_evaluation},
+        ).one()
+        assert newer[0] <= 3 and newer[1] is not False
     engine.dispose()

@@ -54,3 +54,7 @@ class ArtifactChanged(Atlas2dError):
 
 class TrainingFailed(Atlas2dError):
     """A training run failed; its model version is recorded as ``failed``."""
+
+
+class CampaignBusy(Atlas2dError):
+    """Another ``al run`` of the same campaign holds it."""

@@ -132,10 +132,11 @@ DEFAULT_LABEL_CHUNK_SIZE = 16
 
 # --- candidate generation -------------------------------------------------------------
 
-Generator = Literal["substitute", "decorate"]
+Generator = Literal["substitute", "decorate", "file"]
 """How a candidate pool was made: data-mined species substitution of prototype layers
-(Hautier et al.'s model shipped with pymatgen), or element combinations put on a
-prototype's symmetry orbits."""
+(Hautier et al.'s model shipped with pymatgen), element combinations put on a
+prototype's symmetry orbits, or structures read from a file (an active-learning
+campaign's ``--generator file:PATH``)."""
 GENERATORS: tuple[Generator, ...] = get_args(Generator)
 
 CandidateOutcome = Literal[
@@ -162,6 +163,50 @@ DEFAULT_MIN_DISTANCE_FACTOR = 0.7
 covalent radii."""
 GENERATED_KEY_PREFIX = "gen"
 """Keys of generated materials: ``gen-<pool>-<hash>``."""
+
+
+# --- active-learning campaigns ---------------------------------------------------------
+
+AlStage = Literal["generate", "relax", "select", "label", "measure", "retrain", "done"]
+"""An iteration's stages, in order (``done``: finished)."""
+AL_STAGES: tuple[AlStage, ...] = get_args(AlStage)
+AlStatus = Literal["running", "waiting", "done", "failed"]
+"""An iteration's status: ``waiting`` for VASP labels (the ``vasp`` labeller)."""
+AL_STATUSES: tuple[AlStatus, ...] = get_args(AlStatus)
+AlCampaignStatus = Literal["created", "running", "waiting", "done", "failed"]
+AL_CAMPAIGN_STATUSES: tuple[AlCampaignStatus, ...] = get_args(AlCampaignStatus)
+AlDecision = Literal["filtered", "selected", "not_selected", "control"]
+"""What the filter and the policy decided for one relaxed candidate: above the
+threshold, taken within the budget, passed but beyond the budget, or drawn at random
+for the control group."""
+AL_DECISIONS: tuple[AlDecision, ...] = get_args(AlDecision)
+AlLabelStatus = Literal["pending", "labelled", "failed"]
+AL_LABEL_STATUSES: tuple[AlLabelStatus, ...] = get_args(AlLabelStatus)
+AlSelection = Literal["lowest-ehull", "uncertainty"]
+"""Which passing candidates the budget takes: lowest ML e_above_hull first, or largest
+committee disagreement first."""
+AL_SELECTIONS: tuple[AlSelection, ...] = get_args(AlSelection)
+Labeller = Literal["reference", "vasp"]
+"""Who labels: the reference labeller (CHGNet, a stand-in for DFT) in-process, or VASP
+through input folders written for the user's cluster."""
+LABELLERS: tuple[Labeller, ...] = get_args(Labeller)
+Retrain = Literal["finetune", "scratch"]
+RETRAIN_MODES: tuple[Retrain, ...] = get_args(Retrain)
+
+DEFAULT_AL_THRESHOLD_EV = 0.6
+"""The thesis's pre-filter: candidates more than 600 meV/atom above the model's hull
+are dropped (eV/atom)."""
+DEFAULT_AL_BUDGET = 50
+"""Labels per iteration."""
+DEFAULT_AL_STABLE_THRESHOLD_EV = 0.0
+"""A labelled candidate is a hit when its DFT e_above_hull is at most this (eV/atom)."""
+DEFAULT_AL_MAX_CANDIDATES = 200
+"""Candidates generated per iteration at most."""
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``counted(1, "candidate")`` → ``"1 candidate"``; 2 → ``"2 candidates"``."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
 def or_list(values: Sequence[str]) -> str:

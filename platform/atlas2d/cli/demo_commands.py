@@ -48,6 +48,14 @@ def demo(
         OutputFormat.table,
         title="models against the reference (relaxed test splits; stability vs the reference hull)",
     )
+    if not result.campaign.empty:
+        from atlas2d.analysis.campaign_plots import campaign_table
+
+        print_frame(
+            campaign_table(result.campaign),
+            OutputFormat.table,
+            title=f"active learning: campaign {result.campaign.campaign.iloc[0]}",
+        )
     console.print(
         f"report: {report_dir / 'summary.md'}\n"
         f"demo finished in {time.perf_counter() - started:.0f} s",

@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 
 from atlas2d.cli import (
+    al_commands,
     db_commands,
     demo_commands,
     generate_commands,
@@ -40,6 +41,7 @@ typer_app.command()(label_commands.label)
 typer_app.add_typer(generate_commands.app, name="generate")
 typer_app.add_typer(stability_commands.hull_app, name="hull")
 typer_app.command()(stability_commands.stable)
+typer_app.add_typer(al_commands.app, name="al")
 typer_app.command()(demo_commands.demo)
 
 
@@ -112,7 +114,9 @@ def _exit_code(err: Exception) -> int:
         error_console.print("[red]Aborted.[/red]")
         return 1
     explained = (
-        err if isinstance(err, Atlas2dError) else _settings_error(err) or _database_error(err)
+        err
+        if isinstance(err, Atlas2dError)
+        else _settings_error(err) or _file_error(err) or _database_error(err)
     )
     if explained is None:
         raise err
@@ -136,6 +140,17 @@ def _settings_error(err: Exception) -> InvalidInput | None:
         for problem in err.errors()
     ]
     return InvalidInput("; ".join(problems) + ". Fix or unset the variable.")
+
+
+def _file_error(err: Exception) -> InvalidInput | None:
+    """A file the command could not read or write (a bad output path, a missing
+    permission) as one line naming it, or None."""
+    if not isinstance(err, OSError) or err.filename is None:
+        return None
+    return InvalidInput(
+        f"{err.filename}: {err.strerror or type(err).__name__}; choose another path or fix "
+        "its permissions."
+    )
 
 
 def _database_error(err: Exception) -> Atlas2dError | None:

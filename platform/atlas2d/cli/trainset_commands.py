@@ -111,6 +111,13 @@ def create(
         [], help="Only relaxations from these sources (path or id; repeatable)."
     ),
     method: Method = typer.Option(DFT, help="Relaxation method that enters."),
+    keep_splits_from: str | None = typer.Option(
+        None,
+        "--keep-splits-from",
+        metavar="NAME",
+        help="Materials of training set NAME keep their split; new materials are split "
+        "with --split and --seed.",
+    ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Show the counts per split and filter; store nothing."
     ),
@@ -145,6 +152,7 @@ def create(
         dimensionality=dimensionality,
         chemsys=tuple(normalise_chemsys(c) or "" for c in chemsys),
         sources=tuple(source),
+        keep_splits_from=keep_splits_from,
     )
     make = preview_training_set if dry_run else create_training_set
     _summary_lines(make(connect().sessions, name, params))

@@ -33,6 +33,11 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from atlas2d.db.base import Base
 from atlas2d.db.types import Matrix3, SmallIntArray, Vec3Array
 from atlas2d.vocabulary import (
+    AL_CAMPAIGN_STATUSES,
+    AL_DECISIONS,
+    AL_LABEL_STATUSES,
+    AL_STAGES,
+    AL_STATUSES,
     ARCHITECTURES,
     EVALUATION_KINDS,
     GENERATORS,
@@ -541,3 +546,120 @@ class PoolCandidate(Base):
     """Lattice vectors as rows, shape (3, 3), Å; vacuum along c."""
     positions: Mapped[np.ndarray] = mapped_column(Vec3Array)
     """Cartesian positions, shape (n_sites, 3), Å, layer centred along c."""
+
+
+class AlCampaign(Base):
+    """An active-learning campaign: its name, starting model and every parameter."""
+
+    __tablename__ = "al_campaigns"
+    __table_args__ = (CheckConstraint(_in_list("status", AL_CAMPAIGN_STATUSES), name="status"),)
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="RESTRICT")
+    )
+    """The model that screens the first iteration."""
+    parameters: Mapped[dict[str, Any]]
+    """Every parameter, defaults included: generator and its options, threshold and
+    stable threshold (eV/atom), budget, control, selection, committee, labeller,
+    retrain mode, training-set rule and training options."""
+    status: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class AlIteration(Base):
+    """One iteration of a campaign: the model that screened, where each stage stands,
+    what it counted and measured, and the training set and model it produced."""
+
+    __tablename__ = "al_iterations"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "index"),
+        CheckConstraint("index >= 1", name="index_positive"),
+        CheckConstraint(_in_list("stage", AL_STAGES), name="stage"),
+        CheckConstraint(_in_list("status", AL_STATUSES), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("al_campaigns.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    """1, 2, … within the campaign."""
+    screening_model_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="RESTRICT")
+    )
+    stage: Mapped[str] = mapped_column(Text)
+    """The stage in progress (``done`` once finished)."""
+    status: Mapped[str] = mapped_column(Text)
+    stage_times: Mapped[dict[str, Any]]
+    """{stage: {started, finished (ISO 8601 UTC), seconds}}."""
+    pool_id: Mapped[int | None] = mapped_column(
+        ForeignKey("candidate_pools.id", ondelete="RESTRICT")
+    )
+    """The pool its candidates came from."""
+    counts: Mapped[dict[str, Any]]
+    """Per stage: candidates generated, relaxed, passed, selected, labelled, …"""
+    metrics: Mapped[dict[str, Any]]
+    """Hit rates, enrichment, prospective MAEs (meV/atom), new DFT-stable materials,
+    DFT hull size (see ``al_iteration_summary``)."""
+    training_set_id: Mapped[int | None] = mapped_column(
+        ForeignKey("training_sets.id", ondelete="RESTRICT")
+    )
+    produced_model_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="RESTRICT")
+    )
+    """The retrained model (``CAMPAIGN-iterK``) that screens the next iteration."""
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    finished_at: Mapped[datetime | None]
+
+
+class AlCandidate(Base):
+    """One candidate of an iteration: its ML result, the decision with its reason, and
+    its label. Energies eV/atom."""
+
+    __tablename__ = "al_candidates"
+    __table_args__ = (
+        CheckConstraint(_in_list("decision", AL_DECISIONS), name="decision"),
+        CheckConstraint(_in_list("label_status", AL_LABEL_STATUSES), name="label_status"),
+        CheckConstraint(
+            "(label_status IS NOT NULL) = (decision IN ('selected', 'control'))",
+            name="labels_for_chosen",
+        ),
+        CheckConstraint("decision <> 'control' OR in_control", name="control_in_control"),
+    )
+
+    iteration_id: Mapped[int] = mapped_column(
+        ForeignKey("al_iterations.id", ondelete="CASCADE"), primary_key=True
+    )
+    material_id: Mapped[int] = mapped_column(
+        ForeignKey("materials.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    ml_relaxation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("relaxations.id", ondelete="SET NULL")
+    )
+    ml_e_above_hull: Mapped[float | None] = mapped_column(Double)
+    """The screening model's e_above_hull (against the DFT hull of the other materials)."""
+    committee_relaxation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("relaxations.id", ondelete="SET NULL")
+    )
+    committee_e_above_hull: Mapped[float | None] = mapped_column(Double)
+    disagreement: Mapped[float | None] = mapped_column(Double)
+    """|screening − committee| e_above_hull."""
+    passed: Mapped[bool] = mapped_column(Boolean)
+    """ML e_above_hull ≤ the campaign's threshold."""
+    in_control: Mapped[bool] = mapped_column(Boolean)
+    """Drawn for the control group (decision ``control``, or ``selected`` when the
+    policy took it too: labelled once, counted in both groups)."""
+    decision: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    rank: Mapped[int | None] = mapped_column(Integer)
+    """Position in the policy's order among the passing candidates (1 = first)."""
+    label_status: Mapped[str | None] = mapped_column(Text)
+    """``pending``, ``labelled`` or ``failed`` for selected and control candidates."""
+    label_error: Mapped[str | None] = mapped_column(Text)
+    dft_relaxation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("relaxations.id", ondelete="SET NULL")
+    )
+    dft_e_above_hull: Mapped[float | None] = mapped_column(Double)
+    """The labelled (DFT) e_above_hull once the hull is updated."""

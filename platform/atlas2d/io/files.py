@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import io
 import lzma
+import re
 import zlib
 from pathlib import Path
 from typing import IO, Any
@@ -247,6 +248,32 @@ def detect_format(path: Path, content: bytes) -> str:
     return by_name
 
 
+LABEL_TICKET = "atlas2d-label.json"
+"""The sidecar naming the active-learning candidate a VASP folder labels
+(``io.vasp_inputs``): read with the calculation, never ingested itself."""
+
+
+def _calculation(folder: Path) -> Path | None:
+    """The one calculation a VASP label folder holds: its vasprun.xml (compressed or
+    not), else its OUTCAR; of custodian's ``.relax1``, ``.relax2``… the last; None while
+    it has neither."""
+    found = [p for p in folder.iterdir() if p.is_file()]
+    for kind in ("vasprun", "outcar"):
+        paths = [p for p in found if format_from_name(p) == kind]
+        if paths:
+            return max(paths, key=_relax_order)
+    return None
+
+
+def _relax_order(path: Path) -> tuple[int, int, str]:
+    """A plain ``vasprun.xml`` last (the final run), then ``.relaxN`` by N."""
+    name = base_name(path).lower()
+    match = re.search(r"\.relax(\d+)", name)
+    if match is None:
+        return (1, 0, name)
+    return (0, int(match.group(1)), name)
+
+
 def expand_paths(paths: list[Path], format: str = "auto") -> list[Path]:
     """Files named directly, and the readable files under named directories (sorted).
 
@@ -260,9 +287,13 @@ def expand_paths(paths: list[Path], format: str = "auto") -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
+            labelled = {ticket.parent for ticket in path.rglob(LABEL_TICKET)}
             for candidate in sorted(p for p in path.rglob("*") if p.is_file()):
+                if candidate.parent in labelled:
+                    continue  # one calculation per labelled folder, below
                 if format != "auto" or format_from_name(candidate) is not None:
                     files.append(candidate)
+            files += [c for folder in sorted(labelled) if (c := _calculation(folder))]
         elif path.is_file():
             files.append(path)
         else:

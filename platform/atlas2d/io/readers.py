@@ -16,6 +16,7 @@ from atlas2d.io import alexandria, extxyz, vasp
 from atlas2d.io.files import FORMATS, ContentStream, detect_format, max_content_bytes
 from atlas2d.io.records import ParsedFile
 from atlas2d.io.validate import printable
+from atlas2d.io.vasp_inputs import read_label_ticket
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,9 @@ class ReadOptions:
             format's own (eV/Å³ ASE sign for extxyz, kBar VASP sign for Alexandria).
             VASP files always carry kBar with VASP's sign.
         group_key: extxyz info key that groups frames into relaxations.
-        material_key: key for a VASP or single-relaxation extxyz file (default: from
-            the path).
+        material_key: key for a VASP or single-relaxation extxyz file (default: the
+            ``material_key`` of a label ticket in a VASP file's folder, else from the
+            path).
         max_decompressed_mb: refuse a file whose content, once decompressed, is larger
             (MB); None: the ``ATLAS2D_MAX_DECOMPRESSED_MB`` setting.
     """
@@ -112,7 +114,14 @@ def _parse(
 ) -> None:
     name = str(path)
     if fmt in ("vasprun", "outcar"):
-        key = options.material_key or vasp.default_material_key(path)
+        key = options.material_key
+        if key is None:
+            ticket = read_label_ticket(path.parent)
+            if ticket is not None:
+                key = ticket.material_key
+                parsed.label_ticket = ticket.to_json()
+                parsed.options["label_ticket"] = ticket.to_json()
+        key = key or vasp.default_material_key(path)
         reader = vasp.read_vasprun if fmt == "vasprun" else vasp.read_outcar
         parsed.trajectories = [reader(content, name, key)]
     elif fmt == "extxyz":

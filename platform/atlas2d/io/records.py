@@ -92,7 +92,11 @@ class MaterialRecord:
 
 @dataclass
 class ParsedFile:
-    """Everything one file (or in-memory batch) brings, validated and in canonical units."""
+    """Everything one file (or in-memory batch) brings, validated and in canonical units.
+
+    ``label_ticket`` is the active-learning ticket found next to a VASP file (see
+    ``io.vasp_inputs``): the run labels that campaign's candidate.
+    """
 
     path: str
     format: str
@@ -102,6 +106,9 @@ class ParsedFile:
     trajectories: list[Trajectory] = field(default_factory=list)
     entries: list[EnergyEntryRecord] = field(default_factory=list)
     materials: dict[str, MaterialRecord] = field(default_factory=dict)
+    label_ticket: dict[str, Any] | None = None
+    """The label ticket in a VASP file's folder (``io.vasp_inputs.LabelTicket`` as JSON):
+    the active-learning candidate the calculation labels."""
 
     def material(self, key: str) -> MaterialRecord:
         """The material record for ``key``, created empty on first use."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Executable, func, insert, literal, select, text, update
+from sqlalchemy import Executable, delete, func, insert, literal, select, text, update
 from sqlalchemy.orm import Session, aliased
 
 from atlas2d.db.models import ModelVersion, TrainingSet
@@ -180,4 +180,14 @@ def finish_version(session: Session, model_version_id: int, **values: Any) -> No
         update(ModelVersion)
         .where(ModelVersion.id == model_version_id)
         .values(**values, finished_at=func.now())
+    )
+
+
+def delete_unfinished_version(session: Session, model_version_id: int) -> None:
+    """Delete a version that never became ready (``training`` or ``failed``: it has no
+    artifact, no relaxation and no child; its predictions go with it)."""
+    session.execute(
+        delete(ModelVersion)
+        .where(ModelVersion.id == model_version_id)
+        .where(ModelVersion.status.in_(("training", "failed")))
     )

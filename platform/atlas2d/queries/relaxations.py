@@ -150,6 +150,18 @@ def delete_by_keys(session: Session, keys: Sequence[str]) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]  # a CursorResult at run time
 
 
+def relaxations_by_label_key(session: Session, keys: Sequence[str]) -> dict[str, int]:
+    """{labelling request key: the id of the relaxation it stored}."""
+    rows = session.execute(
+        text(
+            "SELECT info->>'label_key', max(id) FROM relaxations"
+            " WHERE method = 'dft' AND info->>'label_key' = ANY(:keys) GROUP BY 1"
+        ),
+        {"keys": list(keys)},
+    )
+    return dict(rows.tuples().all())
+
+
 def labelled_keys(session: Session, keys: Sequence[str]) -> set[str]:
     """The labelling request keys (``relaxations.info->>'label_key'``) already stored."""
     if not keys:

@@ -71,6 +71,9 @@ class SelectionParameters:
         split: train/val/test percentages; seed: random seed; group_by: ``material``,
             ``formula`` or ``chemsys`` (a group lands in one split).
         method, dimensionality, chemsys, sources: which relaxations enter.
+        keep_splits_from: the name of an earlier training set whose materials keep
+            their split (an active-learning campaign's sets over growing data); the
+            other groups are split by ``split`` and ``seed``. None splits every group.
     """
 
     rule: Rule = DEFAULT_RULE
@@ -90,6 +93,7 @@ class SelectionParameters:
     dimensionality: int | None = None
     chemsys: tuple[str, ...] = field(default_factory=tuple)
     sources: tuple[str, ...] = field(default_factory=tuple)
+    keep_splits_from: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         values = asdict(self)
@@ -100,6 +104,8 @@ class SelectionParameters:
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> SelectionParameters:
+        """The parameters ``to_json`` recorded; a key recorded by no older version
+        (``keep_splits_from``) takes its default."""
         return cls(
             **{
                 **values,
@@ -450,6 +456,27 @@ def surviving_materials(session: Session, scope: OutlierScope, group_by: GroupBy
         )
     ).one()
     return Survivors(material_ids or [], groups or [], frames or [])
+
+
+def material_splits(session: Session, training_set_id: int) -> dict[int, Split]:
+    """{material id: split} of a stored training set's materials.
+
+    A set splits by material, so each material has one split. A material is found
+    through the set's relaxations that still exist (``training_set_relaxations`` keeps
+    no foreign key to ``relaxations``): one whose every selected relaxation was deleted
+    since is not listed.
+    """
+    # One row of two arrays, as in ``surviving_materials``.
+    material_ids, splits = session.execute(
+        text(
+            "SELECT array_agg(material_id), array_agg(split) FROM ("
+            " SELECT DISTINCT r.material_id, t.split FROM training_set_relaxations t"
+            " JOIN relaxations r ON r.id = t.relaxation_id"
+            " WHERE t.training_set_id = :id) members"
+        ),
+        {"id": training_set_id},
+    ).one()
+    return dict(zip(material_ids or [], splits or [], strict=True))
 
 
 SPLIT_OF_CANDIDATE = "CASE {} END".format(

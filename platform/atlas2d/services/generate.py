@@ -45,6 +45,8 @@ from atlas2d.vocabulary import (
     or_list,
 )
 
+PROPOSING_GENERATORS: tuple[Generator, ...] = tuple(g for g in GENERATORS if g != "file")
+"""The generators that propose structures (a ``file`` pool is imported)."""
 POOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 Progress = Callable[[str, int, int], None]
@@ -123,8 +125,8 @@ def _check(request: GenerateRequest) -> None:
             f"pool name {request.pool!r} must be letters, digits, '.', '_' or '-' "
             "(at most 64, starting with a letter or digit)"
         )
-    if request.generator not in GENERATORS:
-        problems.append(f"generator {request.generator!r} is not {or_list(GENERATORS)}")
+    if request.generator not in PROPOSING_GENERATORS:
+        problems.append(f"generator {request.generator!r} is not {or_list(PROPOSING_GENERATORS)}")
     if not 0 < request.threshold <= 1:
         problems.append(f"--threshold {request.threshold} must be in (0, 1]")
     if request.max_candidates < 1:
@@ -391,6 +393,89 @@ def _store(
         ) from err
 
 
+def import_pool(sessions: sessionmaker[Session], pool: str, path: Path) -> queries.PoolRecord:
+    """Make a pool (generator ``file``) of the structures in a file, any format
+    ``relax --from-file`` reads: each record becomes a material (its key from the file)
+    starting from its first frame. Made once: the same pool name and path find the
+    stored pool (its sha256 records the content it was made from).
+
+    Raises:
+        InvalidInput: unreadable file, no structure, a key held by another formula, or
+            a repeated key. AlreadyExists: the pool name is taken by other content.
+    """
+    from atlas2d.io.candidates import read_candidates
+    from atlas2d.queries.row_encoding import build_blocks, material_rows
+
+    if not POOL_NAME.match(pool):
+        raise InvalidInput(f"pool name {pool!r} must be letters, digits, '.', '_' or '-'.")
+    with sessions.begin() as session:
+        existing = queries.pool_row(session, pool)
+    if existing is not None:  # made once: the file is not read again
+        if existing.generator != "file" or existing.parameters["path"] != str(path):
+            raise AlreadyExists(
+                f"Pool {pool!r} exists, made from {existing.parameters.get('path', 'elsewhere')}"
+                f"; `atlas2d generate show {pool}`."
+            )
+        return existing
+    parsed = read_candidates(path)
+    parameters = {"path": str(path), "sha256": parsed.sha256}
+    if not parsed.trajectories:
+        raise InvalidInput(f"{path}: holds no structure (a hull file? give its trajectories).")
+    blocks = build_blocks(parsed.trajectories, str(path))  # checked, layers oriented
+    rows = {row["key"]: row for row in material_rows(parsed, blocks, [])}
+    starts: dict[str, Atoms] = {}
+    for block in blocks:
+        for t, trajectory in enumerate(block.trajectories):
+            if trajectory.material_key in starts:
+                raise InvalidInput(
+                    f"{path}: several structures have the material key "
+                    f"{trajectory.material_key!r}; give each its own `material_key`."
+                )
+            first = block.frames_of(t).start
+            starts[trajectory.material_key] = Atoms(
+                numbers=trajectory.species,
+                positions=block.positions[first],
+                cell=block.cells[first],
+                pbc=True,
+            )
+    counts: dict[str, int] = {outcome: 0 for outcome in CANDIDATE_OUTCOMES}
+    counts |= {"generated": len(starts), "stored": len(starts)}
+    try:
+        with sessions.begin() as session:
+            pool_id = queries.insert_pool(
+                session, pool, "file", parameters, counts, [], len(starts)
+            )
+            stored = materials_queries.upsert_materials(session, list(rows.values()))
+            for key, row in rows.items():
+                if stored[key].formula != row["formula"]:
+                    raise InvalidInput(
+                        f"{path}: material key {key!r} is {row['formula']} in the file but "
+                        f"{stored[key].formula} in the database; give the structure another key."
+                    )
+            queries.insert_candidates(
+                session,
+                [
+                    {
+                        "pool_id": pool_id,
+                        "material_id": stored[key].id,
+                        "parent_material_id": None,
+                        "substitution": {},
+                        "score": 1.0,
+                        "n_sites": len(atoms),
+                        "species": atoms.get_atomic_numbers(),
+                        "cell": atoms.cell.array,
+                        "positions": atoms.positions,
+                    }
+                    for key, atoms in starts.items()
+                ],
+            )
+            record = queries.pool_row(session, pool)
+    except IntegrityError as err:
+        raise AlreadyExists(f"Pool {pool!r} was created by another run meanwhile.") from err
+    assert record is not None
+    return record
+
+
 # --- list, show, export --------------------------------------------------------------
 
 
@@ -423,10 +508,17 @@ def show_pool(sessions: sessionmaker[Session], name: str) -> PoolDetails:
         return PoolDetails(row, queries.candidate_summary(session, row.id))
 
 
-def pool_structures(sessions: sessionmaker[Session], name: str) -> list[queries.CandidateStructure]:
-    """The pool's candidates with the structures they start from. Raises NotFound."""
+def pool_structures(
+    sessions: sessionmaker[Session], name: str, members: tuple[str, ...] | None = None
+) -> list[queries.CandidateStructure]:
+    """The pool's candidates with the structures they start from; with ``members``, only
+    those material keys. Raises NotFound."""
     with sessions.begin() as session:
-        return queries.pool_candidates(session, _pool(session, name).id)
+        found = queries.pool_candidates(session, _pool(session, name).id)
+    if members is None:
+        return found
+    wanted = set(members)
+    return [c for c in found if c.material_key in wanted]
 
 
 def candidate_atoms(candidate: queries.CandidateStructure) -> Atoms:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,6 +21,8 @@ from atlas2d.errors import AlreadyExists, InvalidInput
 from atlas2d.io.readers import ReadOptions, read_file
 from atlas2d.io.records import ParsedFile
 from atlas2d.io.validate import validate_entry, validate_trajectory
+from atlas2d.io.vasp_inputs import LABEL_TICKET, LabelTicket
+from atlas2d.queries import al_campaigns as al_queries
 from atlas2d.queries import energy_entries as energy_entries_queries
 from atlas2d.queries import frames as frames_queries
 from atlas2d.queries import materials as materials_queries
@@ -136,6 +139,8 @@ def _write(
         },
     )
     rows = material_rows(parsed, blocks, entries)
+    if parsed.label_ticket is not None:
+        _check_ticket(parsed, rows)
     stored = materials_queries.upsert_materials(session, rows)
     for row in rows:
         if stored[row["key"]].formula != row["formula"]:
@@ -172,6 +177,8 @@ def _write(
     result.entries = energy_entries_queries.insert_entries(
         session, [entry_row(e, stored[e.source.material_key].id, source_id) for e in entries]
     )
+    if parsed.label_ticket is not None:
+        _attach_label(session, parsed, blocks, ids_per_block)
     result.materials_new = sum(m.inserted for m in stored.values())
     result.relaxations = sum(i is not None for ids in ids_per_block for i in ids)
     result.relaxations_present = len(relaxation_rows) - result.relaxations
@@ -190,6 +197,64 @@ def _write(
             "n_frames": result.frames,
             "n_entries": result.entries,
         },
+    )
+
+
+def _check_ticket(parsed: ParsedFile, rows: list[dict[str, Any]]) -> None:
+    """A VASP label must be the calculation of the candidate its ticket names."""
+    assert parsed.label_ticket is not None
+    ticket = LabelTicket.from_json(parsed.label_ticket, parsed.path)
+    for row in rows:
+        if row["formula"] != ticket.formula:
+            raise InvalidInput(
+                f"{parsed.path}: its folder's {LABEL_TICKET} names candidate "
+                f"{ticket.material_key} ({ticket.formula}) of campaign {ticket.campaign} "
+                f"iteration {ticket.iteration}, but the file holds {row['formula']}; put the "
+                "candidate's own calculation there. Nothing from this file was written."
+            )
+
+
+def _attach_label(
+    session: Session,
+    parsed: ParsedFile,
+    blocks: list[FrameBlock],
+    ids_per_block: list[list[int | None]],
+) -> None:
+    """Mark the ticket's candidate labelled by the relaxation just stored; refuse (and
+    so write nothing) when it is not a candidate waiting for its label."""
+    assert parsed.label_ticket is not None
+    ticket = LabelTicket.from_json(parsed.label_ticket, parsed.path)
+    named = (
+        f"{parsed.path}: its folder's {LABEL_TICKET} names candidate {ticket.material_key} "
+        f"of campaign {ticket.campaign} iteration {ticket.iteration}"
+    )
+    target = al_queries.label_target(
+        session, ticket.campaign, ticket.iteration, ticket.material_key
+    )
+    if target is None or target.label_status is None:
+        raise InvalidInput(
+            f"{named}, which was not chosen for a label there (`atlas2d al status "
+            f"{ticket.campaign}`). Nothing from this file was written."
+        )
+    if target.label_status != "pending" or target.stage != "label":
+        raise InvalidInput(
+            f"{named}, which is {target.label_status} already (its iteration is at stage "
+            f"{target.stage}): a candidate takes one label, while its iteration waits for "
+            "it. Nothing from this file was written."
+        )
+    found = [
+        relaxation_id
+        for block, ids in zip(blocks, ids_per_block, strict=True)
+        for traj, relaxation_id in zip(block.trajectories, ids, strict=True)
+        if traj.material_key == ticket.material_key and relaxation_id is not None
+    ]
+    if not found:
+        raise InvalidInput(
+            f"{named}, but its calculation is stored already (from another file: a copy?). "
+            "Nothing from this file was written."
+        )
+    al_queries.attach_label(
+        session, ticket.campaign, ticket.iteration, ticket.material_key, found[-1]
     )
 
 

@@ -44,6 +44,24 @@ PARSER = "atlas2d.mlff.labeller"
 
 
 @dataclass(frozen=True)
+class StartStructure:
+    """A structure to label as it is given (an active-learning campaign's candidates,
+    from their ML-relaxed geometry).
+
+    Attributes:
+        material_key: the (stored) material it labels.
+        start: how it was obtained, recorded with the label (``ml:<relaxation id>``).
+        origin, record: how the chunk's source and error messages name it.
+    """
+
+    material_key: str
+    atoms: Atoms
+    start: str
+    origin: str
+    record: str
+
+
+@dataclass(frozen=True)
 class LabelRequest:
     """What to label, how.
 
@@ -62,6 +80,10 @@ class LabelRequest:
     pool: str | None = None
     """Or label the candidates of this pool (``atlas2d generate``), from their generated
     structures."""
+    pool_members: tuple[str, ...] | None = None
+    """With ``pool``: only these material keys (None: every candidate)."""
+    structures: tuple[StartStructure, ...] = ()
+    """Or label these structures of stored materials."""
     settings: LabelSettings = field(default_factory=LabelSettings)
     chunk_size: int = DEFAULT_LABEL_CHUNK_SIZE
 
@@ -96,11 +118,15 @@ class LabelReport:
     optimizer_steps: list[int] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     wall_time_s: float = 0.0
+    keys: dict[str, str] = field(default_factory=dict)
+    """{material key: request key} of every structure requested: its labelled
+    relaxation is the one whose ``info.label_key`` is that key."""
 
 
 def _check(request: LabelRequest) -> None:
     problems = []
-    if bool(request.files) + (request.materials is not None) + (request.pool is not None) != 1:
+    sources = bool(request.files) + (request.materials is not None) + (request.pool is not None)
+    if sources + bool(request.structures) != 1:
         problems.append("give one of files (--from-file), --materials or --pool")
     if request.settings.fmax <= 0:
         problems.append(f"--fmax {request.settings.fmax} must be > 0 eV/Å")
@@ -186,12 +212,12 @@ def _items_from_materials(
 
 
 def _items_from_pool(
-    sessions: sessionmaker[Session], pool: str
+    sessions: sessionmaker[Session], pool: str, members: tuple[str, ...] | None
 ) -> list[tuple[str, Atoms, str, str, str]]:
     """(material key, structure, origin, record, start) of a pool's candidates."""
     from atlas2d.services.generate import candidate_atoms, pool_structures
 
-    candidates = pool_structures(sessions, pool)
+    candidates = pool_structures(sessions, pool, members)
     if not candidates:
         raise InvalidInput(f"Pool {pool!r} holds no candidate; `atlas2d generate show {pool}`.")
     return [
@@ -215,8 +241,11 @@ def _describe(selection: MaterialFilter) -> str:
     return " ".join(parts) or "(all)"
 
 
-def plan(sessions: sessionmaker[Session], request: LabelRequest) -> tuple[list[LabelItem], int]:
-    """The structures still to label and how many requests are already stored.
+def plan(
+    sessions: sessionmaker[Session], request: LabelRequest
+) -> tuple[list[LabelItem], list[LabelItem]]:
+    """The structures still to label, and every structure requested (those already
+    labelled too).
 
     Every structure is checked before anything is labelled: readable, a layer with its
     vacuum along c or bulk, elements CHGNet knows.
@@ -229,7 +258,9 @@ def plan(sessions: sessionmaker[Session], request: LabelRequest) -> tuple[list[L
     if request.files:
         found = _items_from_files(request.files)
     elif request.pool is not None:
-        found = _items_from_pool(sessions, request.pool)
+        found = _items_from_pool(sessions, request.pool, request.pool_members)
+    elif request.structures:
+        found = [(s.material_key, s.atoms, s.origin, s.record, s.start) for s in request.structures]
     else:
         found = _items_from_materials(sessions, request.materials or MaterialFilter())
     known = set(
@@ -253,7 +284,7 @@ def plan(sessions: sessionmaker[Session], request: LabelRequest) -> tuple[list[L
     with sessions.begin() as session:
         done = queries.labelled_keys(session, [item.key for item in items])
     todo = [item for item in items if item.key not in done]
-    return todo, len(items) - len(todo)
+    return todo, items
 
 
 def _chunks(items: list[LabelItem], size: int) -> list[list[LabelItem]]:
@@ -285,8 +316,12 @@ def label(
     from atlas2d.services.ingest import ingest_parsed
 
     began = time.perf_counter()
-    todo, already = plan(sessions, request)
-    report = LabelReport(requested=len(todo) + already, already_labelled=already)
+    todo, requested = plan(sessions, request)
+    report = LabelReport(
+        requested=len(requested),
+        already_labelled=len(requested) - len(todo),
+        keys={item.material_key: item.key for item in requested},
+    )
     for chunk in _chunks(todo, request.chunk_size):
         trajectories = []
         for item in chunk:

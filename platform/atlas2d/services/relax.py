@@ -81,6 +81,8 @@ class RelaxRequest:
     pool: str | None = None
     """Relax the candidates of this pool (``atlas2d generate``), from their generated
     structures."""
+    pool_members: tuple[str, ...] | None = None
+    """With ``pool``: only these material keys (None: every candidate)."""
     files: tuple[Path, ...] = ()
     """Relax the structures in these files (any ingest format) instead: each record
     becomes a material (without DFT data) and starts from its first (``start``
@@ -241,7 +243,7 @@ def _plan_pool(
     from atlas2d.analysis.structure import structure_sha256
     from atlas2d.services.generate import candidate_atoms, pool_structures
 
-    candidates = pool_structures(sessions, pool)
+    candidates = pool_structures(sessions, pool, request.pool_members)
     if not candidates:
         raise InvalidInput(f"Pool {pool!r} holds no candidate; `atlas2d generate show {pool}`.")
     # The structure's own digest names the start: a pool recreated under the same name

@@ -6,6 +6,7 @@ paths). The selection runs in SQL (``queries.training_sets``).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -82,6 +83,8 @@ def _validate(params: SelectionParameters) -> None:
         problems.append(f"split {params.split} does not sum to 100")
     if params.ecut < 0:
         problems.append("ecut must be ≥ 0 eV/atom")
+    if params.keep_splits_from is not None and not params.keep_splits_from.strip():
+        problems.append("keep-splits-from is empty; name an earlier training set or leave it out")
     if problems:
         raise InvalidInput("Invalid training-set parameters: " + "; ".join(problems) + ".")
 
@@ -100,22 +103,79 @@ def _isolated_frames(
     return np.concatenate(isolated) if isolated else np.empty(0, dtype=np.int64)
 
 
+def split_materials(
+    material_ids: list[int],
+    groups: list[str],
+    earlier: dict[int, Split],
+    ratios: tuple[float, float, float],
+    seed: int,
+) -> dict[int, Split]:
+    """Each material's split, keeping the splits of an earlier training set.
+
+    A material of the earlier set keeps its split. A group with earlier members takes
+    their split; when they disagree (only when the earlier set grouped otherwise), the
+    split most of them are in, ties going to the first in train, val, test order; the
+    earlier members still keep their own. The other groups are split by
+    ``assign_splits(groups, ratios, seed)``, so with no earlier set this is the plain
+    seeded split.
+
+    Args:
+        material_ids, groups: parallel lists, each material's group key.
+        earlier: material id → split in the earlier set (empty for none).
+        ratios, seed: as ``assign_splits``.
+
+    Returns:
+        material id → split.
+    """
+    votes: dict[str, Counter[Split]] = {}
+    for material_id, group in zip(material_ids, groups, strict=True):
+        if material_id in earlier:
+            votes.setdefault(group, Counter())[earlier[material_id]] += 1
+    split_of_group = {
+        group: max(SPLITS, key=lambda split: (counts[split], -SPLITS.index(split)))
+        for group, counts in votes.items()
+    }
+    split_of_group |= assign_splits([g for g in groups if g not in split_of_group], ratios, seed)
+    return {m: earlier.get(m, split_of_group[g]) for m, g in zip(material_ids, groups, strict=True)}
+
+
+def _earlier_splits(session: Session, params: SelectionParameters) -> dict[int, Split]:
+    """{material id: split} of ``params.keep_splits_from`` (empty when not set).
+
+    Raises:
+        NotFound: no training set has that name.
+    """
+    if params.keep_splits_from is None:
+        return {}
+    earlier = queries.training_set_row(session, params.keep_splits_from)
+    if earlier is None:
+        raise NotFound(
+            f"No training set is named {params.keep_splits_from!r} to keep the splits of "
+            "(keep-splits-from); `atlas2d trainset list` shows them."
+        )
+    return queries.material_splits(session, earlier.id)
+
+
 def _select(session: Session, params: SelectionParameters, watermark: int) -> dict[str, Any]:
-    """Run the rule and the filters into ``trainset_candidates`` and assign splits.
+    """Run the rule and the filters into ``trainset_candidates`` and assign splits
+    (``split_materials``).
 
     Returns:
         split_of_material (material id → split), split_counts, filter_counts,
         n_frames, n_materials.
+
+    Raises:
+        NotFound: ``params.keep_splits_from`` names no training set (checked first).
     """
+    earlier = _earlier_splits(session, params)
     queries.select_candidates(
         session, params, watermark, _isolated_frames(session, params, watermark)
     )
     per_filter = queries.filter_counts(session)
     survivors = queries.surviving_materials(session, params.outlier_scope, params.group_by)
-    split_of_group = assign_splits(survivors.groups, params.split, params.seed)
-    split_of_material = {
-        m: split_of_group[g] for m, g in zip(survivors.material_ids, survivors.groups, strict=True)
-    }
+    split_of_material = split_materials(
+        survivors.material_ids, survivors.groups, earlier, params.split, params.seed
+    )
     split_counts = {split: {"frames": 0, "materials": 0} for split in SPLITS}
     for material_id, frames in zip(survivors.material_ids, survivors.frames, strict=True):
         counts = split_counts[split_of_material[material_id]]
@@ -154,6 +214,7 @@ def create_training_set(
     Raises:
         InvalidInput: bad parameters, or no frame survives the selection.
         AlreadyExists: a training set with this name exists.
+        NotFound: ``params.keep_splits_from`` names no training set.
     """
     _validate(params)
     try:
@@ -195,6 +256,7 @@ def preview_training_set(
 
     Raises:
         InvalidInput: bad parameters. AlreadyExists: ``name`` is taken (as create would).
+        NotFound: ``params.keep_splits_from`` names no training set.
     """
     _validate(params)
     with sessions.begin() as session:
@@ -258,7 +320,8 @@ def verify_training_set(sessions: sessionmaker[Session], name: str) -> VerifyRep
     """Re-run the selection with the stored parameters below the stored watermark and
     compare frames, splits and hash with what was stored; recompute every stored
     frame's content digest. Writes nothing (the re-run lives in temporary tables
-    dropped at commit)."""
+    dropped at commit). A set made with ``keep_splits_from`` reads the earlier set's
+    splits again (training sets are immutable)."""
     with sessions.begin() as session:
         row = _get(session, name)
         params = SelectionParameters.from_json(row.parameters)
