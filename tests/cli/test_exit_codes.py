@@ -272,3 +272,34 @@ def test_generate_bad_input_exits_1_with_one_line_and_writes_nothing(
     assert "'Qq' is not a chemical element" in one_error_line(not_element)
     assert embedded.count("candidate_pools") == pools
     assert embedded.count("materials") == materials
+
+
+def test_a_closed_pipe_ends_quietly_with_0(embedded: Embedded) -> None:
+    """`atlas2d … | head`: the reader leaves early; exit 0 with nothing on stderr."""
+    environment = user_environment(ATLAS2D_HOME=str(embedded.home))
+    command = [atlas2d_script(), "sql", "SELECT generate_series(1, 200000) AS n"]
+    process = subprocess.Popen(
+        [*command, "--limit", "200000", "--format", "csv"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline() == b"n\n"
+    process.stdout.close()  # as `head -1` does: far more than a pipe buffer is left
+    assert process.wait(timeout=120) == 0
+    assert process.stderr.read() == b""
+
+
+def test_output_starts_with_its_first_line_and_counts_agree_in_number(
+    embedded: Embedded, tmp_path: Path
+) -> None:
+    """No stray blank line where a progress bar would be on a terminal; "1 material"."""
+    path = layers_file(tmp_path, "plural", n_materials=1)
+    ingest = embedded.run("ingest", str(path))
+    assert ingest.returncode == 0 and ingest.stdout.splitlines()[0].strip(), ingest.stdout
+    hull = embedded.run("hull", "update")
+    assert hull.returncode == 0 and hull.stdout.splitlines()[0].strip(), hull.stdout
+    listed = embedded.run("materials", "list", "--limit", "1")
+    assert "1 material\n" in listed.stdout or " 1 material " in listed.stdout, listed.stdout
+    assert "1 materials" not in listed.stdout

@@ -15,6 +15,7 @@ from atlas2d.vocabulary import (
     DEFAULT_PROTOTYPE_MAX_EHULL_EV,
     DEFAULT_SUBSTITUTION_THRESHOLD,
     DFT,
+    counted,
 )
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ def _run(request: GenerateRequest) -> None:
         TimeElapsedColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,  # a bar only for a person, no stray line
     ) as bar:
         tasks: dict[str, TaskID] = {}
 
@@ -86,7 +88,7 @@ def _print_report(report: GenerateReport) -> None:
     console.print(
         f"{prefix}pool {report.pool} ({report.generator}): {counts}"
         + (
-            f" | {report.prototypes} prototypes in {report.wall_time_s:.1f} s"
+            f" | {counted(report.prototypes, 'prototype')} in {report.wall_time_s:.1f} s"
             if report.prototypes
             else ""
         ),
@@ -229,7 +231,7 @@ def show(
         return
     pool = details.pool
     console.print(
-        f"[bold]{pool.name}[/bold]  {pool.generator}  {pool.n_candidates} candidates  "
+        f"[bold]{pool.name}[/bold]  {pool.generator}  {counted(pool.n_candidates, 'candidate')}  "
         f"created {pool.created_at:%Y-%m-%d %H:%M}",
         highlight=False,
     )
@@ -252,4 +254,4 @@ def export(
     from atlas2d.services.generate import export_pool
 
     n = export_pool(connect().sessions, name, out)
-    console.print(f"{name}: {n} candidates written to {out}", highlight=False)
+    console.print(f"{name}: {counted(n, 'candidate')} written to {out}", highlight=False)

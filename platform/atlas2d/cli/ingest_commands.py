@@ -72,6 +72,7 @@ def ingest(
         TextColumn("{task.description}"),
         console=console,
         transient=True,
+        disable=not console.is_terminal,  # a bar only for a person, no stray line
     ) as progress:
         task = progress.add_task("", total=len(files))
 

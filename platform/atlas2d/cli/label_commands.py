@@ -98,6 +98,7 @@ def label(
         TimeElapsedColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,  # a bar only for a person, no stray line
     ) as bar:
         task = bar.add_task("label", total=None, converged=0)
 

@@ -83,11 +83,29 @@ def app() -> None:
         sys.exit(1)
     try:
         result = typer_app(standalone_mode=False)
+    except BrokenPipeError:
+        _closed_pipe()
+    except SystemExit:
+        # Typer answers a closed pipe (EPIPE) by wrapping stdout and exiting with 1.
+        if type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            _closed_pipe()
+        raise
     except Exception as err:
         sys.exit(_exit_code(err))
     # Without standalone mode click *returns* the code of `typer.Exit` (and 0 for --help)
     # instead of exiting with it; every command itself returns None.
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _closed_pipe() -> None:
+    """The reader of our output went away (``atlas2d … | head``): stop quietly with 0,
+    as Unix tools do. Python would report the failed flush of stdout at exit, so stdout
+    points at /dev/null from here on."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.__stdout__.fileno())  # type: ignore[union-attr]
+    sys.exit(0)
 
 
 def _exit_code(err: Exception) -> int:

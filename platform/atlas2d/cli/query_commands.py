@@ -7,7 +7,7 @@ from typing import Any, Protocol
 import typer
 
 from atlas2d.cli.output import OutputFormat, console, print_frame, print_json
-from atlas2d.vocabulary import SQL_TIMEOUT_MAX_S
+from atlas2d.vocabulary import SQL_TIMEOUT_MAX_S, counted
 
 materials_app = typer.Typer(help="List and inspect materials.", no_args_is_help=True)
 
@@ -161,7 +161,7 @@ def list_command(
     from atlas2d.services.materials import list_materials
 
     frame = list_materials(connect().sessions, chemsys, formula, dimensionality, limit)
-    print_frame(frame, format, title=f"{len(frame)} materials")
+    print_frame(frame, format, title=counted(len(frame), "material"))
 
 
 @materials_app.command("show")

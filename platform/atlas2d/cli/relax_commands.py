@@ -159,6 +159,7 @@ def relax(
         TimeRemainingColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,  # a bar only for a person, no stray line
     ) as bar:
         task = bar.add_task("relax", total=None, rate=0.0, converged=0)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from atlas2d.cli.output import OutputFormat, console, print_frame
-from atlas2d.vocabulary import DFT
+from atlas2d.vocabulary import DFT, counted
 
 hull_app = typer.Typer(
     help="Convex hulls per energy source (DFT or a model).", no_args_is_help=True
@@ -31,7 +31,12 @@ def update(
     from atlas2d.services.stability import update_hull
 
     with Progress(
-        TextColumn("hulls"), BarColumn(), MofNCompleteColumn(), console=console, transient=True
+        TextColumn("hulls"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,  # a bar only for a person, no stray line
     ) as bar:
         task = bar.add_task("hulls", total=None)
         result = update_hull(
@@ -51,8 +56,8 @@ def update(
     console.print(
         f"{result.energy_source}: hull run {result.hull_run} "
         f"({'incremental' if result.incremental else 'full'}): "
-        f"{result.chemsys_recomputed} chemical system{'' if result.chemsys_recomputed == 1 else 's'}, "
-        f"{result.materials_written} materials, "
+        f"{counted(result.chemsys_recomputed, 'chemical system')}, "
+        f"{counted(result.materials_written, 'material')}, "
         f"{result.stable} on or below the hull, {result.wall_time_s:.1f} s",
         highlight=False,
     )
@@ -78,6 +83,6 @@ def stable(
     print_frame(
         table,
         format,
-        title=f"{len(table)} materials with e_above_hull ≤ {max_ehull * 1000:g} meV/atom "
+        title=f"{counted(len(table), 'material')} with e_above_hull ≤ {max_ehull * 1000:g} meV/atom "
         f"({energy})",
     )

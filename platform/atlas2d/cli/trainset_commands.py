@@ -28,6 +28,7 @@ from atlas2d.vocabulary import (
     Method,
     OutlierScope,
     Rule,
+    counted,
 )
 
 if TYPE_CHECKING:
@@ -240,4 +241,4 @@ def export(
         )
     written = export_training_set(connect().sessions, name, format, out)
     for split, (path, count) in written.items():
-        console.print(f"{split}: {count:,} frames → {path}")
+        console.print(f"{split}: {counted(count, 'frame')} → {path}")

@@ -596,7 +596,8 @@ def _measure(context: StageContext, iteration: IterationRow) -> None:
         + _percent(metrics["hit_rate"])
         + ", control "
         + _percent(metrics["control_hit_rate"])
-        + f"; {metrics['new_dft_stable']} new DFT-stable; DFT hull {hull_size} materials"
+        + f"; {metrics['new_dft_stable']} new DFT-stable; DFT hull "
+        + counted(hull_size, "material")
     )
 
 
@@ -723,7 +724,7 @@ def _retrain(context: StageContext, iteration: IterationRow) -> None:
         stored = trainset_queries.training_set_row(session, name)
     if stored is None:
         summary = create_training_set(context.sessions, name, wanted)
-        context.say(f"      training set {name}: {summary.n_frames:,} frames")
+        context.say(f"      training set {name}: {counted(summary.n_frames, 'frame')}")
     elif SelectionParameters.from_json(stored.parameters) != wanted:
         raise AlreadyExists(
             f"A training set {name} exists that campaign {context.campaign.name} did not make "

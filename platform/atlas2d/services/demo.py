@@ -35,7 +35,7 @@ from atlas2d.services.relax import RelaxRequest, relax
 from atlas2d.services.stability import HullUpdate, stable_list, update_hull
 from atlas2d.services.training import TrainRequest, train_model
 from atlas2d.services.trainsets import create_training_set, show_training_set
-from atlas2d.vocabulary import FIRE_FMAX_EV_PER_A, FIRE_MAX_STEPS, LABEL_MAX_STEPS, Engine
+from atlas2d.vocabulary import FIRE_FMAX_EV_PER_A, FIRE_MAX_STEPS, LABEL_MAX_STEPS, Engine, counted
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "demo" / "data"
 TRAINING_SET = "demo"
@@ -182,7 +182,7 @@ def _ensure_training_set(
         summary = create_training_set(sessions, name, params)
         verb = "created"
     counts = ", ".join(
-        f"{s} {c['frames']} frames/{c['materials']} materials"
+        f"{s} {counted(c['frames'], 'frame')}/{counted(c['materials'], 'material')}"
         for s, c in summary.split_counts.items()
     )
     content_hash = summary.content_hash or ""  # stored sets always have one
@@ -232,9 +232,9 @@ def _describe(update: HullUpdate) -> str:
     if update.hull_run is None:
         return f"{update.energy_source}: no new energies"
     return (
-        f"{update.energy_source}: hull run {update.hull_run}, {update.chemsys_recomputed} "
-        f"chemical systems, {update.materials_written} materials, {update.stable} on or "
-        "below the hull"
+        f"{update.energy_source}: hull run {update.hull_run}, "
+        f"{counted(update.chemsys_recomputed, 'chemical system')}, "
+        f"{counted(update.materials_written, 'material')}, {update.stable} on or below the hull"
     )
 
 

@@ -32,7 +32,7 @@ from atlas2d.services import models as registry
 from atlas2d.services.models import ModelVersionDetails
 from atlas2d.services.predictions import predict_frames, split_errors
 from atlas2d.services.trainsets import export_training_set
-from atlas2d.vocabulary import ARCHITECTURES, DEVICES, ExportFormat, Split, or_list
+from atlas2d.vocabulary import ARCHITECTURES, DEVICES, ExportFormat, Split, counted, or_list
 
 EVALUATED_SPLITS: tuple[Split, ...] = ("val", "test")
 """The splits a finished run is measured on (direct predictions), when it has them."""
@@ -186,7 +186,9 @@ def train_model(
         export = export_training_set(sessions, request.training_set, fmt, work_dir / "data")
         progress(
             f"exported {request.training_set} for {fmt}: "
-            + ", ".join(f"{split} {count} frames" for split, (_, count) in export.items())
+            + ", ".join(
+                f"{split} {counted(count, 'frame')}" for split, (_, count) in export.items()
+            )
         )
         progress(f"training {options.architecture} for up to {options.epochs} epochs")
         trained = _train(export, options, work_dir, parent_data, elements)
