@@ -103,7 +103,12 @@ def count_rows(sessions: sessionmaker[Session]):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def cli(sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch, database_url: str):  # type: ignore[no-untyped-def]
+def cli(  # type: ignore[no-untyped-def]
+    sessions: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+    tmp_path: Path,
+):
     """Run ``atlas2d`` commands in-process against the test transaction.
 
     Returns a function ``cli(*args) -> (exit_code, stdout, stderr)``.
@@ -117,6 +122,8 @@ def cli(sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch, databa
         return context.Database(database_url, sessions.kw["bind"].engine, sessions)
 
     monkeypatch.setattr(context, "connect", connect)
+    # Other libraries' output (atlas2d.mlff.chatter) in the test's folder, not the user's.
+    monkeypatch.setenv("ATLAS2D_LOG_FILE", str(tmp_path / "atlas2d.log"))
     # `atlas2d sql` reads the test transaction too (as its owner: the reader login and
     # its check are tested end to end in tests/cli/test_sql.py).
     monkeypatch.setattr(context, "connect_reader", connect)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 from rich.markup import escape
@@ -53,13 +54,36 @@ class _Options:
 
 @typer_app.callback()
 def _global_options(
+    ctx: typer.Context,
     verbose: bool = typer.Option(
         False,
         "--verbose",
-        help="On an error, print the full traceback before the one-line message.",
+        help="Show other libraries' output (Lightning, matgl, mace), kept in a log file "
+        "otherwise; on an error, print the full traceback before the one-line message.",
     ),
 ) -> None:
-    _Options.verbose = verbose
+    from atlas2d.mlff import chatter
+
+    show = verbose or chatter.verbose()
+    _Options.verbose = show
+    log = _command_log(ctx.invoked_subcommand or "atlas2d")
+    if log is not None:  # until the command ends: worker processes inherit the choice
+        ctx.with_resource(chatter.for_command(log, show))
+
+
+def _command_log(command: str) -> Path | None:
+    """``$ATLAS2D_HOME/logs/COMMAND.log``, where other libraries' output goes (None when
+    the settings are invalid: the command reports that itself when it reads them)."""
+    from pydantic import ValidationError
+
+    from atlas2d.config import get_settings
+    from atlas2d.mlff.chatter import LOGS_FOLDER
+
+    try:
+        home = get_settings().home
+    except ValidationError:
+        return None
+    return home / LOGS_FOLDER / f"{command}.log"
 
 
 def app() -> None:

@@ -43,6 +43,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from atlas2d.errors import InvalidInput, MissingExtra
 from atlas2d.io.records import Trajectory
+from atlas2d.mlff import chatter
 from atlas2d.mlff.forcefield import ForceField, Predictions, as_periodic
 from atlas2d.mlff.relax import RelaxSettings, relax_ase
 from atlas2d.vocabulary import LABEL_FMAX_EV_PER_A, LABEL_MAX_STEPS
@@ -75,9 +76,11 @@ def labeller_version() -> str:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence CHGNet's prints ("CHGNet will run on cpu") and a torch warning it triggers
-    on every call (building a volume tensor from tensors that require grad: harmless, the
-    stress is the strain derivative divided by the volume)."""
+    """Silence what CHGNet prints for every structure ("CHGNet will run on cpu") and a
+    torch warning it triggers on every call (building a volume tensor from tensors that
+    require grad: harmless, the stress is the strain derivative divided by the volume).
+    Noise repeated per structure, dropped rather than logged; what CHGNet prints once,
+    when its model loads, goes to the log (:func:`chatter.quiet`)."""
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
         yield
@@ -94,7 +97,7 @@ def load_model(model: str = DEFAULT_MODEL, device: str = "cpu") -> Any:
     from chgnet.model import CHGNet
 
     try:
-        with _quiet():
+        with chatter.quiet(title=f"loading CHGNet {model}"):
             return CHGNet.load(model_name=model, use_device=device, verbose=False)
     except ValueError as err:
         raise InvalidInput(

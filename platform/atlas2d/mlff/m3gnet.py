@@ -24,6 +24,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from atlas2d.analysis.units import GPA_PER_EV_PER_A3
+from atlas2d.mlff import chatter
 from atlas2d.mlff.forcefield import ForceField, Predictions, as_periodic
 
 MODEL_FILES = ("model.json", "model.pt", "state.pt")
@@ -39,12 +40,18 @@ def save_potential(potential: Any, path: Path) -> None:
 
 
 def load_potential(data: bytes) -> Any:
-    """A matgl ``Potential`` from the bytes of a file written by :func:`save_potential`."""
-    from matgl.apps.pes import Potential
+    """A matgl ``Potential`` from the bytes of a file written by :func:`save_potential`
+    (what matgl and torch print meanwhile goes to the log: :mod:`atlas2d.mlff.chatter`)."""
+    with chatter.quiet(title="loading an M3GNet model"):
+        from matgl.apps.pes import Potential
 
-    with tempfile.TemporaryDirectory() as tmp, tarfile.open(fileobj=io.BytesIO(data)) as archive:
-        archive.extractall(tmp, members=[archive.getmember(n) for n in MODEL_FILES], filter="data")
-        return Potential.load(tmp)
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            tarfile.open(fileobj=io.BytesIO(data)) as archive,
+        ):
+            members = [archive.getmember(n) for n in MODEL_FILES]
+            archive.extractall(tmp, members=members, filter="data")
+            return Potential.load(tmp)
 
 
 def layers(model: Any) -> list[Any]:

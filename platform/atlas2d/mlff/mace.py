@@ -17,15 +17,21 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
+from atlas2d.mlff import chatter
 from atlas2d.mlff.forcefield import ForceField, Predictions, as_periodic
 
 
 def load_module(data: bytes, device: str = "cpu") -> Any:
-    """The MACE ``torch.nn.Module`` from a model file's bytes (a pickle: verify first)."""
-    import mace  # noqa: F401  (registers the classes the pickle refers to)
-    import torch
+    """The MACE ``torch.nn.Module`` from a model file's bytes (a pickle: verify first).
 
-    return torch.load(io.BytesIO(data), map_location=device, weights_only=False)
+    Importing mace prints that cuequivariance is missing and makes e3nn warn about
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` (mace sets it): both go to the log
+    (:mod:`atlas2d.mlff.chatter`)."""
+    with chatter.quiet(title="loading a MACE model"):
+        import mace  # noqa: F401  (registers the classes the pickle refers to)
+        import torch
+
+        return torch.load(io.BytesIO(data), map_location=device, weights_only=False)
 
 
 def model_size(model: Any) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from atlas2d.errors import InvalidInput, MissingExtra, NotFound, TrainingFailed
+from atlas2d.mlff import chatter
 from atlas2d.mlff.artifacts import read_verified, sha256_of_file
 from atlas2d.mlff.forcefield import ForceField
 from atlas2d.mlff.training import TrainedModel, TrainOptions
@@ -179,6 +180,7 @@ def train_model(
     # A run id in the folder name: databases sharing $ATLAS2D_HOME never share a folder.
     relative_dir = Path("models") / request.name / f"v{version}-{uuid.uuid4().hex[:8]}"
     work_dir = artifacts_dir / relative_dir
+    chatter_log = work_dir / chatter.TRAINING_LOG  # the libraries' output, off the screen
     try:
         progress(f"registered {ref} ({options.architecture}) as training; work folder {work_dir}")
         work_dir.mkdir(parents=True)
@@ -191,29 +193,31 @@ def train_model(
             )
         )
         progress(f"training {options.architecture} for up to {options.epochs} epochs")
-        trained = _train(export, options, work_dir, parent_data, elements)
+        with chatter.quiet(chatter_log, f"training {ref}"):
+            trained = _train(export, options, work_dir, parent_data, elements)
         sha256 = sha256_of_file(trained.artifact)
         progress(
             f"trained {trained.epochs_run} epochs in {trained.train_seconds:.1f} s; "
             f"model file sha256 {sha256[:16]}…"
         )
-        force_field = registry.force_field_from_bytes(
-            options.architecture, read_verified(trained.artifact, sha256, ref), options.device
-        )
         metrics: dict[str, Any] = {}
-        for split in EVALUATED_SPLITS:
-            if split not in export:
-                continue
-            predict_frames(
-                sessions,
-                model_version_id,
-                force_field,
-                training_set.id,
-                split,
-                options.batch_size,
+        with chatter.quiet(chatter_log, f"loading {ref} and measuring its errors"):
+            force_field = registry.force_field_from_bytes(
+                options.architecture, read_verified(trained.artifact, sha256, ref), options.device
             )
-            with sessions.begin() as session:
-                metrics[split] = split_errors(session, model_version_id, training_set.id, split)
+            for split in EVALUATED_SPLITS:
+                if split not in export:
+                    continue
+                predict_frames(
+                    sessions,
+                    model_version_id,
+                    force_field,
+                    training_set.id,
+                    split,
+                    options.batch_size,
+                )
+                with sessions.begin() as session:
+                    metrics[split] = split_errors(session, model_version_id, training_set.id, split)
         metrics["epochs_run"] = trained.epochs_run
         metrics["stopped_by"] = trained.stopped_by
         metrics["train_seconds"] = trained.train_seconds
@@ -237,9 +241,10 @@ def train_model(
         with sessions.begin() as session:
             queries.finish_version(session, model_version_id, status="failed", error=reason)
         if isinstance(err, Exception):
-            raise TrainingFailed(
-                f"Training {ref} failed and is recorded as failed: {reason}"
-            ) from err
+            message = f"Training {ref} failed and is recorded as failed: {reason}"
+            if chatter_log.is_file():  # the libraries ran: what they printed may explain it
+                message = f"{message.rstrip('.')}; the libraries' output is in {chatter_log}"
+            raise TrainingFailed(message) from err
         raise
     progress(f"{ref} is ready")
     return registry.show_model(sessions, ref)
