@@ -9,24 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
-from atlas2d.errors import MissingExtra
+from atlas2d.analysis.plots import plt  # matplotlib, or MissingExtra naming the extra
 
-try:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.ticker import MaxNLocator
-except ImportError as err:  # pragma: no cover - depends on the installed extras
-    raise MissingExtra(
-        "Plots need matplotlib: pip install 'atlas2d[plot]' (or the demo extra)."
-    ) from err
 
 NO_FINISHED_ITERATION = "no finished iteration yet"
 """The note of a figure whose campaign has no finished iteration."""
