@@ -301,7 +301,7 @@ def _candidate(material_id: int) -> CandidateStructure:
 
 def test_decide_filters_ranks_by_the_policy_and_draws_the_control_independently() -> None:
     members = [_candidate(m) for m in range(10)]
-    relaxed = {m: (100 + m, -5.0) for m in range(9)}  # 9 never relaxed
+    relaxed = {m: 100 + m for m in range(9)}  # 9 never relaxed
     ehull = {m: 0.1 * m for m in range(8)}  # 8: relaxed, no hull (no reference)
     committee = {m: 0.1 * m + (0.5 if m == 6 else 0.01 * m) for m in range(8)}
     rows = decide(members, relaxed, ehull, {}, committee, 0.45, 2, 3, "lowest-ehull", (0, 1))

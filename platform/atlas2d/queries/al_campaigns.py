@@ -9,15 +9,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
-from ase import Atoms
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from atlas2d.db.models import AlCampaign, AlCandidate, AlIteration
-from atlas2d.queries.frames import frame_atoms, frames_by_id
 
 
 @dataclass(frozen=True)
@@ -319,99 +317,19 @@ def campaign_pools(session: Session, campaign_id: int, index: int) -> list[str]:
 # --- what the stages read --------------------------------------------------------------
 
 
-def latest_ml_relaxations(
-    session: Session, model_version_id: int, material_ids: Sequence[int]
-) -> dict[int, tuple[int, float]]:
-    """{material id: (relaxation id, final energy eV/atom)} of the model's ML relaxation
-    of each material that its hull uses: the latest converged one, else the latest
-    (``queries.stability.ML_ENERGIES_SQL``)."""
-    rows = session.execute(
+def pending_labels(session: Session, campaign_id: int) -> pd.DataFrame:
+    """iteration, material_key, formula of every candidate of a campaign waiting for a
+    label."""
+    result = session.execute(
         text(
-            "SELECT DISTINCT ON (material_id) material_id, id, final_energy_per_atom"
-            " FROM relaxations WHERE method = 'ml' AND model_version_id = :m"
-            " AND material_id = ANY(:ids)"
-            " ORDER BY material_id, converged DESC NULLS LAST, id DESC"
+            "SELECT i.index AS iteration, m.key AS material_key, m.formula"
+            " FROM al_candidates k JOIN al_iterations i ON i.id = k.iteration_id"
+            " JOIN materials m ON m.id = k.material_id"
+            " WHERE i.campaign_id = :c AND k.label_status = 'pending' ORDER BY 1, 2"
         ),
-        {"m": model_version_id, "ids": list(material_ids)},
+        {"c": campaign_id},
     )
-    return {material_id: (rid, energy) for material_id, rid, energy in rows}
-
-
-def final_structures(session: Session, relaxation_ids: Sequence[int]) -> dict[int, Atoms]:
-    """{relaxation id: its last frame's structure} (flagged 3D periodic, as stored)."""
-    rows = session.execute(
-        text(
-            "SELECT DISTINCT ON (relaxation_id) relaxation_id, id FROM frames"
-            " WHERE relaxation_id = ANY(:ids) ORDER BY relaxation_id, step DESC"
-        ),
-        {"ids": list(relaxation_ids)},
-    )
-    frame_of: dict[int, int] = dict(rows.tuples().all())
-    frames = {f.frame_id: f for f in frames_by_id(session, list(frame_of.values()))}
-    return {r: frame_atoms(frames[f]) for r, f in frame_of.items()}
-
-
-def stability_values(
-    session: Session,
-    energy_source: str,
-    material_ids: Sequence[int],
-    column: Literal["e_above_hull", "hull_distance"] = "e_above_hull",
-) -> dict[int, float]:
-    """{material id: e_above_hull, or the signed distance to the hull of the other
-    materials} by one energy source (``dft`` or ``NAME:VERSION``), eV/atom."""
-    if column not in ("e_above_hull", "hull_distance"):  # a column name, never user text
-        raise ValueError(f"not a stability column: {column!r}")
-    rows = session.execute(
-        text(
-            f"SELECT material_id, {column} FROM stability"
-            " WHERE energy_source = :s AND material_id = ANY(:ids)"
-        ),
-        {"s": energy_source, "ids": list(material_ids)},
-    )
-    return dict(rows.tuples().all())
-
-
-def pool_id(session: Session, name: str) -> int:
-    """The id of a stored pool (it must exist)."""
-    return int(
-        session.execute(
-            text("SELECT id FROM candidate_pools WHERE name = :n"), {"n": name}
-        ).scalar_one()
-    )
-
-
-def pool_name(session: Session, pool_id: int) -> str:
-    return str(
-        session.execute(
-            text("SELECT name FROM candidate_pools WHERE id = :i"), {"i": pool_id}
-        ).scalar_one()
-    )
-
-
-def training_set_name(session: Session, training_set_id: int) -> str:
-    return str(
-        session.execute(
-            text("SELECT name FROM training_sets WHERE id = :i"), {"i": training_set_id}
-        ).scalar_one()
-    )
-
-
-def relaxation_energies(session: Session, relaxation_ids: Sequence[int]) -> dict[int, float]:
-    """{relaxation id: final energy, eV/atom}."""
-    rows = session.execute(
-        text("SELECT id, final_energy_per_atom FROM relaxations WHERE id = ANY(:ids)"),
-        {"ids": list(relaxation_ids)},
-    )
-    return dict(rows.tuples().all())
-
-
-def dft_hull_size(session: Session) -> int:
-    """Materials on the DFT hull (e_above_hull ≤ 0 at the last DFT hull run)."""
-    return int(
-        session.execute(
-            text("SELECT count(*) FROM stability WHERE energy_source = 'dft' AND e_above_hull <= 0")
-        ).scalar_one()
-    )
+    return pd.DataFrame(result.all(), columns=list(result.keys()))
 
 
 def summary(session: Session, campaign: str) -> pd.DataFrame:

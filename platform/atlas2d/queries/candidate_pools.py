@@ -48,6 +48,11 @@ def pool_row(session: Session, name: str) -> PoolRecord | None:
     )
 
 
+def pool_name(session: Session, pool_id: int) -> str:
+    """The name of a stored pool."""
+    return str(session.get_one(CandidatePool, pool_id).name)
+
+
 def insert_pool(
     session: Session,
     name: str,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from atlas2d.db.copy_binary import COPY_HEADER, COPY_TRAILER
@@ -92,3 +92,17 @@ def frames_by_id(session: Session, frame_ids: Sequence[int]) -> list[StoredFrame
 def frame_atoms(frame: StoredFrame) -> Atoms:
     """The structure of a stored frame, flagged 3D periodic (as it was labelled)."""
     return Atoms(numbers=frame.species, positions=frame.positions, cell=frame.cell, pbc=True)
+
+
+def final_structures(session: Session, relaxation_ids: Sequence[int]) -> dict[int, Atoms]:
+    """{relaxation id: the structure of its last frame} (flagged 3D periodic)."""
+    rows = session.execute(
+        text(
+            "SELECT DISTINCT ON (relaxation_id) relaxation_id, id FROM frames"
+            " WHERE relaxation_id = ANY(:ids) ORDER BY relaxation_id, step DESC"
+        ),
+        {"ids": list(relaxation_ids)},
+    )
+    frame_of: dict[int, int] = dict(rows.tuples().all())
+    frames = {frame.frame_id: frame for frame in frames_by_id(session, list(frame_of.values()))}
+    return {relaxation: frame_atoms(frames[frame]) for relaxation, frame in frame_of.items()}

@@ -151,11 +151,15 @@ def delete_by_keys(session: Session, keys: Sequence[str]) -> int:
 
 
 def relaxations_by_label_key(session: Session, keys: Sequence[str]) -> dict[str, int]:
-    """{labelling request key: the id of the relaxation it stored}."""
+    """{labelling request key (``relaxations.info->>'label_key'``): the id of the
+    relaxation the reference labeller stored for it}, for the keys already stored."""
+    if not keys:
+        return {}
     rows = session.execute(
         text(
-            "SELECT info->>'label_key', max(id) FROM relaxations"
-            " WHERE method = 'dft' AND info->>'label_key' = ANY(:keys) GROUP BY 1"
+            "SELECT r.info->>'label_key', max(r.id) FROM relaxations r"
+            " JOIN sources s ON s.id = r.source_id"
+            " WHERE s.format = 'labeller' AND r.info->>'label_key' = ANY(:keys) GROUP BY 1"
         ),
         {"keys": list(keys)},
     )
@@ -163,18 +167,17 @@ def relaxations_by_label_key(session: Session, keys: Sequence[str]) -> dict[str,
 
 
 def labelled_keys(session: Session, keys: Sequence[str]) -> set[str]:
-    """The labelling request keys (``relaxations.info->>'label_key'``) already stored."""
-    if not keys:
-        return set()
+    """The labelling request keys already stored."""
+    return set(relaxations_by_label_key(session, keys))
+
+
+def final_energies(session: Session, relaxation_ids: Sequence[int]) -> dict[int, float]:
+    """{relaxation id: its final energy, eV/atom}."""
     rows = session.execute(
-        text(
-            "SELECT r.info->>'label_key' FROM relaxations r"
-            " JOIN sources s ON s.id = r.source_id"
-            " WHERE s.format = 'labeller' AND r.info->>'label_key' = ANY(:keys)"
-        ),
-        {"keys": list(keys)},
+        text("SELECT id, final_energy_per_atom FROM relaxations WHERE id = ANY(:ids)"),
+        {"ids": list(relaxation_ids)},
     )
-    return set(rows.scalars())
+    return dict(rows.tuples().all())
 
 
 # The prototypes of candidate generation: layers on or near one energy source's hull

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from ase import Atoms
 from ase.data import chemical_symbols
 
 from atlas2d.analysis import structure
@@ -24,6 +25,7 @@ from atlas2d.db.types import vec3_to_bytes
 from atlas2d.errors import InvalidInput
 from atlas2d.io.records import EnergyEntryRecord, ParsedFile, Trajectory
 from atlas2d.io.validate import bad_record
+from atlas2d.vocabulary import StartFrom
 
 ENCODE_CHUNK_FRAMES = 4096
 """Frames per binary-COPY chunk: small enough to stream, large enough to vectorise."""
@@ -466,3 +468,21 @@ def material_rows(
             }
         )
     return rows
+
+
+def starting_structures(blocks: list[FrameBlock], start: StartFrom) -> list[tuple[str, Atoms]]:
+    """(material key, structure) of every trajectory of checked, oriented blocks: its
+    first frame (``first``) or its last (``final``), flagged 3D periodic as stored."""
+    found = []
+    for block in blocks:
+        for t, trajectory in enumerate(block.trajectories):
+            frames = block.frames_of(t)
+            index = frames.start if start == "first" else frames.stop - 1
+            atoms = Atoms(
+                numbers=trajectory.species,
+                positions=block.positions[index],
+                cell=block.cells[index],
+                pbc=True,
+            )
+            found.append((trajectory.material_key, atoms))
+    return found

@@ -4,9 +4,9 @@ first and never commit. Energies are eV/atom."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from sqlalchemy import insert, select, text
@@ -56,6 +56,7 @@ SELECT DISTINCT ON (r.material_id)
 FROM relaxations r
 JOIN materials m ON m.id = r.material_id
 WHERE r.method = 'ml' AND r.model_version_id = :model_version_id
+  AND (CAST(:material_ids AS integer[]) IS NULL OR r.material_id = ANY(:material_ids))
 ORDER BY r.material_id, r.converged DESC NULLS LAST, r.id DESC
 """
 """A model's energy for each material it relaxed: its latest converged ML relaxation
@@ -79,10 +80,40 @@ def dft_energies(session: Session) -> pd.DataFrame:
     return _frame(session, DFT_ENERGIES_SQL, {"dft": DFT})
 
 
-def ml_energies(session: Session, model_version_id: int) -> pd.DataFrame:
-    """One row per material a model version relaxed: material_id, key, formula, chemsys,
-    species, energy_per_atom (eV/atom, uncorrected), relaxation_id."""
-    return _frame(session, ML_ENERGIES_SQL, {"model_version_id": model_version_id})
+def ml_energies(
+    session: Session, model_version_id: int, material_ids: Sequence[int] | None = None
+) -> pd.DataFrame:
+    """One row per material a model version relaxed (of ``material_ids``, when given):
+    material_id, key, formula, chemsys, species, energy_per_atom (eV/atom, uncorrected),
+    relaxation_id."""
+    return _frame(
+        session,
+        ML_ENERGIES_SQL,
+        {
+            "model_version_id": model_version_id,
+            "material_ids": None if material_ids is None else list(material_ids),
+        },
+    )
+
+
+def stability_values(
+    session: Session,
+    energy_source: str,
+    material_ids: Sequence[int],
+    column: Literal["e_above_hull", "hull_distance"] = "e_above_hull",
+) -> dict[int, float]:
+    """{material id: e_above_hull, or the signed distance to the hull of the other
+    materials} by one energy source (``dft`` or ``NAME:VERSION``), eV/atom."""
+    if column not in ("e_above_hull", "hull_distance"):  # a column name, never user text
+        raise ValueError(f"not a stability column: {column!r}")
+    rows = session.execute(
+        text(
+            f"SELECT material_id, {column} FROM stability"
+            " WHERE energy_source = :s AND material_id = ANY(:ids)"
+        ),
+        {"s": energy_source, "ids": list(material_ids)},
+    )
+    return dict(rows.tuples().all())
 
 
 @dataclass(frozen=True)

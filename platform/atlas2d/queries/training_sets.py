@@ -590,6 +590,11 @@ def training_set_row(session: Session, name: str) -> TrainingSetRow | None:
     return None if row is None else TrainingSetRow(**row)
 
 
+def training_set_name(session: Session, training_set_id: int) -> str:
+    """The name of a stored training set."""
+    return str(session.get_one(TrainingSet, training_set_id).name)
+
+
 def list_training_sets(session: Session) -> list[TrainingSetRow]:
     """Every stored training set, newest first."""
     rows = session.execute(

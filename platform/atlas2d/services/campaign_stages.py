@@ -26,8 +26,11 @@ from atlas2d.mlff.labeller import LabelSettings
 from atlas2d.mlff.relax import RelaxSettings
 from atlas2d.mlff.training import M3GNetSize, MACESize, TrainOptions
 from atlas2d.queries import al_campaigns as queries
+from atlas2d.queries import candidate_pools as pool_queries
+from atlas2d.queries import frames as frame_queries
 from atlas2d.queries import model_versions as model_queries
 from atlas2d.queries import relaxations as relaxation_queries
+from atlas2d.queries import stability as stability_queries
 from atlas2d.queries import training_sets as trainset_queries
 from atlas2d.queries.al_campaigns import CampaignRow, IterationRow
 from atlas2d.queries.candidate_pools import CandidateStructure
@@ -156,7 +159,7 @@ def _screening(context: StageContext, iteration: IterationRow) -> ModelVersionRe
 def _pool_name(context: StageContext, iteration: IterationRow) -> str:
     assert iteration.pool_id is not None, "the generate stage sets the pool"
     with context.sessions.begin() as session:
-        return queries.pool_name(session, iteration.pool_id)
+        return pool_queries.pool_name(session, iteration.pool_id)
 
 
 @dataclass(frozen=True)
@@ -228,7 +231,9 @@ def _generate(context: StageContext, iteration: IterationRow) -> None:
         pool = f"{name}-file"
         import_pool(context.sessions, pool, Path(argument))
     with context.sessions.begin() as session:
-        pool_id = queries.pool_id(session, pool)
+        pool_row = pool_queries.pool_row(session, pool)
+        assert pool_row is not None  # made or found above
+        pool_id = pool_row.id
         queries.update_iteration(session, iteration.id, pool_id=pool_id)
     members = _members(context, _reload(context, iteration.id))
     carried = sum(m.pool != pool for m in members)
@@ -276,11 +281,19 @@ def _relax(context: StageContext, iteration: IterationRow) -> None:
 # --- select -----------------------------------------------------------------------------
 
 
+def _ml_relaxations(
+    session: Session, model_version_id: int, material_ids: list[int]
+) -> dict[int, int]:
+    """{material id: the model's relaxation its hull uses} (``queries.stability``)."""
+    found = stability_queries.ml_energies(session, model_version_id, material_ids)
+    return dict(zip(found.material_id.astype(int), found.relaxation_id.astype(int), strict=True))
+
+
 def _model_hull(context: StageContext, model: str, material_ids: list[int]) -> None:
     """Bring the model's hull up to date when it relaxed any of the candidates."""
     with context.sessions.begin() as session:
         ref = resolve(session, model)
-        relaxed = queries.latest_ml_relaxations(session, ref.id, material_ids)
+        relaxed = _ml_relaxations(session, ref.id, material_ids)
     if relaxed:
         update_hull(context.sessions, model)
 
@@ -301,14 +314,14 @@ def _select(context: StageContext, iteration: IterationRow) -> None:
     if p["committee"]:
         _model_hull(context, p["committee"], ids)
     with context.sessions.begin() as session:
-        relaxed = queries.latest_ml_relaxations(session, screening.id, ids)
-        ehull = queries.stability_values(session, screening.label, ids)
-        committee_relaxed: dict[int, tuple[int, float]] = {}
+        relaxed = _ml_relaxations(session, screening.id, ids)
+        ehull = stability_queries.stability_values(session, screening.label, ids)
+        committee_relaxed: dict[int, int] = {}
         committee_ehull: dict[int, float] = {}
         if p["committee"]:
             committee = resolve(session, p["committee"])
-            committee_relaxed = queries.latest_ml_relaxations(session, committee.id, ids)
-            committee_ehull = queries.stability_values(session, committee.label, ids)
+            committee_relaxed = _ml_relaxations(session, committee.id, ids)
+            committee_ehull = stability_queries.stability_values(session, committee.label, ids)
         rows = decide(
             members,
             relaxed,
@@ -336,9 +349,9 @@ def _select(context: StageContext, iteration: IterationRow) -> None:
 
 def decide(
     members: list[CandidateStructure],
-    relaxed: dict[int, tuple[int, float]],
+    relaxed: dict[int, int],
     ehull: dict[int, float],
-    committee_relaxed: dict[int, tuple[int, float]],
+    committee_relaxed: dict[int, int],
     committee_ehull: dict[int, float],
     threshold: float,
     budget: int,
@@ -357,7 +370,7 @@ def decide(
     decided ``selected`` with ``in_control`` set, and counts in both groups.
 
     Args:
-        relaxed, committee_relaxed: {material id: (relaxation id, eV/atom)}.
+        relaxed, committee_relaxed: {material id: the model's relaxation id}.
         ehull, committee_ehull: {material id: e_above_hull eV/atom}.
         threshold: eV/atom.
     """
@@ -388,9 +401,9 @@ def decide(
         m = c.material_id
         row: dict[str, Any] = {
             "material_id": m,
-            "ml_relaxation_id": relaxed.get(m, (None,))[0],
+            "ml_relaxation_id": relaxed.get(m),
             "ml_e_above_hull": ehull.get(m),
-            "committee_relaxation_id": committee_relaxed.get(m, (None,))[0],
+            "committee_relaxation_id": committee_relaxed.get(m),
             "committee_e_above_hull": committee_ehull.get(m),
             "disagreement": disagreement(m),
             "passed": m in rank,
@@ -450,7 +463,7 @@ def _starts(
         if r == r and r is not None  # not NaN
     }
     with context.sessions.begin() as session:
-        relaxed = queries.final_structures(session, list(relaxation_of.values()))
+        relaxed = frame_queries.final_structures(session, list(relaxation_of.values()))
     starts = []
     for key in sorted(members):
         candidate = members[key]
@@ -579,15 +592,15 @@ def _measure(context: StageContext, iteration: IterationRow) -> None:
         queries.set_dft_stability(session, iteration.id)
         table = queries.candidates(session, iteration.id)
         labelled = table[table.label_status == "labelled"]
-        energies = queries.relaxation_energies(
+        energies = relaxation_queries.final_energies(
             session,
             [int(i) for i in labelled.ml_relaxation_id.dropna()]
             + [int(i) for i in labelled.dft_relaxation_id.dropna()],
         )
-        distances = queries.stability_values(
+        distances = stability_queries.stability_values(
             session, DFT, [int(m) for m in labelled.material_id], "hull_distance"
         )
-        hull_size = queries.dft_hull_size(session)
+        hull_size = len(stability_queries.dft_stable_material_ids(session))
         metrics = iteration_metrics(labelled, energies, distances, p["stable_threshold_ev"])
         metrics["dft_hull_size"] = hull_size
         queries.merge_iteration_json(session, iteration.id, "metrics", metrics)
@@ -673,7 +686,7 @@ def _previous_training_set(context: StageContext, iteration: IterationRow) -> st
     with context.sessions.begin() as session:
         for row in reversed(queries.iterations(session, context.campaign.id)):
             if row.index < iteration.index and row.training_set_id is not None:
-                return queries.training_set_name(session, row.training_set_id)
+                return trainset_queries.training_set_name(session, row.training_set_id)
     return str(context.parameters["base_training_set"])
 
 

@@ -308,19 +308,7 @@ def campaign_status(sessions: sessionmaker[Session], name: str) -> CampaignStatu
     with sessions.begin() as session:
         campaign = _campaign(session, name)
         rows = queries.iterations(session, campaign.id)
-        pending = [
-            frame.assign(iteration=row.index)
-            for row in rows
-            if not (frame := queries.candidates(session, row.id)).empty
-        ]
-        waiting = (
-            pd.concat(pending, ignore_index=True)
-            if pending
-            else pd.DataFrame(columns=["material_key", "formula", "iteration", "label_status"])
-        )
-        waiting = waiting[waiting["label_status"] == "pending"][
-            ["iteration", "material_key", "formula"]
-        ].reset_index(drop=True)
+        waiting = queries.pending_labels(session, campaign.id)
         return CampaignStatus(campaign, rows, queries.summary(session, name), waiting)
 
 

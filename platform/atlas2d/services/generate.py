@@ -404,7 +404,7 @@ def import_pool(sessions: sessionmaker[Session], pool: str, path: Path) -> queri
             a repeated key. AlreadyExists: the pool name is taken by other content.
     """
     from atlas2d.io.candidates import read_candidates
-    from atlas2d.queries.row_encoding import build_blocks, material_rows
+    from atlas2d.queries.row_encoding import build_blocks, material_rows, starting_structures
 
     if not POOL_NAME.match(pool):
         raise InvalidInput(f"pool name {pool!r} must be letters, digits, '.', '_' or '-'.")
@@ -424,20 +424,13 @@ def import_pool(sessions: sessionmaker[Session], pool: str, path: Path) -> queri
     blocks = build_blocks(parsed.trajectories, str(path))  # checked, layers oriented
     rows = {row["key"]: row for row in material_rows(parsed, blocks, [])}
     starts: dict[str, Atoms] = {}
-    for block in blocks:
-        for t, trajectory in enumerate(block.trajectories):
-            if trajectory.material_key in starts:
-                raise InvalidInput(
-                    f"{path}: several structures have the material key "
-                    f"{trajectory.material_key!r}; give each its own `material_key`."
-                )
-            first = block.frames_of(t).start
-            starts[trajectory.material_key] = Atoms(
-                numbers=trajectory.species,
-                positions=block.positions[first],
-                cell=block.cells[first],
-                pbc=True,
+    for key, atoms in starting_structures(blocks, "first"):
+        if key in starts:
+            raise InvalidInput(
+                f"{path}: several structures have the material key {key!r}; give each "
+                "its own `material_key`."
             )
+        starts[key] = atoms
     counts: dict[str, int] = {outcome: 0 for outcome in CANDIDATE_OUTCOMES}
     counts |= {"generated": len(starts), "stored": len(starts)}
     try:

@@ -139,8 +139,13 @@ def _write(
         },
     )
     rows = material_rows(parsed, blocks, entries)
-    if parsed.label_ticket is not None:
-        _check_ticket(parsed, rows)
+    ticket = (
+        None
+        if parsed.label_ticket is None
+        else LabelTicket.from_json(parsed.label_ticket, parsed.path)
+    )
+    if ticket is not None:
+        _check_ticket(parsed.path, ticket, rows)
     stored = materials_queries.upsert_materials(session, rows)
     for row in rows:
         if stored[row["key"]].formula != row["formula"]:
@@ -177,8 +182,8 @@ def _write(
     result.entries = energy_entries_queries.insert_entries(
         session, [entry_row(e, stored[e.source.material_key].id, source_id) for e in entries]
     )
-    if parsed.label_ticket is not None:
-        _attach_label(session, parsed, blocks, ids_per_block)
+    if ticket is not None:
+        _attach_label(session, parsed.path, ticket, blocks, ids_per_block)
     result.materials_new = sum(m.inserted for m in stored.values())
     result.relaxations = sum(i is not None for ids in ids_per_block for i in ids)
     result.relaxations_present = len(relaxation_rows) - result.relaxations
@@ -200,14 +205,12 @@ def _write(
     )
 
 
-def _check_ticket(parsed: ParsedFile, rows: list[dict[str, Any]]) -> None:
+def _check_ticket(path: str, ticket: LabelTicket, rows: list[dict[str, Any]]) -> None:
     """A VASP label must be the calculation of the candidate its ticket names."""
-    assert parsed.label_ticket is not None
-    ticket = LabelTicket.from_json(parsed.label_ticket, parsed.path)
     for row in rows:
         if row["formula"] != ticket.formula:
             raise InvalidInput(
-                f"{parsed.path}: its folder's {LABEL_TICKET} names candidate "
+                f"{path}: its folder's {LABEL_TICKET} names candidate "
                 f"{ticket.material_key} ({ticket.formula}) of campaign {ticket.campaign} "
                 f"iteration {ticket.iteration}, but the file holds {row['formula']}; put the "
                 "candidate's own calculation there. Nothing from this file was written."
@@ -216,16 +219,15 @@ def _check_ticket(parsed: ParsedFile, rows: list[dict[str, Any]]) -> None:
 
 def _attach_label(
     session: Session,
-    parsed: ParsedFile,
+    path: str,
+    ticket: LabelTicket,
     blocks: list[FrameBlock],
     ids_per_block: list[list[int | None]],
 ) -> None:
     """Mark the ticket's candidate labelled by the relaxation just stored; refuse (and
     so write nothing) when it is not a candidate waiting for its label."""
-    assert parsed.label_ticket is not None
-    ticket = LabelTicket.from_json(parsed.label_ticket, parsed.path)
     named = (
-        f"{parsed.path}: its folder's {LABEL_TICKET} names candidate {ticket.material_key} "
+        f"{path}: its folder's {LABEL_TICKET} names candidate {ticket.material_key} "
         f"of campaign {ticket.campaign} iteration {ticket.iteration}"
     )
     target = al_queries.label_target(

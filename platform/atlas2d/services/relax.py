@@ -279,7 +279,7 @@ def _plan_files(
     """Materials and starting structures from files (any ingest format)."""
     from atlas2d.io.candidates import read_candidates
     from atlas2d.io.files import expand_paths
-    from atlas2d.queries.row_encoding import build_blocks
+    from atlas2d.queries.row_encoding import build_blocks, starting_structures
     from atlas2d.queries.row_encoding import material_rows as rows_of
 
     starts: list[tuple[str, Atoms, str]] = []
@@ -293,17 +293,9 @@ def _plan_files(
         blocks = build_blocks(parsed.trajectories, str(path))  # checked and oriented
         for row in rows_of(parsed, blocks, []):
             rows_by_key[row["key"]] = row
-        for block in blocks:
-            for t, trajectory in enumerate(block.trajectories):
-                frames = block.frames_of(t)
-                index = frames.start if request.start == "first" else frames.stop - 1
-                atoms = Atoms(
-                    numbers=trajectory.species,
-                    positions=block.positions[index],
-                    cell=block.cells[index],
-                    pbc=True,
-                )
-                starts.append((trajectory.material_key, atoms, parsed.sha256))
+        starts += [
+            (key, atoms, parsed.sha256) for key, atoms in starting_structures(blocks, request.start)
+        ]
     keys = [key for key, _, _ in starts]
     repeated = sorted({key for key in keys if keys.count(key) > 1})
     if repeated:
