@@ -84,6 +84,10 @@ ARCHITECTURES: tuple[Architecture, ...] = get_args(Architecture)
 ModelStatus = Literal["training", "ready", "failed"]
 MODEL_STATUSES: tuple[ModelStatus, ...] = get_args(ModelStatus)
 
+ActivityStatus = Literal["running", "succeeded", "failed"]
+"""An activity (one run of a command that writes): ``failed`` also when interrupted."""
+ACTIVITY_STATUSES: tuple[ActivityStatus, ...] = get_args(ActivityStatus)
+
 EvaluationKind = Literal["relaxation", "direct", "stability"]
 EVALUATION_KINDS: tuple[EvaluationKind, ...] = get_args(EvaluationKind)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from atlas2d.cli.context import writes
 from atlas2d.cli.output import OutputFormat, console, print_frame, print_json
 from atlas2d.vocabulary import (
     DEFAULT_AL_BUDGET,
@@ -37,6 +38,7 @@ def _split(values: list[str]) -> tuple[str, ...]:
 
 
 @app.command()
+@writes("al create")
 def create(
     name: str = typer.Argument(..., help="Campaign name (prefixes its pools, sets and models)."),
     model: str = typer.Option(..., "--model", help="The model that screens iteration 1."),
@@ -189,6 +191,7 @@ def list_command(format: OutputFormat = typer.Option(OutputFormat.table, "--form
 
 
 @app.command()
+@writes("al run")
 def run(
     name: str = typer.Argument(...),
     iterations: int = typer.Option(

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import signal
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from atlas2d.config import get_settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass
@@ -42,7 +50,9 @@ def connect(check_schema: bool = True) -> Database:
     check_reachable(engine, url)
     if check_schema:
         ensure_schema_current(engine)
-    return Database(url, engine, make_sessions(engine))
+    database = Database(url, engine, make_sessions(engine))
+    _open_activity(database)
+    return database
 
 
 def connect_reader() -> Database:
@@ -71,3 +81,61 @@ def connect_reader() -> Database:
     source = "the embedded server" if embedded else "ATLAS2D_READER_DATABASE_URL"
     check_reader_login(sessions, source)
     return Database(url, engine, sessions)
+
+
+class _Activity:
+    """The activity of the running command: what to record (set by ``@writes``) and,
+    once the command connects, the open recording."""
+
+    run: tuple[str, dict[str, Any]] | None = None
+    """The command path without ``atlas2d``, and its parameters."""
+    stack: ExitStack | None = None
+
+
+def writes(command_path: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Mark a command that writes: each run is logged as one activity (``activities``)
+    named ``command_path`` (without ``atlas2d``) with the parameters it was called with,
+    opened when the command first connects and closed ``succeeded`` or ``failed``.
+    A termination signal (SIGTERM) counts as an interruption, as Ctrl-C does."""
+
+    def decorate(command: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(command)
+        def recorded(*args: P.args, **kwargs: P.kwargs) -> R:
+            # Typer passes every parameter by keyword, defaults included.
+            _Activity.run = (command_path, dict(kwargs))
+            _Activity.stack = ExitStack()
+            previous = _interrupt_on_sigterm()
+            try:
+                with _Activity.stack:
+                    return command(*args, **kwargs)
+            finally:
+                _Activity.run = _Activity.stack = None
+                if previous is not None:
+                    signal.signal(signal.SIGTERM, previous)
+
+        return recorded
+
+    return decorate
+
+
+def _open_activity(database: Database) -> None:
+    """Start recording the marked command's activity on ``database`` (first connect)."""
+    if _Activity.run is None or _Activity.stack is None:
+        return
+    from atlas2d.services.activities import CommandRun, recording
+
+    (command, arguments), _Activity.run = _Activity.run, None
+    _Activity.stack.enter_context(recording(database.sessions, CommandRun(command, arguments)))
+
+
+def _interrupt_on_sigterm() -> Any:
+    """Turn SIGTERM into KeyboardInterrupt (so the activity is closed as interrupted);
+    return the previous handler, or None off the main thread (signals cannot be set)."""
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:
+        return None

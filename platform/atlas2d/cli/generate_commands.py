@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from atlas2d.cli.context import writes
 from atlas2d.cli.output import OutputFormat, console, print_frame, print_json
 from atlas2d.vocabulary import (
     CANDIDATE_OUTCOMES,
@@ -110,6 +111,7 @@ def _split(values: list[str]) -> tuple[str, ...]:
 
 
 @app.command()
+@writes("generate substitute")
 def substitute(
     pool: str = POOL,
     chemsys: list[str] = typer.Option(
@@ -171,6 +173,7 @@ def substitute(
 
 
 @app.command()
+@writes("generate decorate")
 def decorate(
     pool: str = POOL,
     prototype: list[str] = typer.Option(

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from atlas2d.analysis.units import StressUnit
+from atlas2d.cli.context import writes
 from atlas2d.cli.output import console, error_console
 from atlas2d.vocabulary import ReadFormat
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from atlas2d.services.ingest import FileResult
 
 
+@writes("ingest")
 def ingest(
     paths: list[Path] = typer.Argument(..., help="Files or directories (plain, .gz, .bz2 or .xz)."),
     format: ReadFormat = typer.Option(

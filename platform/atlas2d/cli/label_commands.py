@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from atlas2d.cli.context import writes
 from atlas2d.cli.output import console
 from atlas2d.vocabulary import (
     DEFAULT_DEVICE,
@@ -17,6 +18,7 @@ from atlas2d.vocabulary import (
 )
 
 
+@writes("label")
 def label(
     from_file: list[Path] = typer.Option(
         [],

@@ -7,6 +7,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
+from atlas2d.cli.context import writes
 from atlas2d.cli.output import OutputFormat, console, print_frame, print_json
 from atlas2d.vocabulary import DEFAULT_DEVICE, HELD_OUT_SPLIT, Architecture, Device, Split
 
@@ -49,6 +50,7 @@ def _evaluated_splits(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {split: metrics[split] for split in EVALUATED_SPLITS if split in metrics}
 
 
+@writes("train")
 def train(
     arch: Architecture = typer.Option(..., "--arch", help="m3gnet (matgl) or mace (mace-torch)."),
     trainset: str = typer.Option(..., "--trainset", help="The training set to train on."),
@@ -139,6 +141,7 @@ def train(
     console.print(f"artifact {details.artifact_path}  sha256 {details.artifact_sha256}")
 
 
+@writes("predict")
 def predict(
     model: str = typer.Option(..., "--model", help="NAME or NAME:VERSION."),
     trainset: str = typer.Option(..., "--trainset"),

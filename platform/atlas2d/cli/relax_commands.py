@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from atlas2d.cli.context import writes
 from atlas2d.cli.output import OutputFormat, console, print_frame, print_json
 from atlas2d.vocabulary import (
     DEFAULT_CHUNK_SIZE,
@@ -69,6 +70,7 @@ def _request(
     )
 
 
+@writes("relax")
 def relax(
     model: str = typer.Option(..., "--model", help="NAME (latest ready) or NAME:VERSION."),
     trainset: str | None = typer.Option(
@@ -184,6 +186,7 @@ def relax(
         )
 
 
+@writes("evaluate")
 def evaluate(
     model: str = typer.Option(..., "--model"),
     trainset: str | None = typer.Option(None, "--trainset"),

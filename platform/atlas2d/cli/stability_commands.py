@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from atlas2d.cli.context import writes
 from atlas2d.cli.output import OutputFormat, console, print_frame
 from atlas2d.vocabulary import DFT, counted
 
@@ -15,6 +16,7 @@ ENERGY_HELP = "dft, or a model (NAME or NAME:VERSION) whose ML-relaxed energies 
 
 
 @hull_app.command("update")
+@writes("hull update")
 def update(
     energy: str = typer.Option(DFT, "--energy", help=ENERGY_HELP),
     chemsys: list[str] = typer.Option(

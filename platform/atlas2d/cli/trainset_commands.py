@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from atlas2d.cli.context import writes
 from atlas2d.cli.output import OutputFormat, console, print_frame, print_json
 from atlas2d.vocabulary import (
     DEFAULT_ECUT_EV_PER_ATOM,
@@ -69,6 +70,7 @@ def _summary_lines(summary: TrainingSetSummary) -> None:
 
 
 @app.command()
+@writes("trainset create")
 def create(
     name: str = typer.Argument(..., help="A new, unique name."),
     rule: Rule = typer.Option(DEFAULT_RULE, help="ecut (thesis), wang (steps 0, N/3, N-1) or all."),

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -33,6 +34,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from atlas2d.db.base import Base
 from atlas2d.db.types import Matrix3, SmallIntArray, Vec3Array
 from atlas2d.vocabulary import (
+    ACTIVITY_STATUSES,
     AL_CAMPAIGN_STATUSES,
     AL_DECISIONS,
     AL_LABEL_STATUSES,
@@ -54,11 +56,73 @@ def _in_list(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({quoted})"
 
 
+CURRENT_ACTIVITY = text("NULLIF(current_setting('atlas2d.activity_id', true), '')::integer")
+"""Default of every ``activity_id``: the activity the connection works for, which
+atlas2d sets per connection (``db.activity_tag``); NULL for anyone else's SQL."""
+
+
+def _activity_id() -> Mapped[int | None]:
+    """The activity that created the row (NULL: made before the log, or outside atlas2d)."""
+    return mapped_column(
+        ForeignKey("activities.id", ondelete="SET NULL"), server_default=CURRENT_ACTIVITY
+    )
+
+
+class Activity(Base):
+    """One run of a command that writes: who ran what, where, with which code, and
+    what it wrote. ``kill -9`` leaves it ``running`` (its pid tells it is gone)."""
+
+    __tablename__ = "activities"
+    __table_args__ = (
+        CheckConstraint(_in_list("status", ACTIVITY_STATUSES), name="status"),
+        CheckConstraint("status <> 'failed' OR error IS NOT NULL", name="failed_has_error"),
+        CheckConstraint("(status = 'running') = (finished_at IS NULL)", name="finished"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    command: Mapped[str] = mapped_column(Text)
+    """The command path without ``atlas2d``, e.g. ``trainset create``."""
+    arguments: Mapped[dict[str, Any]]
+    """Every parameter the command ran with, defaults included (JSON values)."""
+    os_user: Mapped[str] = mapped_column(Text)
+    host: Mapped[str] = mapped_column(Text)
+    pid: Mapped[int] = mapped_column(Integer)
+    atlas2d_version: Mapped[str] = mapped_column(Text)
+    git_commit: Mapped[str | None] = mapped_column(Text)
+    """The atlas2d checkout's commit; NULL when not run from a git checkout."""
+    git_dirty: Mapped[bool | None] = mapped_column(Boolean)
+    started_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
+    finished_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    rows_written: Mapped[dict[str, Any] | None]
+    """{table: rows inserted}, summed from ``activity_rows`` when the command ended."""
+
+
+class ActivityRows(Base):
+    """Rows one INSERT statement of an activity added to one table, written by the
+    statement-level trigger ``activity_count_inserted`` on every table that commands fill."""
+
+    __tablename__ = "activity_rows"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    activity_id: Mapped[int] = mapped_column(
+        ForeignKey("activities.id", ondelete="CASCADE"), index=True
+    )
+    table_name: Mapped[str] = mapped_column(Text)
+    n_rows: Mapped[int] = mapped_column(BigInteger)
+
+
 class Source(Base):
     """One ingested file (or in-memory batch): what it was, its hash, who parsed it."""
 
     __tablename__ = "sources"
-    __table_args__ = (CheckConstraint(_in_list("format", SOURCE_FORMATS), name="format"),)
+    __table_args__ = (
+        CheckConstraint(_in_list("format", SOURCE_FORMATS), name="format"),
+        CheckConstraint(
+            "(retracted_at IS NULL) = (retraction_reason IS NULL)", name="retraction_has_reason"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
     format: Mapped[str] = mapped_column(Text)
@@ -75,6 +139,11 @@ class Source(Base):
     n_frames: Mapped[int] = mapped_column(Integer)
     n_entries: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    retracted_at: Mapped[datetime | None]
+    """When the file was declared wrong (``audit source --retract``); nothing is deleted,
+    new training sets leave it out and models trained on it are ``tainted``."""
+    retraction_reason: Mapped[str | None] = mapped_column(Text)
+    activity_id: Mapped[int | None] = _activity_id()
 
 
 class Material(Base):
@@ -101,6 +170,7 @@ class Material(Base):
     """2 for layers (vacuum along c), 3 for bulk; 0/1 for molecules and wires."""
     info: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    activity_id: Mapped[int | None] = _activity_id()
 
     relaxations: Mapped[list[Relaxation]] = relationship(back_populates="material")
 
@@ -192,6 +262,7 @@ class Relaxation(Base):
     """Ingest notes, e.g. the re-orientation applied to put the vacuum along c."""
     content_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    activity_id: Mapped[int | None] = _activity_id()
 
     material: Mapped[Material] = relationship(back_populates="relaxations")
 
@@ -287,6 +358,7 @@ class TrainingSet(Base):
     """sha256 over, in relaxation order, each relaxation's id, split, selected frame ids
     and content hash (``queries.training_sets.HASH_SQL``)."""
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    activity_id: Mapped[int | None] = _activity_id()
 
 
 class TrainingSetRelaxation(Base):
@@ -305,8 +377,9 @@ class TrainingSetRelaxation(Base):
     training_set_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     """training_sets.id, enforced by statement-level triggers (as ``frames.relaxation_id``):
     the per-row foreign-key check cost more than the rest of the insert."""
-    relaxation_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    """relaxations.id; no foreign key: verify reports what was deleted since."""
+    relaxation_id: Mapped[int] = mapped_column(Integer, primary_key=True, index=True)
+    """relaxations.id; no foreign key: verify reports what was deleted since. Indexed
+    alone for audits, which go from a relaxation to the sets holding it."""
     split: Mapped[str] = mapped_column(Text)
     frame_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger, dimensions=1))
     """frames.id of the selected steps, in step order."""
@@ -360,6 +433,7 @@ class ModelVersion(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(server_default=func.now())
     finished_at: Mapped[datetime | None]
+    activity_id: Mapped[int | None] = _activity_id()
 
 
 class FramePrediction(Base):
@@ -385,13 +459,17 @@ class FramePrediction(Base):
     stress: Mapped[np.ndarray | None] = mapped_column(Matrix3)
     """Stress, shape (3, 3), eV/Å³, ASE sign; NULL when the model computes none."""
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    activity_id: Mapped[int | None] = _activity_id()
 
 
 class Evaluation(Base):
     """A stored evaluation of a model version against DFT on a set of materials."""
 
     __tablename__ = "evaluations"
-    __table_args__ = (CheckConstraint(_in_list("kind", EVALUATION_KINDS), name="kind"),)
+    __table_args__ = (
+        CheckConstraint(_in_list("kind", EVALUATION_KINDS), name="kind"),
+        CheckConstraint("leakage = (leaked_materials > 0)", name="leakage_counted"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
     model_version_id: Mapped[int] = mapped_column(
@@ -411,6 +489,14 @@ class Evaluation(Base):
     per_spacegroup: Mapped[dict[str, Any]]
     """{space-group number: figures}."""
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    leakage: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    """Evaluated with ``--allow-leakage`` on materials in the train split of the model
+    or of an ancestor."""
+    leaked_materials: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    """Evaluated materials that were in a train split of the model or an ancestor."""
+    ancestor_val_materials: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    """Evaluated materials that were in an ancestor's val split (allowed, counted)."""
+    activity_id: Mapped[int | None] = _activity_id()
 
 
 class HullRun(Base):
@@ -433,6 +519,7 @@ class HullRun(Base):
     """chemsys recomputed, materials written, materials skipped (and why)."""
     wall_time_s: Mapped[float] = mapped_column(Double)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    activity_id: Mapped[int | None] = _activity_id()
 
 
 class Stability(Base):
@@ -477,6 +564,7 @@ class Stability(Base):
     decomposition: Mapped[list[Any]] = mapped_column(JSONB)
     """[{material_key, formula, fraction}] of the hull phases at the material's
     composition (atom fractions); itself alone for a hull vertex."""
+    activity_id: Mapped[int | None] = _activity_id()
 
 
 class CandidatePool(Base):
@@ -505,6 +593,7 @@ class CandidatePool(Base):
     n_candidates: Mapped[int] = mapped_column(Integer)
     """Candidates stored (members of the pool)."""
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    activity_id: Mapped[int | None] = _activity_id()
 
 
 class PoolCandidate(Base):
@@ -567,6 +656,7 @@ class AlCampaign(Base):
     status: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    activity_id: Mapped[int | None] = _activity_id()
 
 
 class AlIteration(Base):
@@ -612,6 +702,7 @@ class AlIteration(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(server_default=func.now())
     finished_at: Mapped[datetime | None]
+    activity_id: Mapped[int | None] = _activity_id()
 
 
 class AlCandidate(Base):

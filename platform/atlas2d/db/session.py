@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from atlas2d.config import Settings
+from atlas2d.db.activity_tag import tag_connections
 from atlas2d.db.embedded import embedded_reader_url, embedded_url
 from atlas2d.errors import Atlas2dError, ConnectionLost, DatabaseUnavailable, PermissionDenied
 
@@ -54,7 +55,9 @@ def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
-    return create_engine(parsed, pool_pre_ping=True)
+    engine = create_engine(parsed, pool_pre_ping=True)
+    tag_connections(engine)
+    return engine
 
 
 def make_sessions(engine: Engine) -> sessionmaker[Session]:

@@ -579,6 +579,8 @@ class TrainingSetRow:
     relaxation_watermark: int
     content_hash: str
     created_at: datetime
+    activity_id: int | None
+    """The ``trainset create`` activity that made it (None before the log)."""
 
 
 _TRAINING_SETS = select(TrainingSet.__table__)
