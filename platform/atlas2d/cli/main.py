@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from atlas2d.cli import (
     al_commands,
+    audit_commands,
     db_commands,
     demo_commands,
     generate_commands,
@@ -43,6 +44,7 @@ typer_app.add_typer(generate_commands.app, name="generate")
 typer_app.add_typer(stability_commands.hull_app, name="hull")
 typer_app.command()(stability_commands.stable)
 typer_app.add_typer(al_commands.app, name="al")
+typer_app.add_typer(audit_commands.app, name="audit")
 typer_app.command()(demo_commands.demo)
 
 

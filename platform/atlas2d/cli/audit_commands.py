@@ -1,0 +1,12 @@
+"""``atlas2d audit``: where a model, a material or a source file came from and what it
+fed. Each subcommand lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    help="Provenance audits: a model's lineage and integrity, a material's history, a "
+    "source file's downstream impact (and its retraction).",
+    no_args_is_help=True,
+)
