@@ -65,8 +65,7 @@ def recording(sessions: sessionmaker[Session], run: CommandRun) -> Iterator[int]
 
 def start(sessions: sessionmaker[Session], run: CommandRun) -> int:
     """Insert the ``running`` activity of ``run`` (committed at once) and return its id."""
-    from atlas2d import __version__
-    from atlas2d.provenance import git_commit
+    from atlas2d.provenance import git_commit, package_versions
 
     git = git_commit() or {}
     with sessions.begin() as session:
@@ -76,7 +75,7 @@ def start(sessions: sessionmaker[Session], run: CommandRun) -> int:
             os_user=_os_user(),
             host=socket.gethostname(),
             pid=os.getpid(),
-            atlas2d_version=__version__,
+            atlas2d_version=package_versions(("atlas2d",))["atlas2d"] or "unknown",
             git_commit=git.get("commit"),
             git_dirty=git.get("dirty"),
             status="running",
