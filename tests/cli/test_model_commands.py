@@ -110,6 +110,8 @@ def test_relax_then_evaluate(registry_cli, tmp_path) -> None:  # type: ignore[no
     code, out, err = registry_cli("evaluate", *args, "--report", str(tmp_path / "report"))
     assert code == 0, err
     assert "E MAE (meV/atom)" in out and "area MAE ×100" in out and "report.md" in out
+    # Its own val split watched its training: allowed, and counted.
+    assert "ancestor val: 4 of 4 materials were in a val split" in out
     assert (tmp_path / "report" / "parity_area.png").is_file()
     code, out, _ = registry_cli("evaluate", *args, "--format", "json")
     import json
@@ -117,6 +119,7 @@ def test_relax_then_evaluate(registry_cli, tmp_path) -> None:  # type: ignore[no
     document = json.loads(out)
     assert document["metrics"]["n_materials"] == 4
     assert document["parameters"]["fmax_ev_per_a"] == 0.002
+    assert document["leakage"] is False and document["ancestor_val_materials"] == 4
     code, _, err = registry_cli(
         "evaluate", "--model", "tiny-mace:1", "--trainset", "layers", "--fmax", "0.3"
     )

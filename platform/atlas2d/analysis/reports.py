@@ -33,9 +33,18 @@ class ModelMetrics(Protocol):
     metrics: dict[str, Any]
 
 
+class LeakageNotes(Protocol):
+    """What an evaluation's materials share with the model's training, as text."""
+
+    def notes(self, n_materials: int) -> list[str]:
+        """One line per kind found (leaked, ancestor val); none when held out."""
+        ...
+
+
 class RelaxationReport(ModelMetrics, Protocol):
     """What a relaxation report shows: an evaluation, its groups and per-material rows
-    (``per_material``: dft/ml energy per atom in eV/atom and area per atom in Å²/atom)."""
+    (``per_material``: dft/ml energy per atom in eV/atom and area per atom in Å²/atom)
+    and its leakage."""
 
     id: int
     training_set: str | None
@@ -44,6 +53,9 @@ class RelaxationReport(ModelMetrics, Protocol):
     per_element: pd.DataFrame
     per_spacegroup: pd.DataFrame
     per_material: pd.DataFrame
+
+    @property
+    def leakage(self) -> LeakageNotes: ...
 
 
 class StabilityReport(Protocol):
@@ -122,11 +134,12 @@ def write_relaxation_report(evaluation: RelaxationReport, out_dir: Path) -> Path
         if evaluation.training_set
         else "selected materials"
     )
+    leakage = "".join(f"\n**{line}.**\n" for line in evaluation.leakage.notes(len(data)))
     text = f"""# Relaxation evaluation of {evaluation.model} ({scope})
 
 Evaluation {evaluation.id}. Relaxation: {evaluation.parameters}. Reference: each
 material's DFT-relaxed final frame. A material counts for every element it contains.
-
+{leakage}
 {markdown_table(thesis_table([evaluation]))}
 
 Energy MAE {m["energy_mae_mev_per_atom"]:.4g} meV/atom, area MAE {m["area_mae_a2_per_atom"]:.4g} Å²/atom

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 
 from atlas2d.cli.context import writes
-from atlas2d.cli.output import OutputFormat, console, print_frame, print_json
+from atlas2d.cli.output import OutputFormat, console, error_console, print_frame, print_json
 from atlas2d.vocabulary import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_DEVICE,
@@ -25,6 +26,7 @@ from atlas2d.vocabulary import (
 )
 
 if TYPE_CHECKING:
+    from atlas2d.services.leakage import Leakage
     from atlas2d.services.relax import RelaxRequest
 
 CHUNK_SIZES = ", ".join(f"{engine} {size}" for engine, size in DEFAULT_CHUNK_SIZE.items())
@@ -206,20 +208,36 @@ def evaluate(
     threshold: float = typer.Option(
         0.0, help="With --stability: stable means e_above_hull ≤ this (eV/atom)."
     ),
+    allow_leakage: bool = typer.Option(
+        False,
+        "--allow-leakage",
+        help="Evaluate even materials in a train split of the model or an ancestor; "
+        "the evaluation is stored flagged (leakage, leaked_materials).",
+    ),
 ) -> None:
     """Compare a model's relaxations with DFT (energy and area after relaxation), or with
-    --stability its stability classification (after `atlas2d hull update`)."""
+    --stability its stability classification (after `atlas2d hull update`).
+
+    Refused when a material was in a train split of the model or of a model it was
+    fine-tuned from (grouped splits count the whole group); --allow-leakage evaluates
+    anyway and flags the evaluation. Materials in a val split are counted."""
     from atlas2d.analysis.reports import thesis_table
     from atlas2d.cli.context import connect
     from atlas2d.services.evaluate import evaluate_relaxations
 
     if stability:
-        _evaluate_stability(model, threshold, format)
+        _evaluate_stability(model, threshold, format, allow_leakage)
         return
 
     request = _request(model, trainset, split, start, fmax, steps)
     evaluation = evaluate_relaxations(
-        connect().sessions, model, trainset, split if trainset else None, request, report
+        connect().sessions,
+        model,
+        trainset,
+        split if trainset else None,
+        request,
+        report,
+        allow_leakage,
     )
     if format is OutputFormat.json:
         print_json(
@@ -232,6 +250,7 @@ def evaluate(
                 "metrics": evaluation.metrics,
                 "per_element": evaluation.per_element,
                 "per_spacegroup": evaluation.per_spacegroup,
+                **_leakage_json(evaluation.leakage),
             }
         )
         return
@@ -241,6 +260,7 @@ def evaluate(
     print_frame(
         evaluation.per_element.head(20), format, title="per element (worst energy MAE first)"
     )
+    _print_leakage(evaluation.leakage, len(evaluation.per_material), format)
     if evaluation.report_dir is not None:
         console.print(f"report: {evaluation.report_dir / 'report.md'}")
 
@@ -258,13 +278,32 @@ STABILITY_COLUMNS = [
 ]
 
 
-def _evaluate_stability(model: str, threshold: float, format: OutputFormat) -> None:
+def _leakage_json(leakage: Leakage) -> dict[str, Any]:
+    """The stored leakage columns and the material keys behind them."""
+    return {
+        **leakage.columns(),
+        "leaked_keys": list(leakage.leaked),
+        "ancestor_val_keys": list(leakage.ancestor_val),
+    }
+
+
+def _print_leakage(leakage: Leakage, n_materials: int, format: OutputFormat) -> None:
+    """Leaked and ancestor-val counts under the tables; on stderr with --format csv,
+    whose stdout is the table alone."""
+    out = error_console if format is OutputFormat.csv else console
+    for line in leakage.notes(n_materials):
+        out.print(f"[yellow]{escape(line)}[/yellow]", highlight=False, soft_wrap=True)
+
+
+def _evaluate_stability(
+    model: str, threshold: float, format: OutputFormat, allow_leakage: bool
+) -> None:
     import pandas as pd
 
     from atlas2d.cli.context import connect
     from atlas2d.services.evaluate_stability import evaluate_stability
 
-    evaluation = evaluate_stability(connect().sessions, model, threshold)
+    evaluation = evaluate_stability(connect().sessions, model, threshold, allow_leakage)
     if format is OutputFormat.json:
         print_json(
             {
@@ -273,6 +312,7 @@ def _evaluate_stability(model: str, threshold: float, format: OutputFormat) -> N
                 "threshold_ev_per_atom": evaluation.threshold_ev_per_atom,
                 "metrics": evaluation.metrics,
                 "per_element": evaluation.per_element,
+                **_leakage_json(evaluation.leakage),
             }
         )
         return
@@ -285,3 +325,4 @@ def _evaluate_stability(model: str, threshold: float, format: OutputFormat) -> N
         title=f"stability vs DFT, stable ≤ {threshold * 1000:g} meV/atom "
         f"(evaluation {evaluation.id})",
     )
+    _print_leakage(evaluation.leakage, len(evaluation.per_material), format)

@@ -46,7 +46,11 @@ def relaxation_errors(
 
 def insert_evaluation(session: Session, row: dict[str, Any]) -> int:
     """Store an evaluation; an identical one already stored (same model, set, split,
-    kind, parameters and figures) is not stored twice: its id is returned."""
+    kind, parameters, figures and leakage counts) is not stored twice: its id is
+    returned. Leakage columns left out of ``row`` take their defaults (none)."""
+    # Counts are compared too: an evaluation stored before the leakage guard carries
+    # the defaults whatever it scored, and must not stand in for a flagged one.
+    row = {"leakage": False, "leaked_materials": 0, "ancestor_val_materials": 0, **row}
     same = session.execute(
         text(
             "SELECT id FROM evaluations WHERE model_version_id = :model_version_id"
@@ -54,7 +58,9 @@ def insert_evaluation(session: Session, row: dict[str, Any]) -> int:
             " AND split IS NOT DISTINCT FROM :split AND kind = :kind"
             " AND parameters = CAST(:parameters AS jsonb) AND metrics = CAST(:metrics AS jsonb)"
             " AND per_element = CAST(:per_element AS jsonb)"
-            " AND per_spacegroup = CAST(:per_spacegroup AS jsonb) ORDER BY id LIMIT 1"
+            " AND per_spacegroup = CAST(:per_spacegroup AS jsonb)"
+            " AND leaked_materials = :leaked_materials"
+            " AND ancestor_val_materials = :ancestor_val_materials ORDER BY id LIMIT 1"
         ),
         {
             **row,

@@ -4,7 +4,7 @@ and, on request, written as a report folder (Markdown and PNG plots)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from atlas2d.errors import InvalidInput, NotFound
 from atlas2d.queries import evaluations as queries
 from atlas2d.queries import training_sets as trainset_queries
 from atlas2d.services import models as registry
+from atlas2d.services.leakage import Leakage, check_leakage
 from atlas2d.services.relax import RelaxRequest, relaxation_parameters
 
 
@@ -25,7 +26,8 @@ class RelaxationEvaluation:
     """A stored evaluation of a model's relaxations against DFT.
 
     ``per_material`` has one row per material (DFT and ML energy per atom in eV/atom,
-    areas in Å²/atom); ``per_element`` and ``per_spacegroup`` the figures per group.
+    areas in Å²/atom); ``per_element`` and ``per_spacegroup`` the figures per group;
+    ``leakage`` the materials the model or an ancestor trained or validated on.
     """
 
     id: int
@@ -38,6 +40,7 @@ class RelaxationEvaluation:
     per_spacegroup: pd.DataFrame
     per_material: pd.DataFrame
     report_dir: Path | None = None
+    leakage: Leakage = field(default_factory=Leakage)
 
 
 def evaluate_relaxations(
@@ -47,12 +50,18 @@ def evaluate_relaxations(
     split: str | None,
     request: RelaxRequest | None = None,
     report_dir: Path | None = None,
+    allow_leakage: bool = False,
 ) -> RelaxationEvaluation:
     """Compare a model's stored relaxations (made with ``request``'s parameters) with each
     material's DFT-relaxed final frame, store the evaluation, optionally write a report.
 
+    Args:
+        allow_leakage: evaluate even materials in a train split of the model or an
+            ancestor (``services.leakage``); the evaluation is stored flagged.
+
     Raises:
-        NotFound: no such model or training set. InvalidInput: nothing relaxed yet.
+        NotFound: no such model or training set. InvalidInput: nothing relaxed yet, or
+        (without ``allow_leakage``) leaked materials; nothing is stored.
     """
     parameters = relaxation_parameters(request or RelaxRequest(model_ref))
     with sessions.begin() as session:
@@ -72,6 +81,7 @@ def evaluate_relaxations(
                 f"Model {model.label} has no stored relaxations{where} with these "
                 f"parameters ({parameters}); run `atlas2d relax` first."
             )
+        leakage = check_leakage(session, model, list(errors["material_key"]), allow_leakage)
         errors["spacegroup"] = spacegroup_labels(errors["spacegroup_number"])
         scores = score_relaxations(errors)
         evaluation_id = queries.insert_evaluation(
@@ -88,6 +98,7 @@ def evaluate_relaxations(
                 "metrics": scores.metrics,
                 "per_element": table_records(scores.per_element, "element"),
                 "per_spacegroup": table_records(scores.per_spacegroup, "spacegroup"),
+                **leakage.columns(),
             },
         )
     evaluation = RelaxationEvaluation(
@@ -112,6 +123,7 @@ def evaluate_relaxations(
                 "ml_area_per_atom",
             ]
         ],
+        leakage=leakage,
     )
     if report_dir is not None:
         evaluation.report_dir = write_relaxation_report(evaluation, report_dir)

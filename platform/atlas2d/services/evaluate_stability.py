@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -14,6 +14,7 @@ from atlas2d.errors import InvalidInput
 from atlas2d.queries import evaluations as evaluation_queries
 from atlas2d.queries import stability as queries
 from atlas2d.services import models as registry
+from atlas2d.services.leakage import Leakage, check_leakage
 
 PER_MATERIAL_COLUMNS = [
     "material_key",
@@ -26,7 +27,8 @@ PER_MATERIAL_COLUMNS = [
 
 @dataclass
 class StabilityEvaluation:
-    """A stored stability evaluation; ``per_material`` has both sides in eV/atom."""
+    """A stored stability evaluation; ``per_material`` has both sides in eV/atom;
+    ``leakage`` the materials the model or an ancestor trained or validated on."""
 
     id: int
     model: str
@@ -34,19 +36,26 @@ class StabilityEvaluation:
     metrics: dict[str, Any]
     per_element: pd.DataFrame
     per_material: pd.DataFrame
+    leakage: Leakage = field(default_factory=Leakage)
 
 
 def evaluate_stability(
-    sessions: sessionmaker[Session], model_ref: str, threshold: float = 0.0
+    sessions: sessionmaker[Session],
+    model_ref: str,
+    threshold: float = 0.0,
+    allow_leakage: bool = False,
 ) -> StabilityEvaluation:
     """Compare a model's stability results with DFT's on the materials that have both.
 
     Args:
         threshold: stable means e_above_hull ≤ threshold (eV/atom).
+        allow_leakage: evaluate even materials in a train split of the model or an
+            ancestor (``services.leakage``); the evaluation is stored flagged.
 
     Raises:
         InvalidInput: no material has both results (run ``atlas2d hull update`` for DFT
-        and for the model first).
+        and for the model first), or (without ``allow_leakage``) some are leaked;
+        nothing is stored.
     """
     with sessions.begin() as session:
         model = registry.resolve(session, model_ref)
@@ -57,6 +66,7 @@ def evaluate_stability(
                 f"No material has stability results from both DFT and {source}: run "
                 f"`atlas2d hull update` and `atlas2d hull update --energy {source}` first."
             )
+        leakage = check_leakage(session, model, list(paired["material_key"]), allow_leakage)
         scores = score_stability(paired, threshold)
         evaluation_id = evaluation_queries.insert_evaluation(
             session,
@@ -75,6 +85,7 @@ def evaluate_stability(
                 "metrics": scores.metrics,
                 "per_element": scores.per_element,
                 "per_spacegroup": scores.per_spacegroup,
+                **leakage.columns(),
             },
         )
     return StabilityEvaluation(
@@ -84,4 +95,5 @@ def evaluate_stability(
         scores.metrics,
         scores.element_table(),
         paired[PER_MATERIAL_COLUMNS],
+        leakage,
     )
