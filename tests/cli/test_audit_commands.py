@@ -93,6 +93,12 @@ def test_retraction_taints_downstream_and_unretract_clears_it(  # type: ignore[n
     assert str(graph.b_path) in out and "--include-retracted" in out
     assert _relaxations_of(sessions, "after", graph.b_path) == 0
     assert _relaxations_of(sessions, "after", graph.a_path) == 4
+    # Another isolated-atom cutoff first reads the kept frames' geometry, b's left out too.
+    code, out, err = cli(
+        "trainset", "create", "after-6a", "--ecut", "1e6", "--isolated-cutoff", "6"
+    )
+    assert code == 0 and "left out 4 relaxations" in out, err
+    assert _relaxations_of(sessions, "after-6a", graph.b_path) == 0
 
     code, out, err = cli("trainset", "verify", "both")
     assert code == 0, err  # an older set still reproduces …

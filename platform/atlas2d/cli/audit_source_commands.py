@@ -18,6 +18,8 @@ from atlas2d.cli.output import console, print_json
 from atlas2d.vocabulary import counted
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
     from atlas2d.queries.sources import SourceRow
     from atlas2d.services.audit_source import SourceAudit
 
@@ -90,7 +92,9 @@ def _check_options(retract: bool, reason: str | None, unretract: bool) -> None:
         raise typer.BadParameter("goes only with --retract.", param_hint="'--reason'")
 
 
-def _change(sessions: Any, reference: str, reason: str | None) -> dict[str, Any] | None:
+def _change(
+    sessions: sessionmaker[Session], reference: str, reason: str | None
+) -> dict[str, Any] | None:
     """Retract (``reason`` given) or restore the source, logged as one activity.
     Returns what changed, or None when the source already was in that state (said,
     nothing written, no activity)."""
