@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 
 from atlas2d.cli.context import writes
 from atlas2d.cli.output import OutputFormat, console, print_frame, print_json
@@ -63,10 +64,36 @@ def _summary_lines(summary: TrainingSetSummary) -> None:
         counts = summary.filter_counts[key]
         filters.add_row(label, f"{counts['frames']:,}", f"{counts['materials']:,}")
     console.print(filters)
+    _retracted_line(summary.retracted)
     if summary.content_hash is None:
         console.print("dry run: nothing stored")
     else:
         console.print(f"content hash: {summary.content_hash}")
+
+
+def _retracted_line(retracted: dict[str, Any] | None) -> None:
+    """Say what the selection did with relaxations of retracted sources (nothing when it
+    met none, or for a set made before retraction existed)."""
+    if not retracted or not retracted["relaxations"]:
+        return
+    sources = "; ".join(
+        f"{escape(s['path'])} (sha256 {s['sha256'][:12]}: {escape(s['reason'])})"
+        for s in retracted["sources"]
+    )
+    amount = (
+        f"{counted(retracted['relaxations'], 'relaxation')} "
+        f"({counted(retracted['frames'], 'frame')}) from "
+        f"{counted(len(retracted['sources']), 'retracted source')}"
+    )
+    if retracted["left_out"]:
+        console.print(
+            f"[yellow]left out {amount}:[/yellow] {sources}. --include-retracted keeps them.",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"[yellow]kept {amount} (--include-retracted):[/yellow] {sources}.", highlight=False
+        )
 
 
 @app.command()
@@ -114,6 +141,12 @@ def create(
         [], help="Only relaxations from these sources (path or id; repeatable)."
     ),
     method: Method = typer.Option(DFT, help="Relaxation method that enters."),
+    include_retracted: bool = typer.Option(
+        False,
+        "--include-retracted",
+        help="Also take relaxations of retracted sources (`audit source --retract`), "
+        "left out by default.",
+    ),
     keep_splits_from: str | None = typer.Option(
         None,
         "--keep-splits-from",
@@ -155,6 +188,7 @@ def create(
         dimensionality=dimensionality,
         chemsys=tuple(normalise_chemsys(c) or "" for c in chemsys),
         sources=tuple(source),
+        include_retracted=include_retracted,
         keep_splits_from=keep_splits_from,
     )
     make = preview_training_set if dry_run else create_training_set
@@ -200,6 +234,15 @@ def verify(name: str = typer.Argument(...)) -> None:
     from atlas2d.services.trainsets import verify_training_set
 
     report = verify_training_set(connect().sessions, name)
+    for content in report.retracted:
+        console.print(
+            f"[yellow]{escape(name)} holds {counted(content.relaxations, 'relaxation')} "
+            f"({counted(content.frames, 'frame')}: {content.train_frames:,} train, "
+            f"{content.val_frames:,} val, {content.test_frames:,} test) of retracted source "
+            f"{escape(content.path)}[/yellow] (sha256 {content.sha256[:12]}, retracted "
+            f"{content.retracted_at:%Y-%m-%d %H:%M}: {escape(content.reason)})",
+            highlight=False,
+        )
     if report.reproduced:
         console.print(f"{name}: reproduced, content hash {report.stored_hash}")
         return

@@ -204,6 +204,17 @@ def read_bytes(path: Path, max_mb: int | None = None) -> bytes:
         return stream.read_all()
 
 
+def content_sha256(path: Path, max_mb: int | None = None) -> str:
+    """Hex sha256 of the file's content, decompressed as ingest reads it: what
+    ``sources.sha256`` holds for a file ingested from wherever it lay. Streamed.
+
+    Raises:
+        InvalidInput: as ``read_bytes``.
+    """
+    with ContentStream(path, max_content_bytes(max_mb)) as stream:
+        return stream.sha256()
+
+
 def sha256_hex(content: bytes) -> str:
     """Hex sha256 of ``content``."""
     return hashlib.sha256(content).hexdigest()

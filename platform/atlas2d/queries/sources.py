@@ -4,6 +4,9 @@ never commit."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -39,3 +42,60 @@ def update_source_counts(session: Session, source_id: int, counts: dict[str, int
         ),
         {**counts, "id": source_id},
     )
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    """One ingested file (``sources``; see ``db.models.Source``).
+
+    Attributes:
+        path: as given to ``atlas2d ingest`` (relative to where it ran, or absolute).
+        sha256: of the file's decompressed content (or of a batch's content).
+        n_materials, n_relaxations, n_frames, n_entries: what it brought.
+        retracted_at, retraction_reason: both None unless retracted.
+        activity_id: the ingest activity (None before the activity log).
+    """
+
+    id: int
+    format: str
+    path: str
+    sha256: str
+    parser: str
+    n_materials: int
+    n_relaxations: int
+    n_frames: int
+    n_entries: int
+    created_at: datetime
+    retracted_at: datetime | None
+    retraction_reason: str | None
+    activity_id: int | None
+
+
+_SOURCE_COLUMNS = (
+    "id, format, path, sha256, parser, n_materials, n_relaxations, n_frames, n_entries,"
+    " created_at, retracted_at, retraction_reason, activity_id"
+)
+
+
+def _source_rows(session: Session, where: str, params: dict[str, Any]) -> list[SourceRow]:
+    rows = session.execute(
+        text(f"SELECT {_SOURCE_COLUMNS} FROM sources WHERE {where} ORDER BY id"), params
+    ).mappings()
+    return [SourceRow(**row) for row in rows]
+
+
+def source_row(session: Session, source_id: int) -> SourceRow:
+    """A source by id (it must exist)."""
+    (row,) = _source_rows(session, "id = :id", {"id": source_id})
+    return row
+
+
+def sources_by_path(session: Session, paths: Sequence[str]) -> list[SourceRow]:
+    """Sources stored under any of these paths, exactly (by id)."""
+    return _source_rows(session, "path = ANY(CAST(:paths AS text[]))", {"paths": list(paths)})
+
+
+def sources_by_sha256_prefix(session: Session, prefix: str) -> list[SourceRow]:
+    """Sources whose sha256 starts with ``prefix`` (lower-case hex), by id."""
+    # One row per file: a scan is cheap, and needs no collation-dependent range.
+    return _source_rows(session, "starts_with(sha256, :prefix)", {"prefix": prefix})

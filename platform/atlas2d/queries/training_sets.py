@@ -20,7 +20,7 @@ temporary tables of the current transaction, one row per relaxation:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -71,6 +71,9 @@ class SelectionParameters:
         split: train/val/test percentages; seed: random seed; group_by: ``material``,
             ``formula`` or ``chemsys`` (a group lands in one split).
         method, dimensionality, chemsys, sources: which relaxations enter.
+        include_retracted: also take relaxations of retracted sources (``audit source
+            --retract``); left out by default. Parameters recorded before retraction
+            existed read as True: those sets were made from every source.
         keep_splits_from: the name of an earlier training set whose materials keep
             their split (an active-learning campaign's sets over growing data); the
             other groups are split by ``split`` and ``seed``. None splits every group.
@@ -93,6 +96,7 @@ class SelectionParameters:
     dimensionality: int | None = None
     chemsys: tuple[str, ...] = field(default_factory=tuple)
     sources: tuple[str, ...] = field(default_factory=tuple)
+    include_retracted: bool = False
     keep_splits_from: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -105,9 +109,11 @@ class SelectionParameters:
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> SelectionParameters:
         """The parameters ``to_json`` recorded; a key recorded by no older version
-        (``keep_splits_from``) takes its default."""
+        takes its default (``keep_splits_from``), except ``include_retracted``, which
+        older versions did in effect (they left nothing out)."""
         return cls(
             **{
+                "include_retracted": True,
                 **values,
                 "split": tuple(values["split"]),
                 "chemsys": tuple(values["chemsys"]),
@@ -165,10 +171,18 @@ RUN_CONDITIONS = {
 }
 
 
-def _runs_cte(params: SelectionParameters) -> str:
+LEFT_OUT_CONDITION = "(r.source_id IS NULL OR r.source_id <> ALL(CAST(:left_out_sources AS int[])))"
+"""The relaxations of the sources a set leaves out (retracted when it was made) do not
+enter. Not a selector: it removes few runs, so the scan stays unrestricted."""
+
+
+def _runs_cte(params: SelectionParameters, left_out_sources: Sequence[int] = ()) -> str:
+    conditions = [RUN_CONDITIONS[k] for k in _selectors(params)]
+    if left_out_sources:
+        conditions.append(LEFT_OUT_CONDITION)
     return RUNS_CTE.format(
         probed=RULES_SQL[params.rule].probed,
-        conditions="".join(f" AND {RUN_CONDITIONS[k]}" for k in _selectors(params)),
+        conditions="".join(f" AND {condition}" for condition in conditions),
     )
 
 
@@ -257,12 +271,15 @@ def select_candidates(
     params: SelectionParameters,
     watermark: int,
     isolated_frames: np.ndarray | None = None,
+    left_out_sources: Sequence[int] = (),
 ) -> None:
     """Fill ``trainset_candidates``: per relaxation, the frames the rule keeps.
 
     Args:
         isolated_frames: frame ids with an isolated atom for a cutoff other than the
             stored 5 Å one (see ``rule_frame_geometry``); None uses the stored flag.
+        left_out_sources: ids of sources whose relaxations do not enter (the retracted
+            sources a set leaves out, ``retracted_runs``).
     """
     _reset(session)
     flags = FLAGS_SQL.format(
@@ -286,11 +303,11 @@ def select_candidates(
     session.execute(
         text(
             "CREATE TEMP TABLE trainset_candidates ON COMMIT DROP AS"
-            + _runs_cte(params)
+            + _runs_cte(params, left_out_sources)
             + "\nUNION ALL\n".join(aggregates)
         ),
         {
-            **_parameters(params, watermark),
+            **_parameters(params, watermark, left_out_sources),
             "isolated_ids": [] if isolated_frames is None else isolated_frames.tolist(),
         },
     )
@@ -332,8 +349,11 @@ def _offending() -> str:
     return " OR ".join(OUTLIER_FILTERS)
 
 
-def _parameters(params: SelectionParameters, watermark: int) -> dict[str, Any]:
+def _parameters(
+    params: SelectionParameters, watermark: int, left_out_sources: Sequence[int] = ()
+) -> dict[str, Any]:
     return {
+        "left_out_sources": list(left_out_sources),
         "method": params.method,
         "watermark": watermark,
         "dimensionality": params.dimensionality,
@@ -350,8 +370,77 @@ def _parameters(params: SelectionParameters, watermark: int) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class LeftOutSource:
+    """A retracted source whose relaxations a new training set leaves out.
+
+    Attributes:
+        relaxations: its relaxations that would have entered the selection (method,
+            watermark and selectors match). frames: their stored steps, all of them
+            (before the step rule). materials: their materials.
+    """
+
+    source_id: int
+    path: str
+    sha256: str
+    reason: str
+    relaxations: int
+    frames: int
+    materials: int
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """What a selection leaves out of retracted sources: per source, and in total
+    (``materials`` counts a material once even when several sources held it)."""
+
+    sources: list[LeftOutSource]
+    relaxations: int
+    frames: int
+    materials: int
+
+    @property
+    def source_ids(self) -> list[int]:
+        return [s.source_id for s in self.sources]
+
+
+# One pass: a row per source and, with all grouping columns NULL, the total.
+RETRACTED_RUNS_SQL = """
+SELECT s.id AS source_id, s.path, s.sha256, s.retraction_reason AS reason,
+       count(*) AS relaxations, COALESCE(sum(r.n_steps), 0) AS frames,
+       count(DISTINCT r.material_id) AS materials
+FROM sources s JOIN relaxations r ON r.source_id = s.id
+WHERE s.retracted_at IS NOT NULL AND r.method = :method AND r.id <= :watermark {conditions}
+GROUP BY GROUPING SETS ((s.id, s.path, s.sha256, s.retraction_reason), ())
+ORDER BY s.id NULLS LAST"""
+
+
+def retracted_runs(session: Session, params: SelectionParameters, watermark: int) -> LeftOut:
+    """The relaxations of retracted sources that would enter ``params``'s selection
+    below ``watermark``, per source. Starts from the (few) retracted sources."""
+    conditions = "".join(f" AND {RUN_CONDITIONS[k]}" for k in _selectors(params))
+    rows = (
+        session.execute(
+            text(RETRACTED_RUNS_SQL.format(conditions=conditions)),
+            _parameters(params, watermark),
+        )
+        .mappings()
+        .all()
+    )
+    total = rows[-1]  # the empty grouping set: always one row, zeros when none matched
+    return LeftOut(
+        sources=[LeftOutSource(**row) for row in rows[:-1]],
+        relaxations=int(total["relaxations"]),
+        frames=int(total["frames"]),
+        materials=int(total["materials"]),
+    )
+
+
 def rule_frame_geometry(
-    session: Session, params: SelectionParameters, watermark: int
+    session: Session,
+    params: SelectionParameters,
+    watermark: int,
+    left_out_sources: Sequence[int] = (),
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(frame ids, cells (F, 3, 3), positions (F, N, 3)) of the frames the rule keeps,
     one relaxation at a time: for an isolated-atom cutoff other than the stored one."""
@@ -362,12 +451,12 @@ def rule_frame_geometry(
     )
     rows = session.execute(
         text(
-            f"{_runs_cte(params)} SELECT f.id, f.relaxation_id, f.cell, f.positions FROM frames f"
-            f" WHERE f.id IN ({kept}) ORDER BY f.relaxation_id, f.step"
+            f"{_runs_cte(params, left_out_sources)} SELECT f.id, f.relaxation_id, f.cell,"
+            f" f.positions FROM frames f WHERE f.id IN ({kept}) ORDER BY f.relaxation_id, f.step"
         )
         .columns(cell=Matrix3, positions=Vec3Array)
         .execution_options(stream_results=True, yield_per=5000),
-        _parameters(params, watermark),
+        _parameters(params, watermark, left_out_sources),
     )
     for batch in _by_relaxation(rows):
         yield (

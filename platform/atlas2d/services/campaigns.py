@@ -217,6 +217,9 @@ def _parameters(
     # Retraining takes all DFT data: the campaign's labels are in no chemsys or source
     # the starting set may have been cut to. The rule, filters and split stay.
     selection |= {"chemsys": [], "sources": [], "keep_splits_from": None}
+    # A base set made before retraction existed records no choice: retraining leaves
+    # retracted sources out, as `trainset create` does.
+    selection.setdefault("include_retracted", False)
     kind, _, argument = request.generator.partition(":")
     if kind == "pool" and pool_queries.pool_row(session, argument) is None:
         raise NotFound(f"No pool is named {argument!r}; `atlas2d generate list`.")

@@ -25,7 +25,8 @@ from atlas2d.errors import AlreadyExists, InvalidInput, NotFound
 from atlas2d.io.records import ExportFrame
 from atlas2d.mlff.forcefield import zero_out_of_plane
 from atlas2d.queries import training_sets as queries
-from atlas2d.queries.training_sets import SelectionParameters, TrainingSetRow
+from atlas2d.queries.retractions import RetractedContent, retracted_content
+from atlas2d.queries.training_sets import LeftOut, SelectionParameters, TrainingSetRow
 from atlas2d.vocabulary import (
     EXPORT_FORMATS,
     GROUP_BYS,
@@ -59,16 +60,66 @@ class TrainingSetSummary:
     def from_row(cls, row: TrainingSetRow) -> TrainingSetSummary:
         return cls(**{k: getattr(row, k) for k in cls.__dataclass_fields__})
 
+    @property
+    def retracted(self) -> dict[str, Any] | None:
+        """The relaxations of retracted sources the selection met (``filter_counts``
+        key ``retracted``, see ``_retracted_counts``); None for a set made before
+        retraction existed."""
+        return self.filter_counts.get(RETRACTED)
+
 
 @dataclass
 class VerifyReport:
-    """Whether a training set reproduces from the stored parameters and data."""
+    """Whether a training set reproduces from the stored parameters and data.
+
+    Attributes:
+        retracted: the retracted sources the set holds frames of, with counts; a set
+            still reproduces with them (nothing is deleted), this only says so.
+    """
 
     name: str
     reproduced: bool
     stored_hash: str
     recomputed_hash: str
     differences: dict[str, Any] = field(default_factory=dict)
+    retracted: list[RetractedContent] = field(default_factory=list)
+
+
+RETRACTED = "retracted"
+"""The ``filter_counts`` key recording the retracted sources a selection met."""
+
+
+def _retracted_counts(left_out: LeftOut, include_retracted: bool) -> dict[str, Any]:
+    """``filter_counts["retracted"]``: the relaxations of retracted sources that entered
+    the selection (all their steps counted as frames, before the step rule), per source,
+    and whether they were left out. Verify leaves the same sources out again, whatever
+    has been retracted or restored since."""
+    return {
+        "left_out": not include_retracted,
+        "relaxations": left_out.relaxations,
+        "frames": left_out.frames,
+        "materials": left_out.materials,
+        "sources": [
+            {
+                "id": s.source_id,
+                "path": s.path,
+                "sha256": s.sha256,
+                "reason": s.reason,
+                "relaxations": s.relaxations,
+                "frames": s.frames,
+                "materials": s.materials,
+            }
+            for s in left_out.sources
+        ],
+    }
+
+
+def _left_out_sources(filter_counts: dict[str, Any]) -> list[int]:
+    """Ids of the retracted sources a stored set left out (none for older sets)."""
+    retracted = filter_counts.get(RETRACTED)
+    if not retracted or not retracted["left_out"]:
+        return []
+    return [source["id"] for source in retracted["sources"]]
 
 
 def _validate(params: SelectionParameters) -> None:
@@ -90,15 +141,16 @@ def _validate(params: SelectionParameters) -> None:
 
 
 def _isolated_frames(
-    session: Session, params: SelectionParameters, watermark: int
+    session: Session, params: SelectionParameters, watermark: int, left_out: list[int]
 ) -> np.ndarray | None:
     """Ids of rule-kept frames with an isolated atom at a cutoff other than the stored
     5 Å one (computed from the geometry), or None to use the stored flag."""
     if params.isolated_cutoff == ISOLATED_CUTOFF_A:
         return None
+    frames = queries.rule_frame_geometry(session, params, watermark, left_out)
     isolated = [
         ids[has_isolated_atom(cells, positions, params.isolated_cutoff)]
-        for ids, cells, positions in queries.rule_frame_geometry(session, params, watermark)
+        for ids, cells, positions in frames
     ]
     return np.concatenate(isolated) if isolated else np.empty(0, dtype=np.int64)
 
@@ -156,20 +208,39 @@ def _earlier_splits(session: Session, params: SelectionParameters) -> dict[int, 
     return queries.material_splits(session, earlier.id)
 
 
-def _select(session: Session, params: SelectionParameters, watermark: int) -> dict[str, Any]:
+def _select(
+    session: Session,
+    params: SelectionParameters,
+    watermark: int,
+    left_out: list[int] | None = None,
+) -> dict[str, Any]:
     """Run the rule and the filters into ``trainset_candidates`` and assign splits
     (``split_materials``).
 
+    Args:
+        left_out: ids of the retracted sources to leave out, as recorded by a stored
+            set (verify); None to find them now (create: every retracted source, unless
+            ``params.include_retracted``).
+
     Returns:
-        split_of_material (material id → split), split_counts, filter_counts,
-        n_frames, n_materials.
+        split_of_material (material id → split), split_counts, filter_counts (with
+        ``retracted`` when the sources were found now), n_frames, n_materials.
 
     Raises:
         NotFound: ``params.keep_splits_from`` names no training set (checked first).
     """
     earlier = _earlier_splits(session, params)
+    recorded: dict[str, Any] = {}
+    if left_out is None:
+        met = queries.retracted_runs(session, params, watermark)
+        recorded[RETRACTED] = _retracted_counts(met, params.include_retracted)
+        left_out = [] if params.include_retracted else met.source_ids
     queries.select_candidates(
-        session, params, watermark, _isolated_frames(session, params, watermark)
+        session,
+        params,
+        watermark,
+        _isolated_frames(session, params, watermark, left_out),
+        left_out,
     )
     per_filter = queries.filter_counts(session)
     survivors = queries.surviving_materials(session, params.outlier_scope, params.group_by)
@@ -193,6 +264,7 @@ def _select(session: Session, params: SelectionParameters, watermark: int) -> di
                 "frames": kept["frames"] - n_frames,
                 "materials": kept["materials"] - n_materials,
             },
+            **recorded,
         },
         "n_frames": n_frames,
         "n_materials": n_materials,
@@ -211,6 +283,9 @@ def create_training_set(
 ) -> TrainingSetSummary:
     """Select, filter, split and store a training set in one transaction.
 
+    Relaxations of retracted sources are left out unless ``params.include_retracted``;
+    ``filter_counts["retracted"]`` records which sources and how much either way.
+
     Raises:
         InvalidInput: bad parameters, or no frame survives the selection.
         AlreadyExists: a training set with this name exists.
@@ -226,10 +301,17 @@ def create_training_set(
             watermark = queries.relaxation_watermark(session)
             selection = _select(session, params, watermark)
             if selection["n_frames"] == 0:
+                retracted = selection["filter_counts"][RETRACTED]
+                left_out = (
+                    f"; {retracted['relaxations']} relaxations of retracted sources were "
+                    "left out, which --include-retracted keeps"
+                    if retracted["left_out"] and retracted["relaxations"]
+                    else ""
+                )
                 raise InvalidInput(
                     f"No frame survives the selection for training set {name!r} "
                     f"(rule kept {selection['filter_counts']['rule_kept']['frames']} frames before the "
-                    "outlier filters); ingest data or loosen the selection."
+                    f"outlier filters{left_out}); ingest data or loosen the selection."
                 )
             split_of_material = selection.pop("split_of_material")
             row = {
@@ -321,19 +403,24 @@ def verify_training_set(sessions: sessionmaker[Session], name: str) -> VerifyRep
     compare frames, splits and hash with what was stored; recompute every stored
     frame's content digest. Writes nothing (the re-run lives in temporary tables
     dropped at commit). A set made with ``keep_splits_from`` reads the earlier set's
-    splits again (training sets are immutable)."""
+    splits again (training sets are immutable). The retracted sources the set left out
+    when it was made are left out again, whatever was retracted or restored since; the
+    retracted sources it holds frames of are reported (``VerifyReport.retracted``),
+    without failing it."""
     with sessions.begin() as session:
         row = _get(session, name)
         params = SelectionParameters.from_json(row.parameters)
-        selection = _select(session, params, row.relaxation_watermark)
+        left_out = _left_out_sources(row.filter_counts)
+        selection = _select(session, params, row.relaxation_watermark, left_out)
         queries.fill_selected(session, selection["split_of_material"])
         recomputed = queries.selected_hash(session)
         differences = queries.compare_with_stored(session, row.id)
         differences["changed"] = _changed_frames(session, row.id)
+        retracted = retracted_content(session, row.id)
     reproduced = recomputed == row.content_hash and not any(
         d["count"] for d in differences.values()
     )
-    return VerifyReport(name, reproduced, row.content_hash, recomputed, differences)
+    return VerifyReport(name, reproduced, row.content_hash, recomputed, differences, retracted)
 
 
 def _changed_frames(session: Session, training_set_id: int, limit: int = 20) -> dict[str, Any]:
