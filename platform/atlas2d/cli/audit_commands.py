@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import typer
 
+from atlas2d.cli import audit_model_commands
+
 app = typer.Typer(
     help="Provenance audits: a model's lineage and integrity, a material's history, a "
     "source file's downstream impact (and its retraction).",
     no_args_is_help=True,
 )
+
+app.command("model")(audit_model_commands.model)
