@@ -378,6 +378,22 @@ def _training_set_problem(check: TrainingSetCheck, models: list[str]) -> str:
     return f"training set {check.name} (of {used_by}) does not verify: " + "; ".join(found)
 
 
+def _reproduce_problem(check: ReproduceCheck, artifact_ok: bool) -> str | None:
+    """What went wrong reproducing predictions, or None when the model file's own
+    reason already says it (the file was not loaded)."""
+    if check.skipped is not None:
+        return None if not artifact_ok else f": {check.skipped}"
+    worst = check.out_of_tolerance
+    return (
+        f" on {len(worst)} of {len(check.frames)} frames (frame ids "
+        f"{', '.join(str(d.frame_id) for d in worst[:20])}): largest difference "
+        f"{check.largest_energy_mev_per_atom:.3g} meV/atom, "
+        f"{check.largest_force_mev_per_a:.3g} meV/Å (tolerance "
+        f"{check.energy_tolerance_mev_per_atom:g} meV/atom, "
+        f"{check.force_tolerance_mev_per_a:g} meV/Å)"
+    )
+
+
 def failure_reasons(audit: ModelAudit) -> list[str]:
     """One line per problem found, in lineage, metrics, reproduce order."""
     reasons = []
@@ -405,20 +421,9 @@ def failure_reasons(audit: ModelAudit) -> list[str]:
                 f"{metric.registered}, the stored predictions give {metric.recomputed} "
                 f"(relative tolerance {audit.metric_relative_tolerance:g})"
             )
-    check_ = audit.reproduce
-    if check_ is not None and not check_.ok:
-        if check_.skipped is not None:
-            if audit.lineage[0].artifact.ok:  # otherwise the file's reason says it
-                reasons.append(f"{audit.model} predictions not reproduced: {check_.skipped}")
-        else:
-            worst = check_.out_of_tolerance
-            reasons.append(
-                f"{audit.model} predictions not reproduced on {len(worst)} of "
-                f"{len(check_.frames)} frames (frame ids "
-                f"{', '.join(str(d.frame_id) for d in worst[:20])}): largest difference "
-                f"{check_.largest_energy_mev_per_atom:.3g} meV/atom, "
-                f"{check_.largest_force_mev_per_a:.3g} meV/Å (tolerance "
-                f"{check_.energy_tolerance_mev_per_atom:g} meV/atom, "
-                f"{check_.force_tolerance_mev_per_a:g} meV/Å)"
-            )
+    reproduced = audit.reproduce
+    if reproduced is not None and not reproduced.ok:
+        reason = _reproduce_problem(reproduced, audit.lineage[0].artifact.ok)
+        if reason:
+            reasons.append(f"{audit.model} predictions not reproduced{reason}")
     return reasons
