@@ -203,6 +203,12 @@ def show(
     console.print(f"training set {details.training_set}  hash {details.training_set_hash}")
     chain = " ← ".join([details.ref, *(p["model"] for p in details.parent_chain)])
     console.print(f"lineage {chain}")
+    for source in details.tainted_by:
+        console.print(
+            f"[red]tainted:[/red] trained on retracted source {escape(source['path'])} "
+            f"(sha256 {source['sha256'][:16]}…): {escape(source['reason'])}",
+            highlight=False,
+        )
     console.print(f"artifact {details.artifact_path}  sha256 {details.artifact_sha256}")
     console.print(f"hyperparameters {details.hyperparameters}", highlight=False)
     environment = details.environment

@@ -1,4 +1,5 @@
-"""Vectorised encoder for PostgreSQL's binary COPY format.
+"""Vectorised encoder for PostgreSQL's binary COPY format, and the framing of a binary
+COPY read back.
 
 A batch of rows whose fields all have a fixed width (numbers, 3×3 float8 arrays,
 ``bytea`` of one length, NULL for the whole batch) is laid out as one numpy
@@ -8,12 +9,14 @@ Format: https://www.postgresql.org/docs/16/sql-copy.html ("Binary Format").
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+COPY_HEADER = COPY_SIGNATURE + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
 FLOAT8_OID = 701
 
@@ -83,3 +86,21 @@ def encode_rows(fields: list[Field]) -> bytes:
             column["length"] = values.shape[1] * 8
             column["value"] = values
     return rows.tobytes()
+
+
+def copied_rows(messages: Iterable[bytes | memoryview]) -> Iterator[memoryview]:
+    """The rows of a binary ``COPY … TO STDOUT``, from the messages the driver reads
+    (psycopg's ``Copy`` iterated), without the header and the trailer.
+
+    PostgreSQL sends every row as one message ("Messages sent from the backend will
+    always correspond to single data rows"), the header at the start of the first, the
+    trailer alone in the last; so each message is one row, laid out as ``encode_rows``
+    lays out rows.
+    """
+    for message in messages:
+        row = memoryview(message)
+        if row[: len(COPY_SIGNATURE)] == COPY_SIGNATURE:
+            extension = int.from_bytes(row[len(COPY_HEADER) - 4 : len(COPY_HEADER)], "big")
+            row = row[len(COPY_HEADER) + extension :]
+        if len(row) and row != COPY_TRAILER:
+            yield row

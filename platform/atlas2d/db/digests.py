@@ -14,6 +14,8 @@ import xxhash
 from atlas2d.db.copy_binary import Field, encode_rows
 
 DIGEST_BYTES = 16
+DIGEST_COLUMNS = ("step", "energy", "cell", "positions", "forces", "stress")
+"""The ``frames`` columns a digest covers, in the order they are encoded."""
 
 
 def frame_digests(
@@ -52,3 +54,10 @@ def frame_digests(
             xxhash.xxh3_128_digest(view[f * size : (f + 1) * size]), dtype=np.uint8
         )
     return digests
+
+
+def digest_of_fields(fields: bytes | memoryview) -> bytes:
+    """The digest of one frame from its :data:`DIGEST_COLUMNS` as a binary COPY sends
+    them (each field's length and value, without the row's field count): the same bytes
+    ``frame_digests`` hashes, so no column is decoded."""
+    return xxhash.xxh3_128_digest(len(DIGEST_COLUMNS).to_bytes(2, "big") + fields)

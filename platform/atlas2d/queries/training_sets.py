@@ -30,7 +30,10 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from atlas2d.analysis.units import KBAR_PER_EV_PER_A3
+from atlas2d.db.copy_binary import copied_rows
+from atlas2d.db.digests import DIGEST_BYTES, DIGEST_COLUMNS
 from atlas2d.db.models import TrainingSet
+from atlas2d.db.session import driver_connection
 from atlas2d.db.types import Matrix3, SmallIntArray, Vec3Array
 from atlas2d.vocabulary import (
     DEFAULT_ECUT_EV_PER_ATOM,
@@ -734,50 +737,33 @@ def compare_with_stored(session: Session, training_set_id: int, limit: int = 20)
     }
 
 
-@dataclass(frozen=True)
-class RelaxationFrames:
-    """The content of some frames of one relaxation, in step order (F frames of N sites).
+def stored_frame_encodings(
+    session: Session, training_set_id: int
+) -> Iterator[tuple[int, memoryview, bytes]]:
+    """(frame id, its :data:`~atlas2d.db.digests.DIGEST_COLUMNS` as binary COPY encodes
+    them, the digest stored at ingest) for each stored frame of a set that still
+    exists, in no order (streamed).
 
-    Attributes:
-        frame_ids, steps: (F,). energies: (F,) eV. cells: (F, 3, 3) Å, rows.
-        positions, forces: (F, N, 3) Å, eV/Å. stresses: (F, 3, 3) eV/Å³, or None when
-            the relaxation has no stress. digests: the 16-byte digests taken at ingest.
+    Encoded, not decoded, on purpose: the digest is a hash of that encoding
+    (``db.digests.digest_of_fields``), and a binary COPY sends it as stored, so checking
+    a million frames costs a hash each instead of decoding six columns each.
     """
-
-    frame_ids: np.ndarray
-    steps: np.ndarray
-    energies: np.ndarray
-    cells: np.ndarray
-    positions: np.ndarray
-    forces: np.ndarray
-    stresses: np.ndarray | None
-    digests: list[bytes]
-
-
-def stored_frame_contents(session: Session, training_set_id: int) -> Iterator[RelaxationFrames]:
-    """The content of a stored set's frames that still exist, one relaxation at a time
-    (streamed)."""
-    rows = session.execute(
-        text(
-            "SELECT f.id, f.relaxation_id, f.step, f.energy, f.cell, f.positions, f.forces,"
-            " f.stress, f.digest FROM training_set_frames t JOIN frames f ON f.id = t.frame_id"
-            " WHERE t.training_set_id = :id ORDER BY f.relaxation_id, f.step"
-        )
-        .columns(cell=Matrix3, positions=Vec3Array, forces=Vec3Array, stress=Matrix3)
-        .execution_options(stream_results=True, yield_per=5000),
-        {"id": training_set_id},
+    columns = ", ".join(f"f.{column}" for column in DIGEST_COLUMNS)
+    query = (
+        f"COPY (SELECT {columns}, f.id, f.digest FROM training_set_frames t"
+        f" JOIN frames f ON f.id = t.frame_id WHERE t.training_set_id = {int(training_set_id)})"
+        " TO STDOUT (FORMAT BINARY)"
     )
-    for batch in _by_relaxation(rows):
-        yield RelaxationFrames(
-            frame_ids=np.array([r.id for r in batch], dtype=np.int64),
-            steps=np.array([r.step for r in batch], dtype=np.int64),
-            energies=np.array([r.energy for r in batch], dtype=np.float64),
-            cells=np.stack([r.cell for r in batch]),
-            positions=np.stack([r.positions for r in batch]),
-            forces=np.stack([r.forces for r in batch]),
-            stresses=None if batch[0].stress is None else np.stack([r.stress for r in batch]),
-            digests=[bytes(r.digest) for r in batch],
-        )
+    # Each row: field count (2 bytes), the digest columns, then the id (length 4, int8)
+    # and the digest (length 4, 16 bytes).
+    id_field = 4 + 8 + 4 + DIGEST_BYTES
+    with driver_connection(session).cursor() as cursor, cursor.copy(query) as copy:
+        for row in copied_rows(copy):
+            yield (
+                int.from_bytes(row[-id_field + 4 : -id_field + 12], "big"),
+                row[2:-id_field],
+                bytes(row[-DIGEST_BYTES:]),
+            )
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ those bytes (``mlff.artifacts``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from atlas2d.errors import InvalidInput, NotFound
 from atlas2d.mlff.forcefield import ForceField
 from atlas2d.queries import model_versions as queries
 from atlas2d.queries.model_versions import ModelVersionRef
+from atlas2d.queries.provenance import tainted_models
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -153,6 +154,9 @@ class ModelVersionDetails:
     environment: dict[str, Any]
     started_at: datetime
     finished_at: datetime | None
+    tainted_by: list[dict[str, Any]]
+    """Retracted source files in its training set or an ancestor's (``tainted`` when
+    not empty): source_id, path, sha256, reason."""
 
     @property
     def ref(self) -> str:
@@ -164,6 +168,7 @@ def show_model(sessions: sessionmaker[Session], ref: str) -> ModelVersionDetails
     with sessions.begin() as session:
         model = resolve(session, ref, require_ready=False)
         chain = queries.parent_chain(session, model.id)
+        tainted_by = tainted_models(session).get(model.id, [])
     return ModelVersionDetails(
         name=model.name,
         version=model.version,
@@ -184,14 +189,17 @@ def show_model(sessions: sessionmaker[Session], ref: str) -> ModelVersionDetails
         environment=model.environment,
         started_at=model.started_at,
         finished_at=model.finished_at,
+        tainted_by=[asdict(source) for source in tainted_by],
     )
 
 
 def list_models(sessions: sessionmaker[Session], name: str | None = None) -> pd.DataFrame:
-    """One row per version: reference, architecture, status, training set, parent,
-    test-split errors, finish time."""
+    """One row per version: reference, architecture, status, ``tainted`` (True when it
+    or an ancestor was trained on a retracted source), training set,
+    parent, test-split errors, finish time."""
     with sessions.begin() as session:
         models = queries.list_versions(session, name)
+        tainted = tainted_models(session)
         parents = {m.id: m.label for m in models}
         missing = {m.parent_id for m in models if m.parent_id and m.parent_id not in parents}
         for parent_id in missing:
@@ -213,6 +221,7 @@ def list_models(sessions: sessionmaker[Session], name: str | None = None) -> pd.
                 "model": m.label,
                 "architecture": m.architecture,
                 "status": status(m),
+                "tainted": m.id in tainted,
                 "training_set": m.training_set,
                 "parent": parents.get(m.parent_id) if m.parent_id else None,
                 "test_energy_mae_mev_per_atom": test_metric(m, "energy_mae_mev_per_atom"),
@@ -225,6 +234,7 @@ def list_models(sessions: sessionmaker[Session], name: str | None = None) -> pd.
             "model",
             "architecture",
             "status",
+            "tainted",
             "training_set",
             "parent",
             "test_energy_mae_mev_per_atom",

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from atlas2d.analysis.splits import assign_splits
 from atlas2d.analysis.structure import ISOLATED_CUTOFF_A, has_isolated_atom
-from atlas2d.db.digests import frame_digests
+from atlas2d.db.digests import digest_of_fields
 from atlas2d.errors import AlreadyExists, InvalidInput, NotFound
 from atlas2d.io.records import ExportFrame
 from atlas2d.mlff.forcefield import zero_out_of_plane
@@ -425,23 +425,11 @@ def verify_training_set(sessions: sessionmaker[Session], name: str) -> VerifyRep
 
 def _changed_frames(session: Session, training_set_id: int, limit: int = 20) -> dict[str, Any]:
     """Stored frames whose content no longer matches the digest taken at ingest."""
-    changed: list[int] = []
-    for frames in queries.stored_frame_contents(session, training_set_id):
-        digests = frame_digests(
-            frames.steps,
-            frames.energies,
-            frames.cells,
-            frames.positions,
-            frames.forces,
-            frames.stresses,
-        )
-        changed.extend(
-            int(frame_id)
-            for frame_id, digest, stored in zip(
-                frames.frame_ids, digests, frames.digests, strict=True
-            )
-            if digest.tobytes() != stored
-        )
+    changed = [
+        frame_id
+        for frame_id, fields, stored in queries.stored_frame_encodings(session, training_set_id)
+        if digest_of_fields(fields) != stored
+    ]
     return {"count": len(changed), "first": sorted(changed)[:limit]}
 
 
