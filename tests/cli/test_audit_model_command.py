@@ -52,6 +52,22 @@ def test_an_untouched_model_passes_with_exit_code_0(trained_registry) -> None:  
     assert document["downstream_counts"]["frame_predictions"] > 0
 
 
+def test_prov_json_is_the_lineage_as_a_prov_document(trained_registry) -> None:  # type: ignore[no-untyped-def]
+    from prov.model import ProvDocument
+
+    result = entry_point(trained_registry, "audit", "model", "tiny-mace:1", "--format", "prov-json")
+    assert result.returncode == 0, result.stderr
+    document = ProvDocument.deserialize(content=result.stdout, format="json")
+    ids = {str(record.identifier) for record in document.get_records()}
+    assert {"atlas2d:model/tiny-mace:1", "atlas2d:trainingset/layers"} <= ids
+    generated = {
+        (str(r.formal_attributes[0][1]), str(r.formal_attributes[1][1]))
+        for r in document.get_records()
+        if r.get_type().localpart == "Generation"
+    }
+    assert any(entity == "atlas2d:model/tiny-mace:1" for entity, _ in generated)
+
+
 def test_a_flipped_byte_fails_with_exit_code_1_naming_the_file(trained_registry) -> None:  # type: ignore[no-untyped-def]
     with trained_registry.sessions.begin() as session:
         path = artifact_file(resolve(session, "tiny-m3gnet:1"), trained_registry.artifacts_dir)

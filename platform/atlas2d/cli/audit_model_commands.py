@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 class AuditFormat(str, Enum):
     table = "table"
     json = "json"
+    prov_json = "prov-json"
 
 
 PASS, FAIL = "[green]✓[/green]", "[red]✗[/red]"
@@ -30,7 +32,12 @@ ENVIRONMENT_PACKAGES = ("atlas2d", "torch", "matgl", "mace-torch")
 
 def model(
     ref: str = typer.Argument(..., metavar="REF", help="NAME (latest ready) or NAME:VERSION."),
-    format: AuditFormat = typer.Option(AuditFormat.table, "--format"),
+    format: AuditFormat = typer.Option(
+        AuditFormat.table,
+        "--format",
+        help="table or json: the audit and its verdict; prov-json: the lineage as a W3C "
+        "PROV-JSON document (entities, activities, agents and their relations; no checks run).",
+    ),
     reproduce: int = typer.Option(
         0,
         "--reproduce",
@@ -47,11 +54,17 @@ def model(
     """Audit a model version: its parent chain to the root (each training set verified
     afresh, its source files, the model file re-hashed, environment, activity), its
     metrics recomputed from the stored predictions, optionally predictions reproduced, and
-    what was made with it. Prints the verdict; exit code 1 when it fails."""
+    what was made with it. Prints the verdict; exit code 1 when it fails. With
+    ``--format prov-json``, writes the lineage as a W3C PROV document instead."""
     from atlas2d.cli.context import connect
     from atlas2d.config import get_settings
     from atlas2d.services.audit_model import audit_model
 
+    if format is AuditFormat.prov_json:
+        from atlas2d.services.prov_export import lineage_json
+
+        sys.stdout.write(lineage_json(connect().sessions, ref) + "\n")
+        return
     audit = audit_model(
         connect().sessions,
         ref,
