@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from atlas2d.db.session import make_engine
+from tests.support.activities import TAGGED, activities_after, stored_by
 
 pytestmark = pytest.mark.slow
 
@@ -88,6 +89,8 @@ def test_quick_demo_runs_end_to_end_and_reruns_as_a_no_op(
             " AND parameters ->> 'reference' = 'labeller'"
         ) == count("SELECT count(*) FROM relaxations WHERE method = 'dft'")
 
+    first_log = _check_activity_log(engine)
+
     again = _run_demo(demo_database, tmp_path)
     assert "already present" in again and "reused" in again and "no new energies" in again
     assert "demo-quick-al: 1 iteration already done" in again
@@ -119,4 +122,67 @@ def test_quick_demo_runs_end_to_end_and_reruns_as_a_no_op(
             {"last": last_evaluation},
         ).one()
         assert newer[0] <= 3 and newer[1] is not False
+    rerun = [a for a in activities_after(engine, first_log) if a["command"] != "evaluate"]
+    # Nothing trained or selected again; the steps that ran again wrote nothing new.
+    assert {a["command"] for a in rerun} <= {
+        "ingest",
+        "relax",
+        "hull update",
+        "al create",
+        "al run",
+    }
+    assert all(a["status"] == "succeeded" for a in rerun)
+    assert all(
+        a["rows_written"] == {} for a in rerun if a["command"] in ("ingest", "relax", "al create")
+    )
     engine.dispose()
+
+
+DEMO_COMMANDS = {
+    "ingest",
+    "trainset create",
+    "train",
+    "relax",
+    "evaluate",
+    "hull update",
+    "al create",
+    "al run",
+}
+
+
+def _check_activity_log(engine: Engine) -> int:
+    """Each demo step is an activity named after its command, marked ``via demo``, whose
+    rows written are the rows that carry it; every row the demo wrote carries one; the
+    models were trained by ``train`` activities (the campaign's by ``al run``). Returns
+    the last activity's id."""
+    activities = activities_after(engine, 0)
+    assert {a["command"] for a in activities} == DEMO_COMMANDS
+    for activity in activities:
+        assert activity["status"] == "succeeded", activity
+        assert activity["arguments"]["via"] == "demo"
+        written, stored = activity["rows_written"], stored_by(engine, activity["id"])
+        # A later hull update replaces a system's stability rows: what this activity
+        # inserted is on record, fewer of them may still be there.
+        assert written.get("stability", 0) >= stored.pop("stability", 0)
+        assert {t: n for t, n in written.items() if t != "stability"} == stored, activity
+    by_id = {a["id"]: a for a in activities}
+    with engine.connect() as connection:
+        for table in TAGGED:
+            unattributed = connection.execute(
+                text(f"SELECT count(*) FROM {table} WHERE activity_id IS NULL")
+            ).scalar_one()
+            assert unattributed == 0, table
+        trained = connection.execute(
+            text("SELECT name, activity_id FROM model_versions WHERE status = 'ready'")
+        ).all()
+        ingested = connection.execute(
+            text("SELECT DISTINCT activity_id FROM sources WHERE format = 'alexandria-traj'")
+        ).scalars()
+        assert [by_id[a]["command"] for a in ingested] == ["ingest"]
+    for name, activity_id in trained:
+        activity = by_id[activity_id]
+        if name.startswith("demo-quick-al-"):
+            assert activity["command"] == "al run"
+        else:
+            assert activity["command"] == "train" and activity["arguments"]["name"] == name
+    return max(by_id)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 import signal
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -104,14 +104,11 @@ def writes(command_path: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
             # Typer passes every parameter by keyword, defaults included.
             _Activity.run = (command_path, dict(kwargs))
             _Activity.stack = ExitStack()
-            previous = _interrupt_on_sigterm()
             try:
-                with _Activity.stack:
+                with sigterm_interrupts(), _Activity.stack:
                     return command(*args, **kwargs)
             finally:
                 _Activity.run = _Activity.stack = None
-                if previous is not None:
-                    signal.signal(signal.SIGTERM, previous)
 
         return recorded
 
@@ -128,14 +125,22 @@ def _open_activity(database: Database) -> None:
     _Activity.stack.enter_context(recording(database.sessions, CommandRun(command, arguments)))
 
 
-def _interrupt_on_sigterm() -> Any:
-    """Turn SIGTERM into KeyboardInterrupt (so the activity is closed as interrupted);
-    return the previous handler, or None off the main thread (signals cannot be set)."""
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within the block, SIGTERM raises KeyboardInterrupt as Ctrl-C does, so that an
+    activity open then is closed ``failed`` (interrupted) instead of left ``running``.
+    Off the main thread (signals cannot be set there) the block runs unchanged."""
 
     def interrupt(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
     try:
-        return signal.signal(signal.SIGTERM, interrupt)
+        previous = signal.signal(signal.SIGTERM, interrupt)
     except ValueError:
-        return None
+        yield
+        return
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: a handler set outside Python, cannot be restored
+            signal.signal(signal.SIGTERM, previous)

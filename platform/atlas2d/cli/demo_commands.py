@@ -19,8 +19,9 @@ def demo(
     ),
 ) -> None:
     """Ingest the bundled 2D dataset, make training sets, train M3GNet and MACE, fine-tune,
-    relax the test split, evaluate, build convex hulls, list stable compounds."""
-    from atlas2d.cli.context import connect
+    relax the test split, evaluate, build convex hulls, list stable compounds. Each step
+    is logged as the command it stands for (`atlas2d activity list`)."""
+    from atlas2d.cli.context import connect, sigterm_interrupts
     from atlas2d.config import get_settings
     from atlas2d.db.session import redacted_url
     from atlas2d.services.demo import run_demo
@@ -30,13 +31,14 @@ def demo(
     started = time.perf_counter()
     database = connect()
     console.print(f"atlas2d demo{' --quick' if quick else ''} on {redacted_url(database.url)}")
-    result = run_demo(
-        database.sessions,
-        settings.artifacts_dir,
-        report_dir,
-        quick,
-        say=lambda line: console.print(line, highlight=False),
-    )
+    with sigterm_interrupts():  # the step's activity is closed as interrupted
+        result = run_demo(
+            database.sessions,
+            settings.artifacts_dir,
+            report_dir,
+            quick,
+            say=lambda line: console.print(line, highlight=False),
+        )
     print_frame(
         result.stable.head(25),
         OutputFormat.table,

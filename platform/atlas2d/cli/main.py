@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from atlas2d.cli import (
+    activity_commands,
     al_commands,
     audit_commands,
     db_commands,
@@ -45,6 +46,7 @@ typer_app.add_typer(stability_commands.hull_app, name="hull")
 typer_app.command()(stability_commands.stable)
 typer_app.add_typer(al_commands.app, name="al")
 typer_app.add_typer(audit_commands.app, name="audit")
+typer_app.add_typer(activity_commands.app, name="activity")
 typer_app.command()(demo_commands.demo)
 
 

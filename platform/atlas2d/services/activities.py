@@ -20,12 +20,13 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from atlas2d.db import activity_tag
-from atlas2d.db.models import Activity, ActivityRows
+from atlas2d.db.models import Activity
 from atlas2d.errors import Atlas2dError
+from atlas2d.queries.activities import rows_written
 
 INTERRUPTED = "interrupted (Ctrl-C or a termination signal)"
 
@@ -68,6 +69,9 @@ def start(sessions: sessionmaker[Session], run: CommandRun) -> int:
     from atlas2d.provenance import git_commit, package_versions
 
     git = git_commit() or {}
+    # The installed distribution's version, as sources record it (services may not
+    # import the package root).
+    version = package_versions(("atlas2d",))["atlas2d"] or "unknown (not installed)"
     with sessions.begin() as session:
         activity = Activity(
             command=run.command,
@@ -75,7 +79,7 @@ def start(sessions: sessionmaker[Session], run: CommandRun) -> int:
             os_user=_os_user(),
             host=socket.gethostname(),
             pid=os.getpid(),
-            atlas2d_version=package_versions(("atlas2d",))["atlas2d"] or "unknown",
+            atlas2d_version=version,
             git_commit=git.get("commit"),
             git_dirty=git.get("dirty"),
             status="running",
@@ -104,17 +108,6 @@ def finish(sessions: sessionmaker[Session], activity_id: int, error: str | None 
     except Exception:
         if error is None:
             raise
-
-
-def rows_written(session: Session, activity_id: int) -> dict[str, int]:
-    """{table: rows inserted} by one activity so far, tables in name order."""
-    rows = session.execute(
-        select(ActivityRows.table_name, func.sum(ActivityRows.n_rows))
-        .where(ActivityRows.activity_id == activity_id)
-        .group_by(ActivityRows.table_name)
-        .order_by(ActivityRows.table_name)
-    )
-    return {table: int(n) for table, n in rows}
 
 
 def describe_error(err: BaseException) -> str:

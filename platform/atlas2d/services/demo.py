@@ -8,13 +8,21 @@ The reference is the bundled dataset's labeller (CHGNet, standing in for DFT; se
 ``atlas2d.demo.make_dataset``). Every stage reuses what a previous run stored: files
 already ingested, training sets and ready model versions by name, relaxations by their
 request key, hull runs by their watermarks; a second run only re-reads and reports.
+
+Each step is logged in the activity log as the command it stands for (``ingest``,
+``trainset create``, ``train``, ``relax``, ``evaluate``, ``hull update``, ``al create``,
+``al run``) with its main parameters and ``"via": "demo"``, so that the rows it wrote
+carry that activity as if the command had been run. A training set or model the demo
+reuses was not made again: no activity. The database is never wiped, so the log of an
+earlier run, and what its activities made, stays.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +36,7 @@ from atlas2d.mlff.relax import RelaxSettings
 from atlas2d.mlff.training import M3GNetSize, MACESize, TrainOptions
 from atlas2d.queries.training_sets import SelectionParameters
 from atlas2d.services import models as registry
+from atlas2d.services.activities import CommandRun, recording
 from atlas2d.services.evaluate import RelaxationEvaluation, evaluate_relaxations
 from atlas2d.services.evaluate_stability import StabilityEvaluation, evaluate_stability
 from atlas2d.services.ingest import ingest_paths
@@ -160,6 +169,14 @@ class _Stages:
         return result
 
 
+def _as_command(
+    sessions: sessionmaker[Session], command: str, **arguments: Any
+) -> AbstractContextManager[int]:
+    """Log the block as an activity of ``command`` (the path without ``atlas2d``) run by
+    the demo with ``arguments``."""
+    return recording(sessions, CommandRun(command, {**arguments, "via": "demo"}))
+
+
 def _data_files(data_dir: Path) -> list[Path]:
     files = sorted(data_dir.glob("*.json.xz"))
     if not files:
@@ -179,7 +196,8 @@ def _ensure_training_set(
                 "demo with another ATLAS2D_HOME (or database) to start afresh."
             )
     except NotFound:
-        summary = create_training_set(sessions, name, params)
+        with _as_command(sessions, "trainset create", name=name, **params.to_json()):
+            summary = create_training_set(sessions, name, params)
         verb = "created"
     counts = ", ".join(
         f"{s} {counted(c['frames'], 'frame')}/{counted(c['materials'], 'material')}"
@@ -214,12 +232,21 @@ def _ensure_model(
     if existing is not None:
         say(f"      {existing} is ready: reused")
         return existing
-    details = train_model(
+    with _as_command(
         sessions,
-        TrainRequest(model.name, model.training_set, model.options, model.parent),
-        artifacts_dir,
-        progress=lambda line: say(f"      · {line}"),
-    )
+        "train",
+        name=model.name,
+        arch=model.options.architecture,
+        trainset=model.training_set,
+        parent=model.parent,
+        **model.options.hyperparameters(fine_tuning=model.parent is not None),
+    ):
+        details = train_model(
+            sessions,
+            TrainRequest(model.name, model.training_set, model.options, model.parent),
+            artifacts_dir,
+            progress=lambda line: say(f"      · {line}"),
+        )
     test = details.metrics.get("test", {})
     say(
         f"      {details.ref}: test energy MAE {test.get('energy_mae_mev_per_atom', float('nan')):.1f}"
@@ -355,14 +382,16 @@ def _run_campaign(
         engine=plan.engine,
         train=TrainSettings(epochs=campaign.epochs, batch_size=16, seed=0),
     )
-    create_campaign(sessions, request, artifacts_dir.parent)
-    report = run_campaign(
-        sessions,
-        name,
-        campaign.iterations,
-        artifacts_dir,
-        say=lambda line: say(f"      {line.strip()}"),
-    )
+    with _as_command(sessions, "al create", **asdict(request)):
+        create_campaign(sessions, request, artifacts_dir.parent)
+    with _as_command(sessions, "al run", name=name, iterations=campaign.iterations):
+        report = run_campaign(
+            sessions,
+            name,
+            campaign.iterations,
+            artifacts_dir,
+            say=lambda line: say(f"      {line.strip()}"),
+        )
     if not report.finished:
         plural = "" if report.completed == 1 else "s"
         say(f"      {name}: {report.completed} iteration{plural} already done")
@@ -385,7 +414,9 @@ def run_demo(
     plan = demo_plan(quick)
 
     def ingest() -> None:
-        summary = ingest_paths(sessions, _data_files(data_dir), ReadOptions())
+        files = _data_files(data_dir)
+        with _as_command(sessions, "ingest", paths=files, format="auto"):
+            summary = ingest_paths(sessions, files, ReadOptions())
         say(
             f"      files: {len(summary.with_status('ingested'))} ingested, "
             f"{len(summary.with_status('already present'))} already present | "
@@ -430,15 +461,25 @@ def run_demo(
         )
 
         def relax_and_evaluate(request: RelaxRequest = request) -> RelaxationEvaluation:
-            report = relax(sessions, request, artifacts_dir)
+            # The options of `atlas2d relax` and `atlas2d evaluate` this step stands for.
+            options = {
+                "model": request.model,
+                "trainset": request.training_set,
+                "split": request.split,
+                "fmax": request.settings.fmax,
+                "steps": request.settings.max_steps,
+            }
+            with _as_command(sessions, "relax", **options, engine=request.engine):
+                report = relax(sessions, request, artifacts_dir)
             say(
                 f"      {report.relaxed} relaxed ({report.converged} converged), "
                 f"{report.already_done} already done, {report.wall_time_s:.1f} s"
             )
-            folder = f"{request.model.replace(':', '_v')}_{request.training_set}"
-            evaluation = evaluate_relaxations(
-                sessions, request.model, request.training_set, "test", request, report_dir / folder
-            )
+            folder = report_dir / f"{request.model.replace(':', '_v')}_{request.training_set}"
+            with _as_command(sessions, "evaluate", **options, report=folder):
+                evaluation = evaluate_relaxations(
+                    sessions, request.model, request.training_set, "test", request, folder
+                )
             m = evaluation.metrics
             say(
                 f"      energy MAE {m['energy_mae_mev_per_atom']:.1f} meV/atom, area MAE "
@@ -456,15 +497,21 @@ def run_demo(
 
     def hull_updates() -> None:
         for energy in ("dft", *refs.values()):
-            update = update_hull(sessions, energy)
+            with _as_command(sessions, "hull update", energy=energy):
+                update = update_hull(sessions, energy)
             hulls.append(update)
             say(f"      {_describe(update)}")
 
     stages.run("convex hulls: reference and each model", hull_updates)
-    stability = stages.run(
-        "stability against the reference",
-        lambda: [evaluate_stability(sessions, ref) for ref in refs.values()],
-    )
+
+    def stability_evaluations() -> list[StabilityEvaluation]:
+        evaluated = []
+        for ref in refs.values():
+            with _as_command(sessions, "evaluate", model=ref, stability=True, threshold=0.0):
+                evaluated.append(evaluate_stability(sessions, ref))
+        return evaluated
+
+    stability = stages.run("stability against the reference", stability_evaluations)
     screening = refs[f"{'demo-quick' if plan.quick else 'demo'}-m3gnet"]
     campaign = plan.campaign
     campaign_summary = stages.run(

@@ -1,6 +1,8 @@
 """Relaxation chunks on Dask workers: a ``LocalCluster`` of single-threaded processes,
 or an existing cluster. Each worker opens its own connection, loads the model once
-(sha256 checked) and writes its results to PostgreSQL itself."""
+(sha256 checked) and writes its results to PostgreSQL itself, for the activity of the
+command that submitted the chunk (``db.activity_tag``: the relaxations it writes carry
+that activity and are counted in its rows written)."""
 
 from __future__ import annotations
 
@@ -36,12 +38,20 @@ def relax_chunk_on_worker(
     max_atoms: int | None,
     num_threads: int,
     replace: bool = False,
+    activity_id: int | None = None,
 ) -> Any:
     """Run in a worker process: relax one chunk with ``relax_chunk`` (the service's own
-    function, handed in so that this module does not import the service) and commit it."""
+    function, handed in so that this module does not import the service) and commit it
+    for ``activity_id`` (the submitting command's activity; None: for none).
+
+    The activity is process-global (``db.activity_tag``), which is safe because a worker
+    runs one task at a time (single-threaded workers, as ``run_on_dask`` and the compose
+    file start them); it is cleared after the chunk, so that a later task of another
+    command is not counted to this one."""
     from atlas2d.threads import apply_threads
 
     apply_threads(num_threads)
+    from atlas2d.db import activity_tag
     from atlas2d.db.session import make_engine, make_sessions
     from atlas2d.services import models as registry
 
@@ -52,17 +62,21 @@ def relax_chunk_on_worker(
     if _WORKER_STATE.get("model_key") != cache_key:
         _WORKER_STATE["model_key"] = cache_key
         _WORKER_STATE["force_field"] = registry.load_version(model, Path(artifacts_dir), device)
-    return relax_chunk(
-        _WORKER_STATE["sessions"],
-        model,
-        _WORKER_STATE["force_field"],
-        items,
-        parameters,
-        engine,
-        settings,
-        max_atoms,
-        replace,
-    )
+    activity_tag.set_current(activity_id)
+    try:
+        return relax_chunk(
+            _WORKER_STATE["sessions"],
+            model,
+            _WORKER_STATE["force_field"],
+            items,
+            parameters,
+            engine,
+            settings,
+            max_atoms,
+            replace,
+        )
+    finally:
+        activity_tag.set_current(None)
 
 
 def run_on_dask(
@@ -81,6 +95,7 @@ def run_on_dask(
     completes."""
     from dask.distributed import Client, LocalCluster, as_completed
 
+    from atlas2d.db import activity_tag
     from atlas2d.threads import configured_threads, thread_environment
 
     num_threads = configured_threads()
@@ -112,6 +127,7 @@ def run_on_dask(
                 request.max_atoms,
                 num_threads,
                 request.force,
+                activity_tag.current(),
                 pure=False,
             )
             for chunk in chunks
