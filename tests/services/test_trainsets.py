@@ -344,6 +344,36 @@ def test_verify_reproduces_then_reports_deleted_and_changed_frames(
     assert report.recomputed_hash != report.stored_hash
 
 
+# One change per stored column a digest covers, each to a different frame.
+_COLUMN_CHANGES = {
+    "step": "step = step + 100000",
+    "cell": "cell[2][2] = cell[2][2] + 1e-12",
+    "positions": "positions = set_byte(positions, 0, get_byte(positions, 0) # 1)",
+    "forces": "forces = set_byte(forces, 23, get_byte(forces, 23) # 128)",
+    "stress": "stress = CASE WHEN stress IS NULL THEN cell ELSE NULL END",
+}
+
+
+def test_verify_detects_a_change_to_any_digested_column(
+    sessions, alexandria_data
+) -> None:  # type: ignore[no-untyped-def]
+    create_training_set(sessions, "cols", SelectionParameters(ecut=0.01))
+    assert verify_training_set(sessions, "cols").differences["changed"]["count"] == 0
+    with sessions.begin() as session:
+        frame_ids = (
+            session.execute(
+                text("SELECT frame_id FROM training_set_frames ORDER BY frame_id LIMIT :n"),
+                {"n": len(_COLUMN_CHANGES)},
+            )
+            .scalars()
+            .all()
+        )
+        for frame_id, change in zip(frame_ids, _COLUMN_CHANGES.values(), strict=True):
+            session.execute(text(f"UPDATE frames SET {change} WHERE id = :id"), {"id": frame_id})
+    changed = verify_training_set(sessions, "cols").differences["changed"]
+    assert changed == {"count": len(frame_ids), "first": sorted(frame_ids)}
+
+
 def test_training_sets_are_immutable_and_named_once(sessions, alexandria_data) -> None:  # type: ignore[no-untyped-def]
     create_training_set(sessions, "fixed", SelectionParameters())
     with pytest.raises(AlreadyExists, match="'fixed' exists"):
