@@ -39,8 +39,8 @@ from atlas2d.errors import NotFound
 from atlas2d.io.readers import ReadOptions
 from atlas2d.queries import evaluations as evaluation_queries
 from atlas2d.queries import model_versions as model_queries
+from atlas2d.queries.activities import ActivityRecord
 from atlas2d.queries.prov import (
-    ActivityRecord,
     Contribution,
     LineageModel,
     SourceRecord,

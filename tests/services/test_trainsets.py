@@ -354,9 +354,7 @@ _COLUMN_CHANGES = {
 }
 
 
-def test_verify_detects_a_change_to_any_digested_column(
-    sessions, alexandria_data
-) -> None:  # type: ignore[no-untyped-def]
+def test_verify_detects_a_change_to_any_digested_column(sessions, alexandria_data) -> None:  # type: ignore[no-untyped-def]
     create_training_set(sessions, "cols", SelectionParameters(ecut=0.01))
     assert verify_training_set(sessions, "cols").differences["changed"]["count"] == 0
     with sessions.begin() as session:

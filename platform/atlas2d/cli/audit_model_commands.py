@@ -14,7 +14,8 @@ from atlas2d.cli.output import console, print_json
 from atlas2d.vocabulary import DEFAULT_DEVICE, Device
 
 if TYPE_CHECKING:
-    from atlas2d.queries.audits import ActivitySummary, SourceContribution
+    from atlas2d.queries.activities import ActivityRecord
+    from atlas2d.queries.audits import SourceContribution
     from atlas2d.services.audit_model import ModelAudit, ReproduceCheck, VersionAudit
 
 
@@ -105,7 +106,7 @@ def _mark(ok: bool) -> str:
     return PASS if ok else FAIL
 
 
-def _activity_line(activity_id: int | None, activity: ActivitySummary | None) -> str:
+def _activity_line(activity_id: int | None, activity: ActivityRecord | None) -> str:
     if activity_id is None:
         return "not recorded (made before the activity log, or outside the atlas2d CLI)"
     if activity is None:

@@ -4,6 +4,7 @@ that commands write). Functions take ``session`` first and never commit."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -113,6 +114,15 @@ def activity_by_id(session: Session, activity_id: int) -> ActivityRecord | None:
     """The activity with this id, or None."""
     row = session.execute(select(*_COLUMNS).where(Activity.id == activity_id)).mappings().first()
     return None if row is None else ActivityRecord(**row)
+
+
+def activities_by_ids(session: Session, ids: Collection[int]) -> dict[int, ActivityRecord]:
+    """{id: activity} for those of ``ids`` that exist (the activities that made some
+    rows, for an audit or a PROV document)."""
+    if not ids:
+        return {}
+    rows = session.execute(select(*_COLUMNS).where(Activity.id.in_(list(ids)))).mappings()
+    return {row["id"]: ActivityRecord(**row) for row in rows}
 
 
 def rows_written(session: Session, activity_id: int) -> dict[str, int]:

@@ -1,7 +1,7 @@
 """What ``atlas2d audit model`` reads besides the lineage (``queries.provenance``): the
-source files behind training sets, the activities that made rows, a version's stored
-predictions and what was made downstream of it. Functions take ``session`` first and
-never commit."""
+source files behind training sets, a version's stored predictions and what was made
+downstream of it (the activities: ``queries.activities``). Functions take ``session``
+first and never commit."""
 
 from __future__ import annotations
 
@@ -71,38 +71,6 @@ def training_set_sources(
         fields = dict(row)
         found[fields.pop("training_set_id")].append(SourceContribution(**fields))
     return dict(found)
-
-
-@dataclass(frozen=True)
-class ActivitySummary:
-    """The command run that made a row (``activities``): who ran what, where, when,
-    and how it ended."""
-
-    id: int
-    command: str
-    os_user: str
-    host: str
-    atlas2d_version: str
-    git_commit: str | None
-    git_dirty: bool | None
-    started_at: datetime
-    finished_at: datetime | None
-    status: str
-    error: str | None
-
-
-def activities_by_id(session: Session, activity_ids: Sequence[int]) -> dict[int, ActivitySummary]:
-    """{activity id: its summary} for the ids that exist."""
-    if not activity_ids:
-        return {}
-    rows = session.execute(
-        text(
-            "SELECT id, command, os_user, host, atlas2d_version, git_commit, git_dirty,"
-            " started_at, finished_at, status, error FROM activities WHERE id IN :ids"
-        ).bindparams(bindparam("ids", expanding=True)),
-        {"ids": list(activity_ids)},
-    ).mappings()
-    return {row["id"]: ActivitySummary(**row) for row in rows}
 
 
 def predicted_frame_ids(session: Session, model_version_id: int) -> np.ndarray:

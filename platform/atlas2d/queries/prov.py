@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
-from atlas2d.db.models import Activity, Evaluation, Source, TrainingSet
+from atlas2d.db.models import Evaluation, Source, TrainingSet
 
 
 @dataclass(frozen=True)
@@ -256,57 +256,3 @@ def evaluations_of(session: Session, model_version_id: int) -> list[EvaluationRe
         .order_by(Evaluation.created_at, Evaluation.id)
     ).mappings()
     return [EvaluationRecord(**row) for row in rows]
-
-
-@dataclass(frozen=True)
-class ActivityRecord:
-    """A logged run of a write command (``activities``).
-
-    Attributes:
-        command: the command path without ``atlas2d``; arguments: its parameters.
-        os_user, host, pid: who ran it where; atlas2d_version, git_commit, git_dirty:
-            with which code.
-        started_at, finished_at: the run (finished_at None while running).
-        status: ``running``, ``succeeded`` or ``failed`` (with ``error``).
-        rows_written: ``{table: rows inserted}`` (None while running).
-    """
-
-    id: int
-    command: str
-    arguments: dict[str, Any]
-    os_user: str
-    host: str
-    pid: int
-    atlas2d_version: str
-    git_commit: str | None
-    git_dirty: bool | None
-    started_at: datetime
-    finished_at: datetime | None
-    status: str
-    error: str | None
-    rows_written: dict[str, Any] | None
-
-
-def activities(session: Session, ids: Collection[int]) -> dict[int, ActivityRecord]:
-    """{id: activity} for these ids."""
-    if not ids:
-        return {}
-    rows = session.execute(
-        select(
-            Activity.id,
-            Activity.command,
-            Activity.arguments,
-            Activity.os_user,
-            Activity.host,
-            Activity.pid,
-            Activity.atlas2d_version,
-            Activity.git_commit,
-            Activity.git_dirty,
-            Activity.started_at,
-            Activity.finished_at,
-            Activity.status,
-            Activity.error,
-            Activity.rows_written,
-        ).where(Activity.id.in_(list(ids)))
-    ).mappings()
-    return {row["id"]: ActivityRecord(**row) for row in rows}

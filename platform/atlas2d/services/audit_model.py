@@ -28,7 +28,8 @@ from atlas2d.analysis.audit import (
 from atlas2d.errors import Atlas2dError, InvalidInput
 from atlas2d.mlff.artifacts import sha256_of_file
 from atlas2d.queries import audits as queries
-from atlas2d.queries.audits import ActivitySummary, SourceContribution
+from atlas2d.queries.activities import ActivityRecord, activities_by_ids
+from atlas2d.queries.audits import SourceContribution
 from atlas2d.queries.frames import frame_atoms, frames_by_id
 from atlas2d.queries.model_versions import ModelVersionRef, parent_chain
 from atlas2d.queries.provenance import RetractedSource, lineage, retracted_sources_by_training_set
@@ -131,7 +132,7 @@ class VersionAudit:
     artifact: ArtifactCheck
     environment: dict[str, Any]
     activity_id: int | None
-    activity: ActivitySummary | None
+    activity: ActivityRecord | None
     """None when the version was made before the activity log, or outside the CLI."""
     retracted_sources: list[RetractedSource]
     """Retracted files among its training set's sources (the version is ``tainted``)."""
@@ -232,7 +233,7 @@ def audit_model(
         set_ids = list(dict.fromkeys(step.training_set_id for step in steps))
         sources = queries.training_set_sources(session, set_ids)
         retracted = retracted_sources_by_training_set(session, set_ids)
-        activities = queries.activities_by_id(
+        activities = activities_by_ids(
             session, [s.activity_id for s in steps if s.activity_id is not None]
         )
         metrics = _recomputed_metrics(session, model)

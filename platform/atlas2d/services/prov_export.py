@@ -42,8 +42,8 @@ from prov.model import ProvDocument
 from sqlalchemy.orm import Session, sessionmaker
 
 from atlas2d.queries import prov as queries
+from atlas2d.queries.activities import ActivityRecord, activities_by_ids
 from atlas2d.queries.prov import (
-    ActivityRecord,
     Contribution,
     EvaluationRecord,
     LineageModel,
@@ -141,7 +141,7 @@ def read_lineage(session: Session, model_version_id: int) -> Lineage:
         contributions=contributions,
         sources=sources,
         evaluations=evaluations,
-        activities=queries.activities(session, activity_ids),
+        activities=activities_by_ids(session, activity_ids),
     )
 
 
