@@ -59,3 +59,24 @@ def timer() -> Iterator[list[float]]:
 def machine() -> str:
     """One line describing this machine."""
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def ingest_synthetic(sessions, relaxations: int, steps: int, batch: int = 5000) -> int:  # type: ignore[no-untyped-def]
+    """Ingest ``relaxations`` seeded synthetic layers of 3–20 atoms × ``steps`` steps
+    through the service path, ``batch`` relaxations per source; returns frames written.
+    (The caller puts the repository root on ``sys.path``: the data is test support.)"""
+    from tests.support.synthetic import synthetic_trajectories
+
+    from atlas2d.io.records import ParsedFile
+    from atlas2d.services.ingest import ingest_parsed
+
+    frames = 0
+    for start in range(0, relaxations, batch):
+        trajectories = synthetic_trajectories(
+            min(batch, relaxations - start), steps, (3, 20), seed=start, key_prefix=f"b{start}"
+        )
+        frames += ingest_parsed(
+            sessions,
+            ParsedFile(f"batch-{start}", "records", "", "benchmark", trajectories=trajectories),
+        ).frames
+    return frames

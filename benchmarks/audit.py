@@ -27,20 +27,16 @@ import numpy as np
 from sqlalchemy import text
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
-from tests.support.synthetic import synthetic_trajectories
 
-from _common import fresh_database, machine, stop_embedded_servers, timer, workdir
+from _common import fresh_database, ingest_synthetic, machine, stop_embedded_servers, timer, workdir
 from atlas2d.db.session import make_sessions
-from atlas2d.io.records import ParsedFile
 from atlas2d.mlff.artifacts import sha256_of_file
 from atlas2d.queries import model_versions
 from atlas2d.queries.training_sets import SelectionParameters
 from atlas2d.services.audit_model import audit_model
-from atlas2d.services.ingest import ingest_parsed
 from atlas2d.services.predictions import split_errors
 from atlas2d.services.trainsets import create_training_set, verify_training_set
 
-BATCH = 5000
 EVALUATED = ("val", "test")
 STORE_PREDICTIONS = """
 INSERT INTO frame_predictions (model_version_id, frame_id, n_sites, energy, forces, stress)
@@ -94,20 +90,8 @@ def main() -> None:
     print(f"machine: {machine()}")
     _, engine = fresh_database(scratch)
     sessions = make_sessions(engine)
-    n_frames = 0
     with timer() as ingest_s:
-        for start in range(0, args.relaxations, BATCH):
-            batch = synthetic_trajectories(
-                min(BATCH, args.relaxations - start),
-                args.steps,
-                (3, 20),
-                seed=start,
-                key_prefix=f"b{start}",
-            )
-            n_frames += ingest_parsed(
-                sessions,
-                ParsedFile(f"batch-{start}", "records", "", "benchmark", trajectories=batch),
-            ).frames
+        n_frames = ingest_synthetic(sessions, args.relaxations, args.steps)
     print(f"data: {n_frames:,} frames, ingested in {ingest_s[0]:.1f} s")
     summary = create_training_set(sessions, "bench-all", SelectionParameters(rule="all"))
     with sessions.begin() as session:

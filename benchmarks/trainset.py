@@ -25,22 +25,17 @@ import pandas as pd
 # This folder (for _common) and the repository root (for tests.support: synthetic data
 # and the device-wait census are test support, not part of the package).
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
-from tests.support.synthetic import synthetic_trajectories
 
-from _common import fresh_database, machine, stop_embedded_servers, timer, workdir
+from _common import fresh_database, ingest_synthetic, machine, stop_embedded_servers, timer, workdir
 from atlas2d.analysis.splits import assign_splits
 from atlas2d.analysis.units import KBAR_PER_EV_PER_A3
 from atlas2d.db.session import make_sessions
-from atlas2d.io.records import ParsedFile
 from atlas2d.queries.training_sets import SelectionParameters
-from atlas2d.services.ingest import ingest_parsed
 from atlas2d.services.trainsets import (
     create_training_set,
     export_training_set,
     preview_training_set,
 )
-
-BATCH = 5000
 
 
 def pandas_selection(engine, params: SelectionParameters) -> int:  # type: ignore[no-untyped-def]
@@ -96,20 +91,8 @@ def main() -> None:
     print(f"machine: {machine()}")
     _, engine = fresh_database(scratch)
     sessions = make_sessions(engine)
-    n_frames = 0
     with timer() as ingest_s:
-        for start in range(0, args.relaxations, BATCH):
-            batch = synthetic_trajectories(
-                min(BATCH, args.relaxations - start),
-                args.steps,
-                (3, 20),
-                seed=start,
-                key_prefix=f"b{start}",
-            )
-            n_frames += ingest_parsed(
-                sessions,
-                ParsedFile(f"batch-{start}", "records", "", "benchmark", trajectories=batch),
-            ).frames
+        n_frames = ingest_synthetic(sessions, args.relaxations, args.steps)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.exec_driver_sql("VACUUM ANALYZE")  # what a maintained database looks like
     print(
