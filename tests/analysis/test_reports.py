@@ -109,5 +109,6 @@ def test_comparison_scores_stability_on_the_evaluated_materials_only() -> None:
     )
     (row,) = comparison_table([evaluation], [stability]).to_dict("records")
     assert row["model"] == "m:1" and row["materials"] == "set/test" and row["n"] == 3
+    assert row["converged"] == "2/3"  # MoSe2 did not converge: a count, not a fraction
     assert row["stable F1"] == pytest.approx(1.0)
     assert row["E_hull MAE (meV/atom)"] == pytest.approx(np.mean([10.0, 100.0]))

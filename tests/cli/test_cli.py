@@ -128,6 +128,31 @@ def test_a_new_user_on_the_embedded_database(tmp_path: Path) -> None:
         _atlas2d(home, "db", "stop")
 
 
+def test_tables_round_floats_for_reading_and_csv_json_keep_every_digit(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    import pandas as pd
+
+    from atlas2d.cli import output
+
+    assert [
+        output.readable_float(v)
+        for v in (35.3057, 0.545455, -0.135049, 1.0, 14479.0, 3728.6, 2.1e-05, 999.96)
+    ] == ["35.31", "0.5455", "-0.135", "1", "14479", "3729", "2.1e-05", "1000"]
+    frame = pd.DataFrame({"energy_mae_mev_per_atom": [35.30571234], "n": [19]})
+    printed = {}
+    for fmt in output.OutputFormat:
+        out = io.StringIO()
+        monkeypatch.setattr(output, "console", output.make_console(file=out))
+        monkeypatch.setattr("sys.stdout", out)
+        output.print_frame(frame, fmt)
+        printed[fmt] = out.getvalue()
+    assert "35.31" in printed[output.OutputFormat.table]
+    assert "35.3057" not in printed[output.OutputFormat.table]
+    assert "35.30571234" in printed[output.OutputFormat.csv]
+    assert json.loads(printed[output.OutputFormat.json])[0]["energy_mae_mev_per_atom"] == 35.30571234
+
+
 def test_a_table_written_to_a_pipe_keeps_every_number_on_one_line(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Rich folds at 80 columns when it has no terminal; a wide table then split numbers
     across lines in every log. Without a terminal and without COLUMNS, nothing folds."""
@@ -136,7 +161,7 @@ def test_a_table_written_to_a_pipe_keeps_every_number_on_one_line(monkeypatch) -
     from atlas2d.cli import output
 
     frame = pd.DataFrame({f"formation_energy_ev_per_atom_{i}": [-1.119381 - i] for i in range(10)})
-    numbers = [f"{-1.119381 - i:.6g}" for i in range(10)]
+    numbers = [f"{-1.119381 - i:.4g}" for i in range(10)]
     monkeypatch.delenv("COLUMNS", raising=False)
     piped = io.StringIO()
     monkeypatch.setattr(output, "console", output.make_console(file=piped))

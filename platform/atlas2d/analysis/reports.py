@@ -185,7 +185,7 @@ def comparison_table(
                 "model": e.model,
                 "materials": f"{e.training_set}/{e.split}",
                 "n": m["n_materials"],
-                "converged": m["convergence_rate"],
+                "converged": f"{m['n_converged']}/{m['n_materials']}",
                 "E MAE (meV/atom)": m["energy_mae_mev_per_atom"],
                 "E median (meV/atom)": m["energy_median_ae_mev_per_atom"],
                 "area MAE ×100 (Å²/atom)": m["area_mae_x100"],

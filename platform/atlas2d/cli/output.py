@@ -38,11 +38,21 @@ class OutputFormat(str, Enum):
 
 
 def _cell(value: Any) -> str:
+    """A value as a table shows it: floats rounded for reading (CSV and JSON keep every
+    digit): whole numbers without decimals, 1000 and above to the unit, smaller values
+    to 4 significant digits (35.31, 0.5455, 2.1e-05)."""
     if value is None or (isinstance(value, float) and value != value):  # None or NaN
         return ""
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return readable_float(value)
     return str(value)
+
+
+def readable_float(value: float) -> str:
+    """``value`` to 4 significant digits, or to the unit from 1000 up (never 1.448e+04)."""
+    if value.is_integer() or abs(value) >= 1000:
+        return f"{value:.0f}"
+    return f"{value:.4g}"
 
 
 def _jsonable(value: Any) -> Any:
