@@ -150,7 +150,9 @@ def test_tables_round_floats_for_reading_and_csv_json_keep_every_digit(monkeypat
     assert "35.31" in printed[output.OutputFormat.table]
     assert "35.3057" not in printed[output.OutputFormat.table]
     assert "35.30571234" in printed[output.OutputFormat.csv]
-    assert json.loads(printed[output.OutputFormat.json])[0]["energy_mae_mev_per_atom"] == 35.30571234
+    assert (
+        json.loads(printed[output.OutputFormat.json])[0]["energy_mae_mev_per_atom"] == 35.30571234
+    )
 
 
 def test_a_table_written_to_a_pipe_keeps_every_number_on_one_line(monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -174,3 +176,43 @@ def test_a_table_written_to_a_pipe_keeps_every_number_on_one_line(monkeypatch) -
     output.print_frame(frame, output.OutputFormat.table)
     assert max(len(line) for line in narrow.getvalue().splitlines()) <= 80
     assert not any(number in narrow.getvalue() for number in numbers)  # folded, as asked
+
+
+def test_models_show_lists_hyperparameters_one_per_line_without_the_runs_paths() -> None:
+    from atlas2d.analysis.reports import settings_text
+    from atlas2d.cli.model_commands import environment_line, hyperparameter_lines
+
+    lines = hyperparameter_lines(
+        "mace",
+        {
+            "max_l": 0,
+            "max_ell": 2,
+            "r_max": 5.0,
+            "swa_start": None,
+            "mace_arguments": ["--work_dir", "/elsewhere/run", "--train_file", "/elsewhere/t.xyz"],
+        },
+    )
+    assert lines[0].startswith("mace_arguments") and "4 arguments" in lines[0]
+    assert not any("/elsewhere" in line or "{" in line for line in lines)
+    assert any(line.startswith("max_L (symmetry of the hidden features)") for line in lines)
+    assert any(line.startswith("max_ell (spherical harmonics of the edges)") for line in lines)
+    assert any(line.startswith("r_max (Å)") and line.endswith("5.0") for line in lines)
+    assert any(line.startswith("swa_start") and line.endswith("—") for line in lines)
+    environment = environment_line(
+        {
+            "python": "3.11.7",
+            "packages": {"torch": "2.13.0", "matgl": None},
+            "git": {"commit": "0123456789abcdef", "dirty": True},
+            "device": "cpu",
+            "threads": 1,
+            "seed": 0,
+            "host": "ws1",
+        }
+    )
+    assert environment == (
+        "python 3.11.7; torch 2.13.0; git 0123456789ab (uncommitted changes); "
+        "device cpu, threads 1, seed 0, host ws1"
+    )
+    assert settings_text({"optimizer": "FIRE", "fmax_ev_per_a": 0.1}) == (
+        "optimizer FIRE, fmax_ev_per_a 0.1"
+    )

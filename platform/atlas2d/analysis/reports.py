@@ -76,6 +76,13 @@ def thesis_table(evaluations: Sequence[ModelMetrics]) -> pd.DataFrame:
     )
 
 
+def settings_text(settings: dict[str, Any]) -> str:
+    """Settings as ``name value`` pairs joined by commas (units are in the names), e.g.
+    ``optimizer FIRE, fmax_ev_per_a 0.1, max_steps 1000``: readable in a report, unlike
+    a Python dict."""
+    return ", ".join(f"{name} {value}" for name, value in settings.items())
+
+
 def markdown_table(table: pd.DataFrame) -> str:
     """A Markdown table of a DataFrame (floats to 4 significant digits, missing as –)."""
 
@@ -137,7 +144,7 @@ def write_relaxation_report(evaluation: RelaxationReport, out_dir: Path) -> Path
     leakage = "".join(f"\n**{line}.**\n" for line in evaluation.leakage.notes(len(data)))
     text = f"""# Relaxation evaluation of {evaluation.model} ({scope})
 
-Evaluation {evaluation.id}. Relaxation: {evaluation.parameters}. Reference: each
+Evaluation {evaluation.id}. Relaxation: {settings_text(evaluation.parameters)}. Reference: each
 material's DFT-relaxed final frame. A material counts for every element it contains.
 {leakage}
 {markdown_table(thesis_table([evaluation]))}

@@ -210,14 +210,10 @@ def show(
             highlight=False,
         )
     console.print(f"artifact {details.artifact_path}  sha256 {details.artifact_sha256}")
-    console.print(f"hyperparameters {details.hyperparameters}", highlight=False)
-    environment = details.environment
-    console.print(
-        f"environment python {environment.get('python')}, {environment.get('packages')}, "
-        f"git {environment.get('git')}, device {environment.get('device')}, "
-        f"threads {environment.get('threads')}, seed {environment.get('seed')}, host {environment.get('host')}",
-        highlight=False,
-    )
+    console.print("hyperparameters", highlight=False)
+    for line in hyperparameter_lines(details.architecture, details.hyperparameters):
+        console.print(f"  {escape(line)}", highlight=False)
+    console.print(f"environment {escape(environment_line(details.environment))}", highlight=False)
     metrics = _evaluated_splits(details.metrics)
     if metrics:
         _print_metrics(metrics, "direct-prediction errors")
@@ -225,3 +221,53 @@ def show(
         import pandas as pd
 
         print_frame(pd.DataFrame(details.training_curve), format, title="training curve")
+
+
+HYPERPARAMETER_LABELS = {
+    "mace": {
+        "max_l": "max_L (symmetry of the hidden features)",
+        "max_ell": "max_ell (spherical harmonics of the edges)",
+        "r_max": "r_max (Å)",
+    },
+    "m3gnet": {
+        "max_l": "max_l (angular basis of three-body terms)",
+        "max_n": "max_n (radial basis)",
+        "cutoff": "cutoff (Å)",
+        "threebody_cutoff": "threebody_cutoff (Å)",
+    },
+}
+"""Display names of size settings whose short names read alike across architectures
+(MACE's max_L and max_ell are different settings, not one setting twice)."""
+
+
+def hyperparameter_lines(architecture: str, hyperparameters: dict[str, Any]) -> list[str]:
+    """One ``name  value`` line per setting, sorted by name, units in the names. The raw
+    trainer command line (``mace_arguments``, full of the training run's own paths) is
+    summarised: ``--format json`` has it whole."""
+    labels = HYPERPARAMETER_LABELS.get(architecture, {})
+    lines = []
+    for name in sorted(hyperparameters):
+        value = hyperparameters[name]
+        if name == "mace_arguments":
+            value = f"the mace_run_train command line, {len(value)} arguments (--format json)"
+        elif value is None:
+            value = "—"
+        lines.append(f"{labels.get(name, name):<44} {value}")
+    return lines
+
+
+def environment_line(environment: dict[str, Any]) -> str:
+    """Python, the packages that matter, git commit, device, threads, seed and host."""
+    packages = environment.get("packages") or {}
+    named = ", ".join(f"{name} {version}" for name, version in sorted(packages.items()) if version)
+    git = environment.get("git") or {}
+    commit = (
+        f"{git['commit'][:12]}{' (uncommitted changes)' if git.get('dirty') else ''}"
+        if git.get("commit")
+        else "not a git checkout"
+    )
+    return (
+        f"python {environment.get('python')}; {named}; git {commit}; "
+        f"device {environment.get('device')}, threads {environment.get('threads')}, "
+        f"seed {environment.get('seed')}, host {environment.get('host')}"
+    )
