@@ -46,9 +46,22 @@ def plot_training_curve(curve: list[dict[str, Any]], path: Path) -> Path:
 
 
 def parity_plot(
-    reference: Any, predicted: Any, path: Path, title: str, unit: str, mae: float | None = None
+    reference: Any,
+    predicted: Any,
+    path: Path,
+    title: str,
+    unit: str,
+    mae: float | None = None,
+    zero_lines: bool = False,
+    mae_unit: str | None = None,
 ) -> Path:
-    """Predicted against reference values with the y = x line, written as a PNG."""
+    """Predicted against reference values with the y = x line, written as a PNG.
+
+    Args:
+        unit: of both axes. mae: shown in the title, in ``mae_unit`` (default ``unit``).
+        zero_lines: dashed lines at 0 on both axes, which bound the quadrants of a
+            stability classification (stable = at or below 0).
+    """
     import numpy as np
 
     reference = np.asarray(reference, dtype=float)
@@ -63,7 +76,10 @@ def parity_plot(
     axis.set_ylim(low - pad, high + pad)
     axis.set_xlabel(f"DFT ({unit})")
     axis.set_ylabel(f"ML ({unit})")
-    axis.set_title(title if mae is None else f"{title}\nMAE {mae:.3g}")
+    if zero_lines:
+        axis.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
+        axis.axvline(0.0, color="grey", linewidth=0.8, linestyle="--")
+    axis.set_title(title if mae is None else f"{title}\nMAE {mae:.3g} {mae_unit or unit}")
     axis.set_aspect("equal")
     figure.tight_layout()
     figure.savefig(path, dpi=110)

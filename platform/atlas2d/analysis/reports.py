@@ -111,15 +111,16 @@ def write_relaxation_report(evaluation: RelaxationReport, out_dir: Path) -> Path
         data["dft_energy_per_atom"],
         data["ml_energy_per_atom"],
         out_dir / "parity_energy.png",
-        title=f"{name}: relaxed energy (MAE in meV/atom)",
+        title=f"{name}: relaxed energy per atom",
         unit="eV/atom",
         mae=m["energy_mae_mev_per_atom"],
+        mae_unit="meV/atom",
     )
     plots.parity_plot(
         data["dft_area_per_atom"],
         data["ml_area_per_atom"],
         out_dir / "parity_area.png",
-        title=f"{name}: relaxed area (MAE in Å²/atom)",
+        title=f"{name}: relaxed area per atom",
         unit="Å²/atom",
         mae=m["area_mae_a2_per_atom"],
     )

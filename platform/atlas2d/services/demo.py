@@ -270,15 +270,28 @@ def _write_summary(result: DemoResult, plan: DemoPlan) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     figures = []
     for s in result.stability:
+        # The materials of the model's rows in the table above, so that the plot shows
+        # what the table's E_hull MAE was computed on.
+        evaluated = {
+            key
+            for e in result.evaluations
+            if e.model == s.model
+            for key in e.per_material["material_key"]
+        }
+        data = s.per_material[s.per_material["material_key"].isin(evaluated)]
+        if data.empty:
+            continue
         name = f"stability_{s.model.replace(':', '_v')}.png"
-        data = s.per_material
+        errors = (data["ml_e_above_hull"] - data["dft_hull_distance"]).abs()
         plots.parity_plot(
             data["dft_hull_distance"],
             data["ml_e_above_hull"],
             out / name,
-            f"{s.model}: energy above the reference hull",
+            f"{s.model}: e_above_hull (eV/atom)\n{len(data)} materials, as in the table",
             "eV/atom",
-            s.metrics["e_above_hull_mae_mev_per_atom"] / 1000,
+            1000 * float(errors.mean()),
+            zero_lines=True,
+            mae_unit="meV/atom",
         )
         figures.append(f"![{s.model} stability]({name})")
     model_links = "\n".join(
