@@ -327,6 +327,7 @@ def test_an_interrupted_command_is_failed_with_what_it_committed(
     os.kill(run.process.pid, signum)
     code = run.process.wait(timeout=120)
     assert code == 130, run.output()  # as Ctrl-C; typer's code for an interruption
+    assert run.output().strip().splitlines()[-1].startswith("interrupted:")
     activity = log.activity(activity_id)
     assert activity["status"] == "failed" and activity["error"] == INTERRUPTED
     assert activity["finished_at"] is not None

@@ -122,7 +122,19 @@ def app() -> None:
         sys.exit(_exit_code(err))
     # Without standalone mode click *returns* the code of `typer.Exit` (and 0 for --help)
     # instead of exiting with it; every command itself returns None.
-    sys.exit(result if isinstance(result, int) else 0)
+    code = result if isinstance(result, int) else 0
+    if code == INTERRUPTED:  # Typer's answer to Ctrl-C (and to SIGTERM, see cli.context)
+        error_console.print(
+            "[red]interrupted:[/red] stopped before the end; what it had committed stays, "
+            "the statement running was cancelled on the server.",
+            highlight=False,
+            soft_wrap=True,
+        )
+    sys.exit(code)
+
+
+INTERRUPTED = 130
+"""Exit code of a command stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report)."""
 
 
 def _closed_pipe() -> None:
