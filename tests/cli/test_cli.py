@@ -53,6 +53,19 @@ def test_materials_filters(cli) -> None:  # type: ignore[no-untyped-def]
     assert list(csv.DictReader(io.StringIO(out))) == []
 
 
+def test_a_cut_material_list_says_how_many_matched(cli) -> None:  # type: ignore[no-untyped-def]
+    cli("ingest", FE2O2)
+    code, out, _ = cli("ingest", str(VASP_DATA / "Li28P12S44_relax_OUTCAR.gz"))
+    assert code == 0, out
+    _, out, _ = cli("materials", "list")
+    assert "2 materials" in out and "showing" not in out
+    _, out, _ = cli("materials", "list", "--limit", "1")
+    assert "showing 1 of 2 materials; --limit to change" in out
+    _, out, err = cli("materials", "list", "--limit", "1", "--format", "csv")
+    assert len(list(csv.DictReader(io.StringIO(out)))) == 1  # stdout stays plain CSV
+    assert "showing 1 of 2 materials" in err
+
+
 def test_unknown_material_is_a_clear_error(cli) -> None:  # type: ignore[no-untyped-def]
     code, _, err = cli("materials", "show", "nope")
     assert code == 1 and "No material has the key 'nope'" in err

@@ -6,7 +6,7 @@ from typing import Any, Protocol
 
 import typer
 
-from atlas2d.cli.output import OutputFormat, console, print_frame, print_json
+from atlas2d.cli.output import OutputFormat, console, error_console, print_frame, print_json
 from atlas2d.vocabulary import SQL_TIMEOUT_MAX_S, counted
 
 materials_app = typer.Typer(help="List and inspect materials.", no_args_is_help=True)
@@ -153,15 +153,28 @@ def list_command(
     chemsys: str | None = typer.Option(None, help="Chemical system, e.g. Mo-S."),
     formula: str | None = typer.Option(None, help="Reduced formula, e.g. MoS2."),
     dimensionality: int | None = typer.Option(None, help="2 for layers, 3 for bulk."),
-    limit: int = typer.Option(1000, help="At most this many rows."),
+    limit: int = typer.Option(1000, min=1, help="At most this many rows (by key)."),
     format: OutputFormat = typer.Option(OutputFormat.table, "--format"),
 ) -> None:
-    """List materials with their numbers of relaxations and frames."""
+    """List materials with their numbers of relaxations and frames; says how many
+    matched when the limit cuts the list."""
     from atlas2d.cli.context import connect
-    from atlas2d.services.materials import list_materials
+    from atlas2d.services.materials import count_materials, list_materials
 
-    frame = list_materials(connect().sessions, chemsys, formula, dimensionality, limit)
-    print_frame(frame, format, title=counted(len(frame), "material"))
+    sessions = connect().sessions
+    frame = list_materials(sessions, chemsys, formula, dimensionality, limit)
+    total = len(frame)
+    if total == limit:  # cut, or exactly the limit: count them
+        total = count_materials(sessions, chemsys, formula, dimensionality)
+    title = counted(total, "material")
+    if len(frame) < total:
+        title = f"showing {len(frame):,} of {title}; --limit to change"
+    if format is OutputFormat.table:
+        print_frame(frame, format, title=title)
+        return
+    print_frame(frame, format)
+    if len(frame) < total:  # stdout stays a clean CSV or JSON document
+        error_console.print(title, highlight=False, markup=False)
 
 
 @materials_app.command("show")

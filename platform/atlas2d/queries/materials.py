@@ -27,12 +27,36 @@ LEFT JOIN LATERAL (
     SELECT (energy + correction) / n_sites AS corrected_energy_per_atom
     FROM energy_entries WHERE material_id = m.id ORDER BY id DESC LIMIT 1
 ) e ON true
-WHERE (CAST(:chemsys AS text) IS NULL OR m.chemsys = :chemsys)
-  AND (CAST(:formula AS text) IS NULL OR m.formula = :formula)
-  AND (CAST(:dimensionality AS int) IS NULL OR m.dimensionality = :dimensionality)
+{MATERIAL_FILTER}
 ORDER BY m.key
 LIMIT :limit
 """
+
+MATERIAL_FILTER = """
+WHERE (CAST(:chemsys AS text) IS NULL OR m.chemsys = :chemsys)
+  AND (CAST(:formula AS text) IS NULL OR m.formula = :formula)
+  AND (CAST(:dimensionality AS int) IS NULL OR m.dimensionality = :dimensionality)
+"""
+"""The filters of a material listing (bound parameters chemsys, formula, dimensionality)."""
+
+
+def count_materials(
+    session: Session,
+    chemsys: str | None = None,
+    formula: str | None = None,
+    dimensionality: int | None = None,
+) -> int:
+    """How many materials match the filters of :func:`list_materials` (no limit)."""
+    return int(
+        session.execute(
+            text(f"SELECT count(*) FROM materials m {MATERIAL_FILTER}"),
+            {
+                "chemsys": normalise_chemsys(chemsys),
+                "formula": formula,
+                "dimensionality": dimensionality,
+            },
+        ).scalar_one()
+    )
 
 
 def normalise_chemsys(chemsys: str | None) -> str | None:
@@ -51,7 +75,7 @@ def list_materials(
 ) -> pd.DataFrame:
     """Materials with their relaxation and frame counts, filtered, sorted by key."""
     result = session.execute(
-        text(MATERIAL_LIST_SQL),
+        text(MATERIAL_LIST_SQL.format(MATERIAL_FILTER=MATERIAL_FILTER)),
         {
             "chemsys": normalise_chemsys(chemsys),
             "formula": formula,

@@ -33,6 +33,17 @@ def list_materials(
         return queries.list_materials(session, chemsys, formula, dimensionality, limit)
 
 
+def count_materials(
+    sessions: sessionmaker[Session],
+    chemsys: str | None = None,
+    formula: str | None = None,
+    dimensionality: int | None = None,
+) -> int:
+    """How many materials match the filters, whatever the listing's limit."""
+    with sessions.begin() as session:
+        return queries.count_materials(session, chemsys, formula, dimensionality)
+
+
 def show_material(sessions: sessionmaker[Session], key: str) -> MaterialDetail:
     """One material by key.
 
