@@ -454,3 +454,17 @@ def test_a_stored_set_comes_back_as_a_typed_row(sessions, alexandria_data) -> No
         made.n_frames,
     )
     assert SelectionParameters.from_json(row.parameters) == SelectionParameters(rule="wang", seed=4)
+
+
+def test_a_large_set_verifies_right_after_it_is_created(sessions: sessionmaker[Session]) -> None:
+    """200,000 frames created and verified in one transaction, before autovacuum could
+    have analysed anything: the comparison must not be planned for a tiny table."""
+    with sessions.begin() as session:  # a quadratic plan fails here instead of hanging CI
+        session.execute(text("SET LOCAL statement_timeout = '120s'"))
+    for start in range(0, 8000, 2000):
+        batch = synthetic_trajectories(2000, 25, (3, 8), seed=start, key_prefix=f"v{start}")
+        ingest_parsed(sessions, ParsedFile(f"v{start}", "records", "", "test", trajectories=batch))
+    summary = create_training_set(sessions, "large", SelectionParameters(rule="all"))
+    assert summary.n_frames == 200_000
+    report = verify_training_set(sessions, "large")
+    assert report.reproduced, report.differences
