@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import platform
 import tempfile
@@ -30,6 +31,9 @@ def fresh_database(workdir: Path) -> tuple[str, Engine]:
         url = make_engine(admin_url).url.set(database=name).render_as_string(hide_password=False)
     else:
         url = embedded_url(workdir / "pgdata", name)
+        # Stopped however the benchmark ends (an exception, Ctrl-C, sys.exit): a run
+        # that died at a subprocess step once left its server running.
+        atexit.register(stop_embedded_servers, workdir)
     engine = make_engine(url)
     upgrade(engine)
     return url, engine
