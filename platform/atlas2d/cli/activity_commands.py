@@ -9,7 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from atlas2d.cli.output import OutputFormat, console, error_console, print_frame, print_json
+from atlas2d.cli.output import (
+    OutputFormat,
+    console,
+    print_json,
+    print_listing,
+)
 from atlas2d.vocabulary import ActivityStatus, counted
 
 if TYPE_CHECKING:
@@ -52,16 +57,13 @@ def list_command(
     from atlas2d.services.activity_log import list_activities
 
     listing = list_activities(connect().sessions, ActivityFilter(command, status), limit)
-    shown = len(listing.activities)
-    title = counted(listing.total, "activity", "activities")
-    if shown < listing.total:
-        title = f"showing {shown:,} of {title} (newest first; --limit to see more)"
-    if format is OutputFormat.table:
-        print_frame(_frame(listing, format), format, title=title)
-        return
-    print_frame(_frame(listing, format), format)
-    if shown < listing.total:  # stdout stays a clean CSV or JSON document
-        error_console.print(title, highlight=False, markup=False)
+    print_listing(
+        _frame(listing, format),
+        format,
+        listing.total,
+        counted(listing.total, "activity", "activities"),
+        " (newest first; --limit to see more)",
+    )
 
 
 @app.command()

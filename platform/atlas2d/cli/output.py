@@ -95,3 +95,19 @@ def print_json(value: Any) -> None:
         return _jsonable(obj)
 
     sys.stdout.write(json.dumps(value, indent=2, default=default) + "\n")
+
+
+def print_listing(frame: pd.DataFrame, fmt: OutputFormat, total: int, title: str, cut: str) -> None:
+    """A listing of ``len(frame)`` of ``total`` rows, titled ``title`` (the whole count,
+    e.g. "9,195 materials"). When the list is cut the title reads
+    "showing N of TITLE``cut``" (``cut`` says how to see more): in a table's title, or on
+    stderr after CSV and JSON so that stdout stays one clean document."""
+    shown = len(frame)
+    if shown < total:
+        title = f"showing {shown:,} of {title}{cut}"
+    if fmt is OutputFormat.table:
+        print_frame(frame, fmt, title=title)
+        return
+    print_frame(frame, fmt)
+    if shown < total:
+        error_console.print(title, highlight=False, markup=False)

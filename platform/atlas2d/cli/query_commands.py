@@ -6,7 +6,7 @@ from typing import Any, Protocol
 
 import typer
 
-from atlas2d.cli.output import OutputFormat, console, error_console, print_frame, print_json
+from atlas2d.cli.output import OutputFormat, console, print_frame, print_json, print_listing
 from atlas2d.vocabulary import SQL_TIMEOUT_MAX_S, counted
 
 materials_app = typer.Typer(help="List and inspect materials.", no_args_is_help=True)
@@ -166,15 +166,7 @@ def list_command(
     total = len(frame)
     if total == limit:  # cut, or exactly the limit: count them
         total = count_materials(sessions, chemsys, formula, dimensionality)
-    title = counted(total, "material")
-    if len(frame) < total:
-        title = f"showing {len(frame):,} of {title}; --limit to change"
-    if format is OutputFormat.table:
-        print_frame(frame, format, title=title)
-        return
-    print_frame(frame, format)
-    if len(frame) < total:  # stdout stays a clean CSV or JSON document
-        error_console.print(title, highlight=False, markup=False)
+    print_listing(frame, format, total, counted(total, "material"), "; --limit to change")
 
 
 @materials_app.command("show")

@@ -5,19 +5,11 @@ first, return DataFrames whose column names carry their units, and never commit.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from atlas2d.queries.tabular import query_frame
 from atlas2d.vocabulary import DFT
-
-
-def _frame(session: Session, sql: str, params: dict[str, Any]) -> pd.DataFrame:
-    result = session.execute(text(sql), params)
-    return pd.DataFrame(result.all(), columns=list(result.keys()))
-
 
 MATERIAL_SOURCES_SQL = """
 WITH used AS (
@@ -38,14 +30,14 @@ def material_sources(session: Session, material_id: int) -> pd.DataFrame:
     """The files the material's relaxations and energy entries came from: source_id,
     path, sha256, format, relaxations, energy_entries, ingested_at, retracted_at,
     retraction_reason (both None unless retracted)."""
-    return _frame(session, MATERIAL_SOURCES_SQL, {"id": material_id})
+    return query_frame(session, MATERIAL_SOURCES_SQL, {"id": material_id})
 
 
 def material_relaxations(session: Session, material_id: int, method: str) -> pd.DataFrame:
     """The material's relaxations of one method, in order: relaxation_id, model (ML
     only, ``NAME:VERSION``), source_id (DFT), sequence, n_sites, n_steps, converged,
     final_energy_per_atom_ev, final_area_per_atom_a2, created_at."""
-    return _frame(
+    return query_frame(
         session,
         "SELECT r.id AS relaxation_id, mv.name || ':' || mv.version AS model, r.source_id,"
         " r.sequence, r.n_sites, r.n_steps, r.converged,"
@@ -62,7 +54,7 @@ def material_stability(session: Session, material_id: int) -> pd.DataFrame:
     """The material's place relative to the hull per energy source, DFT first:
     energy_source, e_above_hull_mev_per_atom, hull_distance_mev_per_atom,
     formation_energy_ev_per_atom, energy_per_atom_ev, hull_run, computed_at."""
-    return _frame(
+    return query_frame(
         session,
         "SELECT s.energy_source, 1000 * s.e_above_hull AS e_above_hull_mev_per_atom,"
         " 1000 * s.hull_distance AS hull_distance_mev_per_atom,"
@@ -91,7 +83,7 @@ def material_training_sets(session: Session, material_id: int) -> pd.DataFrame:
     """The training sets holding the material's frames, oldest first: training_set,
     split, relaxations, frames, created_at. A set splits by material, so one row per
     set."""
-    return _frame(
+    return query_frame(
         session,
         MATERIAL_SETS_CTE + " SELECT ts.name AS training_set, h.split,"
         " h.relaxations::int AS relaxations, h.frames::int AS frames, ts.created_at"
@@ -107,7 +99,7 @@ def material_models(session: Session, material_id: int) -> pd.DataFrame:
     that set), training_set (holding the material), through_ancestor (None when
     direct), depth (0 direct, 1 parent, …). One row per (model, ancestor) that held
     the material, by model and depth; with model_version_id first."""
-    return _frame(
+    return query_frame(
         session,
         MATERIAL_SETS_CTE
         + " SELECT l.model_version_id, l.model, mv.status, mv.architecture, h.split,"
@@ -124,7 +116,7 @@ def material_campaign_decisions(session: Session, material_id: int) -> pd.DataFr
     """The active-learning decisions about the material: campaign, iteration,
     screening_model, decision, reason, ml_e_above_hull_mev_per_atom, label_status,
     dft_e_above_hull_mev_per_atom."""
-    return _frame(
+    return query_frame(
         session,
         "SELECT k.name AS campaign, i.index AS iteration,"
         " mv.name || ':' || mv.version AS screening_model, c.decision, c.reason,"

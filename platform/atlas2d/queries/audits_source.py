@@ -17,6 +17,8 @@ import pandas as pd
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from atlas2d.queries.tabular import query_frame
+
 
 @dataclass(frozen=True)
 class Listing:
@@ -34,11 +36,6 @@ class Listing:
     @property
     def complete(self) -> bool:
         return len(self.items) == self.count
-
-
-def _frame(session: Session, sql: str, params: dict[str, Any]) -> pd.DataFrame:
-    result = session.execute(text(sql), params)
-    return pd.DataFrame(result.all(), columns=list(result.keys()))
 
 
 def _listing(session: Session, sql: str, params: dict[str, Any], limit: int | None) -> Listing:
@@ -68,7 +65,7 @@ def source_training_sets(session: Session, source_id: int) -> pd.DataFrame:
     """The training sets holding the source's frames, oldest first: training_set_id,
     training_set, relaxations, materials, frames, train_frames, val_frames,
     test_frames (of this source's), created_at."""
-    return _frame(
+    return query_frame(
         session,
         "SELECT ts.id AS training_set_id, ts.name AS training_set,"
         " count(*)::int AS relaxations, count(DISTINCT r.material_id)::int AS materials,"
@@ -94,7 +91,7 @@ def models_trained_on(session: Session, training_set_ids: Sequence[int]) -> pd.D
     architecture, training_set (its own), through_ancestor (the nearest ancestor
     trained on one of the sets; None when it was itself), depth (0 itself, 1 its
     parent, …), held_in (that set)."""
-    return _frame(
+    return query_frame(
         session,
         "SELECT DISTINCT ON (l.model_version_id) l.model_version_id, l.model, mv.status,"
         " mv.architecture, own.name AS training_set,"
@@ -111,7 +108,7 @@ def models_trained_on(session: Session, training_set_ids: Sequence[int]) -> pd.D
 def ml_relaxations_by(session: Session, model_ids: Sequence[int]) -> pd.DataFrame:
     """The ML relaxations each model ran: model, relaxations, materials, converged
     (counts), first_at, last_at (when the first and last were stored)."""
-    return _frame(
+    return query_frame(
         session,
         "SELECT mv.name || ':' || mv.version AS model, count(*)::int AS relaxations,"
         " count(DISTINCT r.material_id)::int AS materials,"
@@ -151,7 +148,7 @@ def stability_by(session: Session, model_ids: Sequence[int]) -> pd.DataFrame:
     """The stability rows computed from the models' energies, per energy source:
     energy_source, materials, at_or_below_hull (e_above_hull ≤ 0), hull_runs,
     last_computed_at."""
-    return _frame(
+    return query_frame(
         session,
         "SELECT s.energy_source, count(*)::int AS materials,"
         " count(*) FILTER (WHERE s.e_above_hull <= 0)::int AS at_or_below_hull,"
@@ -192,7 +189,7 @@ def campaign_decisions_by(session: Session, model_ids: Sequence[int]) -> pd.Data
     """The active-learning decisions the models took part in, counted per campaign,
     iteration and decision: campaign, iteration, screening_model, decision,
     candidates, labelled."""
-    return _frame(
+    return query_frame(
         session,
         "SELECT k.name AS campaign, i.index AS iteration,"
         " mv.name || ':' || mv.version AS screening_model, c.decision,"
@@ -219,7 +216,7 @@ def campaign_candidates_by(
 def retraction_history(session: Session, source_id: int, commands: Sequence[str]) -> pd.DataFrame:
     """The activities that retracted or restored the source, oldest first:
     activity_id, command, reason, os_user, host, started_at, status."""
-    return _frame(
+    return query_frame(
         session,
         "SELECT id AS activity_id, command, arguments->>'reason' AS reason, os_user, host,"
         " started_at, status FROM activities"

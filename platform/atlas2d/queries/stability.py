@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from atlas2d.analysis.stability import MaterialStability, Phase, Watermarks
 from atlas2d.db.models import HullRun
 from atlas2d.db.session import driver_connection
+from atlas2d.queries.tabular import query_frame
 from atlas2d.vocabulary import DFT
 
 DFT_ENERGIES_SQL = """
@@ -68,16 +69,11 @@ ML_ENERGY_RULE = (
 record it."""
 
 
-def _frame(session: Session, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
-    result = session.execute(text(sql), params or {})
-    return pd.DataFrame(result.all(), columns=list(result.keys()))
-
-
 def dft_energies(session: Session) -> pd.DataFrame:
     """One row per material with a DFT energy: material_id, key, formula, chemsys,
     species (atomic numbers), energy_per_atom and correction_per_atom (eV/atom),
     entry_id or relaxation_id (where the energy came from)."""
-    return _frame(session, DFT_ENERGIES_SQL, {"dft": DFT})
+    return query_frame(session, DFT_ENERGIES_SQL, {"dft": DFT})
 
 
 def ml_energies(
@@ -86,7 +82,7 @@ def ml_energies(
     """One row per material a model version relaxed (of ``material_ids``, when given):
     material_id, key, formula, chemsys, species, energy_per_atom (eV/atom, uncorrected),
     relaxation_id."""
-    return _frame(
+    return query_frame(
         session,
         ML_ENERGIES_SQL,
         {
@@ -271,7 +267,7 @@ def stable_materials(
 ) -> pd.DataFrame:
     """Rows of ``stable_compounds(max_ehull_ev, energy_source)`` with the public column
     names, optionally one dimensionality and chemical systems (exact match)."""
-    return _frame(
+    return query_frame(
         session,
         "SELECT material_key, formula, chemsys, spacegroup, e_above_hull_mev_per_atom,"
         " formation_energy_ev_per_atom, energy_source, hull_run"
@@ -291,7 +287,7 @@ def paired_stability(session: Session, energy_source: str) -> pd.DataFrame:
     """A model's stability next to DFT's for every material with both: material_key,
     formula, elements, spacegroup, ml_e_above_hull, dft_e_above_hull, dft_hull_distance
     (eV/atom) and the two hull runs."""
-    return _frame(
+    return query_frame(
         session,
         "SELECT m.key AS material_key, m.formula, m.elements, m.spacegroup_number AS spacegroup,"
         " ml.e_above_hull AS ml_e_above_hull, d.e_above_hull AS dft_e_above_hull,"
