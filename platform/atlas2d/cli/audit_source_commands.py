@@ -20,6 +20,7 @@ from atlas2d.vocabulary import counted
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
+    from atlas2d.queries.audits_source import Listing
     from atlas2d.queries.sources import SourceRow
     from atlas2d.services.audit_source import SourceAudit
 
@@ -178,7 +179,7 @@ def _print_audit(audit: SourceAudit) -> None:
     )
     if s.retracted_at is not None:
         console.print(f"[red]RETRACTED[/red] {_retraction(s)}", highlight=False)
-    console.print(listing_line("materials", audit.materials, "--keys"), highlight=False)
+    _print_keys("materials", audit.materials)
     print_section(
         audit.training_sets.drop(columns="training_set_id"),
         f"training sets holding its frames ({len(audit.training_sets)}; frames of this source)",
@@ -197,36 +198,29 @@ def _print_audit(audit: SourceAudit) -> None:
         "those models ran no ML relaxation",
     )
     if audit.ml_relaxation_ids.count:
-        console.print(
-            listing_line("ML relaxation ids", audit.ml_relaxation_ids, "--keys"),
-            highlight=False,
-        )
-        console.print(
-            listing_line("relaxed materials", audit.ml_relaxed_materials, "--keys"),
-            highlight=False,
-        )
+        _print_keys("ML relaxation ids", audit.ml_relaxation_ids)
+        _print_keys("relaxed materials", audit.ml_relaxed_materials)
     print_section(
         audit.stability,
         "stability rows from those models' energies (per energy source)",
         "no stability row comes from those models",
     )
     if audit.stability_materials.count:
-        console.print(
-            listing_line("their materials", audit.stability_materials, "--keys"),
-            highlight=False,
-        )
+        _print_keys("their materials", audit.stability_materials)
     print_section(
         audit.campaign_decisions,
         "active-learning decisions those models took part in (screening or committee)",
         "those models took part in no active-learning decision",
     )
     if audit.campaign_candidates.count:
-        console.print(
-            listing_line("candidates", audit.campaign_candidates, "--keys"),
-            highlight=False,
-        )
+        _print_keys("candidates", audit.campaign_candidates)
     if not audit.retractions.empty:
         print_section(audit.retractions, "retraction history", "")
+
+
+def _print_keys(label: str, listing: Listing) -> None:
+    """One line: the count and the first keys or ids (``--keys`` lists them all)."""
+    console.print(listing_line(label, listing, "--keys"), highlight=False)
 
 
 def _document(audit: SourceAudit) -> dict[str, Any]:
