@@ -20,6 +20,7 @@ from atlas2d.cli import (
     model_commands,
     query_commands,
     relax_commands,
+    serve_commands,
     stability_commands,
     trainset_commands,
 )
@@ -47,6 +48,7 @@ typer_app.command()(stability_commands.stable)
 typer_app.add_typer(al_commands.app, name="al")
 typer_app.add_typer(audit_commands.app, name="audit")
 typer_app.add_typer(activity_commands.app, name="activity")
+typer_app.command()(serve_commands.serve)
 typer_app.command()(demo_commands.demo)
 
 
