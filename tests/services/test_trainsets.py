@@ -4,15 +4,17 @@ immutability and verification."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from atlas2d.analysis.splits import assign_splits, parse_ratios
+from atlas2d.db.session import make_engine
 from atlas2d.errors import AlreadyExists, InvalidInput, NotFound
 from atlas2d.io.readers import ReadOptions
 from atlas2d.io.records import ParsedFile, Trajectory
@@ -27,6 +29,7 @@ from atlas2d.services.trainsets import (
     verify_training_set,
 )
 from atlas2d.vocabulary import GROUP_BYS, OUTLIER_SCOPES, RULES
+from tests.conftest import _drop_database, _migrated_database
 from tests.support.synthetic import alexandria_document, synthetic_trajectories
 
 # Lengths cover the corner cases of the fallback {0, ⌊(N−1)/2⌋, N−1}.
@@ -456,9 +459,45 @@ def test_a_stored_set_comes_back_as_a_typed_row(sessions, alexandria_data) -> No
     assert SelectionParameters.from_json(row.parameters) == SelectionParameters(rule="wang", seed=4)
 
 
-def test_a_large_set_verifies_right_after_it_is_created(sessions: sessionmaker[Session]) -> None:
-    """200,000 frames created and verified in one transaction, before autovacuum could
-    have analysed anything: the comparison must not be planned for a tiny table."""
+@pytest.fixture
+def stale_statistics_sessions(database_server: Engine) -> Iterator[sessionmaker[Session]]:
+    """Sessions (one outer transaction, rolled back) on a fresh database whose ``frames``
+    statistics say "no rows" over many pages: what autovacuum leaves after analysing a
+    table whose large insert was rolled back, and CI met. The planner then takes
+    ``frames`` for empty however much is inserted."""
+    url = _migrated_database(database_server, "atlas2d_stale")
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection, connection.begin() as rolled_back:
+            batch = synthetic_trajectories(200, 25, (3, 8), seed=99, key_prefix="gone")
+            sessions = sessionmaker(bind=connection, join_transaction_mode="create_savepoint")
+            ingest_parsed(sessions, ParsedFile("gone", "records", "", "test", trajectories=batch))
+            rolled_back.rollback()
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("VACUUM (ANALYZE, TRUNCATE false) frames"))
+            believed, pages = connection.execute(
+                text("SELECT reltuples, relpages FROM pg_class WHERE relname = 'frames'")
+            ).one()
+        assert believed == 0 and pages > 0  # the trap is armed
+        connection = engine.connect()
+        outer = connection.begin()
+        yield sessionmaker(
+            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+        )
+        outer.rollback()
+        connection.close()
+    finally:
+        engine.dispose()
+        _drop_database(database_server, url)
+
+
+def test_a_large_set_verifies_right_after_it_is_created(
+    stale_statistics_sessions: sessionmaker[Session],
+) -> None:
+    """200,000 frames ingested, selected and verified in one transaction, on a database
+    whose statistics took ``frames`` for empty: ingest and create analyse what they
+    wrote, so no comparison is planned for a tiny table (one ran past 2 minutes)."""
+    sessions = stale_statistics_sessions
     with sessions.begin() as session:  # a quadratic plan fails here instead of hanging CI
         session.execute(text("SET LOCAL statement_timeout = '120s'"))
     for start in range(0, 8000, 2000):

@@ -38,6 +38,7 @@ from atlas2d.queries.row_encoding import (
     prepare_entry,
     relaxation_row,
 )
+from atlas2d.queries.statistics import refresh_if_grown
 
 INGESTED, ALREADY_PRESENT, REJECTED = "ingested", "already present", "rejected"
 
@@ -116,7 +117,22 @@ def ingest_parsed(sessions: sessionmaker[Session], parsed: ParsedFile) -> FileRe
         if "uq_sources_sha256" in str(err):  # the same file ingested concurrently
             return FileResult(parsed.path, parsed.format, ALREADY_PRESENT)
         raise AlreadyExists(f"{parsed.path}: conflicts with stored data: {err.orig}") from err
+    _refresh_statistics(sessions, result)
     return result
+
+
+def _refresh_statistics(sessions: sessionmaker[Session], result: FileResult) -> None:
+    """Analyse the tables this file grew a lot, after its commit (an ANALYZE holds a
+    lock that would serialise concurrent ingests until they commit)."""
+    added = {
+        "frames": result.frames,
+        "relaxations": result.relaxations,
+        "materials": result.materials_new,
+        "energy_entries": result.entries,
+    }
+    with sessions.begin() as session:
+        for table, rows in added.items():
+            refresh_if_grown(session, table, rows)
 
 
 def _write(
