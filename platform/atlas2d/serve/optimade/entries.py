@@ -92,11 +92,6 @@ def count_entries(session: Session, where: SqlFilter) -> int:
     return int(session.execute(text(sql), dict(where.params)).scalar_one())
 
 
-def count_all(session: Session) -> int:
-    """How many entries there are (every material is one)."""
-    return int(session.execute(text("SELECT count(*) FROM materials")).scalar_one())
-
-
 def page_entries(
     session: Session,
     where: SqlFilter,

@@ -6,7 +6,10 @@ The SQL text is put together from the property table (``properties.py``), fixed
 operators and generated parameter names (``:f0``, ``:f1``, …) only; no user text ever
 becomes SQL. Comparisons follow two-valued logic, as the reference implementation
 does: a comparison with an unknown (NULL) value is false, so ``NOT nsites = 3`` keeps
-the entries whose nsites is unknown.
+the entries whose nsites is unknown. Comparisons stay bare (``m.elements @> :f0``, so
+that indexes serve them) and the NULL of an unknown value becomes false where it
+matters, under NOT. Without NOT, AND and OR are monotone: a NULL result is one that
+false in place of every unknown would make false too, and WHERE drops it.
 """
 
 from __future__ import annotations
@@ -162,7 +165,7 @@ class _ToSql(Transformer[Token, _Condition | None]):
                 f"'{prop.name}' is a list: filter it with HAS, HAS ALL, HAS ANY, HAS ONLY or LENGTH"
             )
         bound = self._bind(self._typed(prop, value))
-        return _Condition(f"COALESCE({sql} {_OPERATORS[operator]} {bound}, false)", prop.joins)
+        return _Condition(f"{sql} {_OPERATORS[operator]} {bound}", prop.joins)
 
     def _queryable(self, prop: Property) -> str:
         if prop.sql is None:
@@ -275,7 +278,7 @@ class _ToSql(Transformer[Token, _Condition | None]):
             "STARTS": f"starts_with({sql}, {bound})",
             "ENDS": f"right({sql}, char_length({bound})) = {bound}",
         }[operator]
-        return _Condition(f"COALESCE({expression}, false)", prop.joins)
+        return _Condition(f"({expression})", prop.joins)
 
     def _set(self, prop: Property, operator: str, values: list[Any]) -> _Condition:
         sql = self._queryable(prop)
@@ -296,7 +299,7 @@ class _ToSql(Transformer[Token, _Condition | None]):
             "ANY": f"{sql} && {array}",
             "ONLY": f"{sql} <@ {array}",
         }[operator]
-        return _Condition(f"COALESCE({expression}, false)", prop.joins)
+        return _Condition(f"({expression})", prop.joins)
 
     @staticmethod
     def _item(prop: Property, value: Any) -> Any:
@@ -318,7 +321,7 @@ class _ToSql(Transformer[Token, _Condition | None]):
         else:
             sql = prop.length_sql
         bound = self._bind(length)
-        return _Condition(f"COALESCE({sql} {_OPERATORS[operator]} {bound}, false)", prop.joins)
+        return _Condition(f"{sql} {_OPERATORS[operator]} {bound}", prop.joins)
 
     # --- logic ---------------------------------------------------------------------
 
@@ -329,7 +332,8 @@ class _ToSql(Transformer[Token, _Condition | None]):
     def expression_phrase(self, children: list[Any]) -> _Condition:
         inner: _Condition = children[-1]
         if len(children) == 2:  # NOT
-            return _Condition(f"(NOT {inner.sql})", inner.joins)
+            # Under NOT an unknown comparison must count as false, not stay unknown.
+            return _Condition(f"(NOT COALESCE({inner.sql}, false))", inner.joins)
         return inner
 
     def expression_clause(self, children: list[_Condition]) -> _Condition:

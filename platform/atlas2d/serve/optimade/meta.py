@@ -4,11 +4,11 @@ provider and the implementation."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from importlib.metadata import version
 from typing import Any
 
 from fastapi import Request
 
-from atlas2d import __version__
 from atlas2d.serve.optimade.properties import PROVIDER_PREFIX
 
 API_VERSION = "1.2.0"
@@ -23,7 +23,7 @@ PROVIDER = {
     "homepage": None,
 }
 
-IMPLEMENTATION = {"name": "atlas2d", "version": __version__}
+IMPLEMENTATION = {"name": "atlas2d", "version": version("atlas2d")}
 
 
 def utc_timestamp(moment: datetime) -> str:
