@@ -39,6 +39,7 @@ LAYERS = {
     "demo": 3,
     "services": 4,
     "cli": 5,
+    "serve": 5,
     "": 6,
 }
 FORBIDDEN = {"mlff": {"db", "queries", "services", "cli", "demo"}}

@@ -10,6 +10,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 
 from atlas2d import __version__
 from atlas2d.serve.database import ReadOnlyDatabase
+from atlas2d.serve.optimade.routes import router as optimade_router
 
 log = logging.getLogger(__name__)
 
@@ -48,4 +49,5 @@ def create_app(database: ReadOnlyDatabase) -> FastAPI:
     app.state.database = database
     app.add_middleware(_ReadMethodsOnly)
     app.add_exception_handler(Exception, _unexpected_error)
+    app.include_router(optimade_router)
     return app
