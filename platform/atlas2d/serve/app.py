@@ -10,6 +10,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 
 from atlas2d import __version__
 from atlas2d.serve.database import ReadOnlyDatabase
+from atlas2d.serve.pages import add_pages
 
 log = logging.getLogger(__name__)
 
@@ -48,4 +49,5 @@ def create_app(database: ReadOnlyDatabase) -> FastAPI:
     app.state.database = database
     app.add_middleware(_ReadMethodsOnly)
     app.add_exception_handler(Exception, _unexpected_error)
+    add_pages(app)
     return app
