@@ -8,7 +8,7 @@ Layers, lowest first; a module may import its own layer and those below:
   imports nothing from ``db`` either, so force-field code runs without a database
 - ``queries`` and ``demo`` (the demo dataset builder)
 - ``services``
-- ``cli``
+- ``cli`` and ``serve`` (the web layer)
 - the package root (``atlas2d.load``), an edge like the CLI
 
 Imports inside functions count too: a lazy import is still a dependency. Services hold
@@ -39,7 +39,7 @@ LAYERS = {
     "demo": 3,
     "services": 4,
     "cli": 5,
-    "serve": 5,
+    "serve": 5,  # the web layer, beside the CLI
     "": 6,
 }
 FORBIDDEN = {"mlff": {"db", "queries", "services", "cli", "demo"}}

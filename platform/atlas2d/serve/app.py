@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+from importlib.metadata import version
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
-from atlas2d import __version__
 from atlas2d.serve.database import ReadOnlyDatabase
 from atlas2d.serve.optimade.routes import router as optimade_router
+from atlas2d.serve.pages import add_pages
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def create_app(database: ReadOnlyDatabase) -> FastAPI:
     the HTML pages."""
     app = FastAPI(
         title="atlas2d",
-        version=__version__,
+        version=version("atlas2d"),
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
@@ -50,4 +51,5 @@ def create_app(database: ReadOnlyDatabase) -> FastAPI:
     app.add_middleware(_ReadMethodsOnly)
     app.add_exception_handler(Exception, _unexpected_error)
     app.include_router(optimade_router)
+    add_pages(app)
     return app
