@@ -1,9 +1,9 @@
 """Relaxation chunks on Dask workers: a ``LocalCluster`` of single-threaded processes,
 or an existing cluster. Each worker opens its own connection, loads the model once
-(sha256 checked; fetched from the database into its own ``$ATLAS2D_HOME/artifacts`` when
-that machine has no copy) and writes its results to PostgreSQL itself, for the activity of the
-command that submitted the chunk (``db.activity_tag``: the relaxations it writes carry
-that activity and are counted in its rows written)."""
+(sha256 checked; fetched from the database into its own ``$ATLAS2D_HOME/artifacts``
+when that machine has no copy) and writes its results to PostgreSQL itself, for the
+activity of the command that submitted the chunk (``db.activity_tag``: the relaxations
+it writes carry that activity and are counted in its rows written)."""
 
 from __future__ import annotations
 
@@ -65,13 +65,13 @@ def relax_chunk_on_worker(
         _WORKER_STATE["sessions"] = make_sessions(make_engine(database_url))
     cache_key = (model.artifact_sha256, device)
     if _WORKER_STATE.get("model_key") != cache_key:
-        _WORKER_STATE["model_key"] = cache_key
         from atlas2d.config import get_settings
 
         directory = Path(artifacts_dir) if artifacts_dir else get_settings().artifacts_dir
         _WORKER_STATE["force_field"] = registry.load_version(
             _WORKER_STATE["sessions"], model, directory, device
         )
+        _WORKER_STATE["model_key"] = cache_key  # after the load: a failed one is retried
     activity_tag.set_current(activity_id)
     try:
         return relax_chunk(
