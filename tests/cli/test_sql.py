@@ -201,12 +201,18 @@ def test_an_external_server_without_a_reader_login_is_refused(sql_database: SqlD
     assert "IN ROLE atlas2d_reader" in done.stderr
 
 
-def test_a_superuser_reader_login_is_refused(sql_database: SqlDatabase) -> None:
+def test_the_owners_login_is_refused_as_reader(sql_database: SqlDatabase) -> None:
     done = sql_database.atlas2d(
         "sql", "SELECT 1", ATLAS2D_READER_DATABASE_URL=sql_database.owner_url
     )
     assert done.returncode == 1 and done.stderr.strip().count("\n") == 0, done.stderr
-    assert "superuser" in done.stderr
+    with sql_database.engine.connect() as connection:
+        superuser = connection.execute(
+            text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        ).scalar_one()
+    # A superuser owner (the embedded server, compose) is named as one; an owner that is
+    # not (CI's external server) can still write the tables.
+    assert ("superuser" if superuser else "can write") in done.stderr
 
 
 def test_a_reader_login_that_can_write_is_refused(

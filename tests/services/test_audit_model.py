@@ -137,6 +137,7 @@ def test_an_untouched_model_passes(registry: AuditRegistry) -> None:
     assert (source.path, source.frames) == (registry.layers_source, n_frames)
     assert source.parser and source.versions and len(source.sha256 or "") == 64
     assert version.artifact.ok and version.artifact.path == str(registry.artifact("tiny-m3gnet:1"))
+    assert version.artifact.where == "file and database copy"
     assert version.environment["seed"] == 7 and version.retracted_sources == []
     # The registry's val and test errors, every metric recomputed.
     assert {m.split for m in result.metrics} == {"val", "test"}
@@ -211,9 +212,26 @@ def test_a_flipped_byte_in_a_model_file_fails_naming_the_file(registry: AuditReg
         # The child's own file is fine; its parent's is named.
         child = audit(registry, "audit-ft:1")
         assert child.reasons == [reason]
+        # Without this machine's file the database's copy vouches for the model …
         path.unlink()
+        check = audit(registry, "tiny-m3gnet:1").lineage[0].artifact
+        assert check.ok and check.where == "database copy"
+        # … a damaged copy does not …
+        registry.execute(
+            "UPDATE artifact_blobs SET content = set_byte(content, 100, get_byte(content, 100) # 1)"
+            " WHERE sha256 = :sha256",
+            sha256=check.registered_sha256,
+        )
+        (damaged,) = audit(registry, "tiny-m3gnet:1").reasons
+        assert damaged.startswith("the database's copy of the model file of tiny-m3gnet:1 is")
+        # … and without either, the file is missing.
+        registry.execute(
+            "DELETE FROM artifact_blobs WHERE sha256 = :sha256", sha256=check.registered_sha256
+        )
         (missing,) = audit(registry, "tiny-m3gnet:1").reasons
-        assert missing == f"model file of tiny-m3gnet:1 is missing: {path}"
+        assert missing == (
+            f"model file of tiny-m3gnet:1 is missing: {path}, and the database holds no copy"
+        )
     finally:
         path.write_bytes(original)
     assert audit(registry, "tiny-m3gnet:1").verdict == "pass"

@@ -415,6 +415,9 @@ def test_model_stability_against_the_dft_hull_of_the_others(cli, hull_data, sess
 def test_reader_role_can_select_and_cannot_write(hull_data, cli, sessions) -> None:  # type: ignore[no-untyped-def]
     cli("hull", "update")
     with sessions.begin() as session:
+        # SET ROLE needs membership, which an owner that is not a superuser (CI's external
+        # server) lacks; the grant goes with the test's transaction.
+        session.execute(text("GRANT atlas2d_reader TO CURRENT_USER"))
         session.execute(text("SET LOCAL ROLE atlas2d_reader"))
         assert session.execute(text("SELECT count(*) FROM stable_compounds")).scalar_one() > 0
         assert session.execute(text("SELECT count(*) FROM frames")).scalar_one() > 0

@@ -171,11 +171,15 @@ def test_a_changed_artifact_is_refused(trained_registry) -> None:  # type: ignor
             changed = bytearray(original)
             changed[len(changed) // 2] ^= 0x01
             path.write_bytes(bytes(changed))
-            with pytest.raises(ArtifactChanged, match=rf"Refusing to load model {ref}"):
+            with pytest.raises(
+                ArtifactChanged, match=rf"Refusing to load model {ref}: .*delete it"
+            ):
                 load_force_field(trained_registry.sessions, ref, trained_registry.artifacts_dir)
+            assert path.read_bytes() == changed  # left for a person to look at
+            # Deleted, it is fetched again from the database's verified copy.
             path.unlink()
-            with pytest.raises(NotFound, match=r"artifact of model .* is missing"):
-                load_force_field(trained_registry.sessions, ref, trained_registry.artifacts_dir)
+            assert load_force_field(trained_registry.sessions, ref, trained_registry.artifacts_dir)
+            assert path.read_bytes() == original
         finally:
             path.write_bytes(original)
         assert load_force_field(trained_registry.sessions, ref, trained_registry.artifacts_dir)

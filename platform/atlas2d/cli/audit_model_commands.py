@@ -178,7 +178,7 @@ def _print_version(version: VersionAudit, verified_above: bool) -> None:
     if problem is None:
         _print(
             f"  {PASS} model file     {escape(artifact.path or '')}  sha256 "
-            f"{(artifact.actual_sha256 or '')[:16]}… matches the registry"
+            f"{(artifact.registered_sha256 or '')[:16]}… matches the registry ({artifact.where})"
         )
     else:
         _print(f"  {FAIL} model file     {escape(problem)}")

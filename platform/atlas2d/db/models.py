@@ -448,6 +448,27 @@ class ModelVersion(Base):
     activity_id: Mapped[int | None] = _activity_id()
 
 
+class ArtifactBlob(Base):
+    """The bytes of a model file, content-addressed: any machine that reaches the
+    database can load a model after checking its hash (``$ATLAS2D_HOME/artifacts`` is
+    only a cache). ``model_versions.artifact_sha256`` names the blob; versions with the
+    same file share one row. Stored uncompressed out of line (STORAGE EXTERNAL, set by
+    the migration) so that reading it in slices fetches only those slices."""
+
+    __tablename__ = "artifact_blobs"
+    __table_args__ = (
+        CheckConstraint("sha256 ~ '^[0-9a-f]{64}$'", name="sha256_hex"),
+        CheckConstraint("octet_length(content) = n_bytes", name="content_length"),
+    )
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """Hex sha256 of ``content``."""
+    n_bytes: Mapped[int] = mapped_column(BigInteger)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    """The model file's bytes (a torch.save pickle)."""
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
 class FramePrediction(Base):
     """A model version's direct prediction on a stored frame (no relaxation)."""
 

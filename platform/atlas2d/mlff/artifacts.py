@@ -1,4 +1,5 @@
-"""Model files on disk: their sha256, and refusing one that changed.
+"""Model files on disk: their sha256, refusing one that changed, and writing a verified
+copy into the local cache.
 
 Model files are pickles (torch.save); loading one runs code. The registry stores each
 file's sha256 and every load reads the bytes once, checks them, and loads those same
@@ -8,6 +9,9 @@ bytes, so a file swapped between the check and the load is never used.
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from atlas2d.errors import ArtifactChanged, NotFound
@@ -42,7 +46,43 @@ def read_verified(path: Path, expected_sha256: str, label: str) -> bytes:
     if actual != expected_sha256:
         raise ArtifactChanged(
             f"Refusing to load model {label}: {path} has sha256 {actual[:16]}…, the registry "
-            f"recorded {expected_sha256[:16]}…. The file changed after training (model files "
-            "are pickles and run code when loaded); restore the original or train again."
+            f"recorded {expected_sha256[:16]}…. The file changed after it was written (model "
+            "files are pickles and run code when loaded); delete it to have the database's "
+            "verified copy fetched on the next load, or restore the original."
         )
     return data
+
+
+def write_verified(path: Path, chunks: Iterable[bytes], expected_sha256: str, label: str) -> None:
+    """Write ``chunks`` to ``path`` only if together they hash to ``expected_sha256``.
+
+    The bytes go to a temporary file beside ``path`` (one chunk in memory at a time)
+    and replace ``path`` in one rename once checked, so that a reader never sees part
+    of a file and concurrent writers of the same file do not interfere.
+
+    Args:
+        label: how to name the model in messages, e.g. ``mos2:3``.
+
+    Raises:
+        ArtifactChanged: the bytes' sha256 differs; nothing is written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(handle, "wb") as out:
+            for chunk in chunks:
+                digest.update(chunk)
+                out.write(chunk)
+        actual = digest.hexdigest()
+        if actual != expected_sha256:
+            raise ArtifactChanged(
+                f"Refusing to load model {label}: the database's copy of its file has sha256 "
+                f"{actual[:16]}…, the registry recorded {expected_sha256[:16]}…; the stored "
+                "copy is damaged (`atlas2d audit model` checks it). Restore the database from "
+                "a backup or train the model again."
+            )
+        Path(temporary).replace(path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -27,6 +27,7 @@ from atlas2d.analysis.audit import (
 )
 from atlas2d.errors import Atlas2dError, InvalidInput
 from atlas2d.mlff.artifacts import sha256_of_file
+from atlas2d.queries import artifact_blobs as blob_queries
 from atlas2d.queries import audits as queries
 from atlas2d.queries.activities import ActivityRecord, activities_by_ids
 from atlas2d.queries.audits import SourceContribution
@@ -58,35 +59,62 @@ REPRODUCE_BATCH_SIZE = 32
 
 @dataclass(frozen=True)
 class ArtifactCheck:
-    """A version's model file re-hashed against the registry.
+    """A version's model file re-hashed against the registry: this machine's file (the
+    cache) and the database's copy (``artifact_blobs``, re-hashed by the server).
 
     Attributes:
         path: the file checked (absolute); None when no file is registered.
         registered_sha256: the registry's digest. actual_sha256: the file's, None when
-            the file is missing or none is registered.
+            the file is missing or none is registered. stored_sha256: the database
+            copy's, None when the database holds none.
     """
 
     path: str | None
     registered_sha256: str | None
     actual_sha256: str | None
+    stored_sha256: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.actual_sha256 is not None and self.actual_sha256 == self.registered_sha256
+        """A registered file of which at least one copy exists, every copy matching."""
+        copies = [c for c in (self.actual_sha256, self.stored_sha256) if c is not None]
+        return (
+            self.registered_sha256 is not None
+            and bool(copies)
+            and all(copy == self.registered_sha256 for copy in copies)
+        )
 
     def problem(self, model: str) -> str | None:
         """One line saying what is wrong with the file, or None."""
+        registered = (self.registered_sha256 or "")[:16]
         if self.path is None:
             return f"{model} has no registered model file (it is not ready)"
-        if self.actual_sha256 is None:
-            return f"model file of {model} is missing: {self.path}"
-        if not self.ok:
+        if self.actual_sha256 is None and self.stored_sha256 is None:
+            return f"model file of {model} is missing: {self.path}, and the database holds no copy"
+        if self.actual_sha256 is not None and self.actual_sha256 != self.registered_sha256:
             return (
                 f"model file of {model} changed: {self.path} has sha256 "
-                f"{self.actual_sha256[:16]}…, the registry recorded "
-                f"{(self.registered_sha256 or '')[:16]}…"
+                f"{self.actual_sha256[:16]}…, the registry recorded {registered}…"
+            )
+        if self.stored_sha256 is not None and self.stored_sha256 != self.registered_sha256:
+            return (
+                f"the database's copy of the model file of {model} is damaged: its sha256 is "
+                f"{self.stored_sha256[:16]}…, the registry recorded {registered}…"
             )
         return None
+
+    @property
+    def where(self) -> str:
+        """Which copies were checked, for people."""
+        copies = [
+            name
+            for name, digest in (
+                ("file", self.actual_sha256),
+                ("database copy", self.stored_sha256),
+            )
+            if digest is not None
+        ]
+        return " and ".join(copies)
 
 
 @dataclass(frozen=True)
@@ -239,6 +267,10 @@ def audit_model(
         metrics = _recomputed_metrics(session, model)
         counts = queries.downstream_counts(session, model.id)
         downstream_keys = queries.downstream_keys(session, model.id) if keys else None
+        artifacts = {
+            version_id: _check_artifact(session, version, artifacts_dir)
+            for version_id, version in chain.items()
+        }
     # Each distinct set once: a fine-tuned chain often reuses its parent's set.
     set_checks = {}
     for step in steps:
@@ -262,7 +294,7 @@ def audit_model(
             status=step.status,
             parent=steps[i + 1].model if i + 1 < len(steps) else None,
             training_set=set_checks[step.training_set_id],
-            artifact=_check_artifact(chain[step.model_version_id], artifacts_dir),
+            artifact=artifacts[step.model_version_id],
             environment=chain[step.model_version_id].environment,
             activity_id=step.activity_id,
             activity=activities.get(step.activity_id) if step.activity_id is not None else None,
@@ -288,12 +320,13 @@ def audit_model(
     return audit
 
 
-def _check_artifact(model: ModelVersionRef, artifacts_dir: Path) -> ArtifactCheck:
-    if model.artifact_path is None:
+def _check_artifact(session: Session, model: ModelVersionRef, artifacts_dir: Path) -> ArtifactCheck:
+    if model.artifact_path is None or model.artifact_sha256 is None:
         return ArtifactCheck(None, model.artifact_sha256, None)
     path = registry.artifact_file(model, artifacts_dir)
     actual = sha256_of_file(path) if path.is_file() else None
-    return ArtifactCheck(str(path), model.artifact_sha256, actual)
+    stored = blob_queries.rehash_blob(session, model.artifact_sha256)
+    return ArtifactCheck(str(path), model.artifact_sha256, actual, stored)
 
 
 def _recomputed_metrics(session: Session, model: ModelVersionRef) -> list[MetricComparison]:
@@ -347,7 +380,7 @@ def _reproduce(
         return check([], f"{model.label} has no stored predictions")
     try:
         # read_artifact checks the bytes it loads: a file swapped since the check is refused.
-        data = registry.read_artifact(model, artifacts_dir)
+        data = registry.read_artifact(sessions, model, artifacts_dir)
         force_field = registry.force_field_from_bytes(model.architecture, data, device)
         fresh = force_field.predict(
             [frame_atoms(frame) for frame in frames], batch_size=REPRODUCE_BATCH_SIZE

@@ -2,7 +2,8 @@
 
 A model is referred to as ``NAME:VERSION`` or ``NAME`` (its latest ready version).
 Loading reads the artifact once, checks its sha256 against the registry and loads
-those bytes (``mlff.artifacts``).
+those bytes (``mlff.artifacts``); a machine without the file fetches the database's
+copy (``artifact_blobs``) into its ``$ATLAS2D_HOME/artifacts`` first.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from atlas2d.errors import InvalidInput, NotFound
 from atlas2d.mlff.forcefield import ForceField
+from atlas2d.queries import artifact_blobs as blobs
 from atlas2d.queries import model_versions as queries
 from atlas2d.queries.model_versions import ModelVersionRef
 from atlas2d.queries.provenance import tainted_models
@@ -78,39 +80,93 @@ def _no_model_file(model: ModelVersionRef) -> NotFound:
     )
 
 
+ARTIFACT_CHUNK_BYTES = 4 << 20
+"""Bytes per slice when a model file is fetched from the database (memory bound)."""
+
+
 def artifact_file(model: ModelVersionRef, artifacts_dir: Path) -> Path:
-    """Absolute path of a version's model file (stored relative to the artifacts folder).
+    """Where a version's model file lives on this machine: its registered path under
+    ``artifacts_dir`` (the artifacts folder is a cache of the database's copies).
+
+    A path registered as absolute is used when that file exists; otherwise its cached
+    copy is ``artifacts_dir/blobs/SHA256``.
 
     Raises:
         NotFound: the version has no model file (it is not ready).
     """
-    if model.artifact_path is None:
+    if model.artifact_path is None or model.artifact_sha256 is None:
         raise _no_model_file(model)
     path = Path(model.artifact_path)
-    return path if path.is_absolute() else artifacts_dir / path
+    if not path.is_absolute():
+        return artifacts_dir / path
+    return path if path.is_file() else artifacts_dir / "blobs" / model.artifact_sha256
 
 
-def read_artifact(model: ModelVersionRef, artifacts_dir: Path) -> bytes:
-    """The bytes of a version's model file, checked against the registered sha256.
+def read_artifact(
+    sessions: sessionmaker[Session], model: ModelVersionRef, artifacts_dir: Path
+) -> bytes:
+    """The bytes of a version's model file, checked against the registered sha256: the
+    one way a model file is read for loading.
+
+    The file under ``artifacts_dir`` is used when present. Otherwise the database's copy
+    (``artifact_blobs``) is fetched in slices of ``ARTIFACT_CHUNK_BYTES``, checked and
+    written into the cache in one rename, then read from there. A cached file that
+    does not match is refused, never replaced: a changed pickle is for a person to look
+    at (the message says to delete it, after which the database's copy is fetched). A
+    file that matches while the database has no copy (a version registered before
+    ``artifact_blobs``) is stored in the database.
 
     Raises:
-        NotFound: no model file (not ready, or missing). ArtifactChanged: it changed
-        since training.
+        NotFound: not ready, or neither a file nor a database copy exists.
+        ArtifactChanged: the cached file or the database's copy does not match.
     """
     from atlas2d.mlff.artifacts import read_verified
 
-    if model.artifact_sha256 is None:
-        raise _no_model_file(model)
-    return read_verified(artifact_file(model, artifacts_dir), model.artifact_sha256, model.label)
+    path = artifact_file(model, artifacts_dir)
+    sha256 = str(model.artifact_sha256)
+    if not path.is_file():
+        _fetch_into_cache(sessions, model, path)
+        return read_verified(path, sha256, model.label)
+    data = read_verified(path, sha256, model.label)
+    with sessions.begin() as session:
+        if blobs.blob_size(session, sha256) is None:
+            blobs.store_blob(session, sha256, data)
+    return data
 
 
-def load_version(model: ModelVersionRef, artifacts_dir: Path, device: str = "cpu") -> ForceField:
-    """Check the artifact's sha256 against the registry, then load it.
+def _fetch_into_cache(sessions: sessionmaker[Session], model: ModelVersionRef, path: Path) -> None:
+    from atlas2d.mlff.artifacts import write_verified
+
+    sha256 = str(model.artifact_sha256)
+    with sessions.begin() as session:
+        n_bytes = blobs.blob_size(session, sha256)
+        if n_bytes is None:
+            raise NotFound(
+                f"Model {model.label} cannot be loaded: its file {path} does not exist on "
+                "this machine and the database holds no copy of it. Copy the file there from "
+                "the machine that trained it (a load there stores it in the database), or "
+                "train the model again."
+            )
+        slices = (
+            blobs.read_blob_slice(session, sha256, offset, ARTIFACT_CHUNK_BYTES)
+            for offset in range(0, n_bytes, ARTIFACT_CHUNK_BYTES)
+        )
+        write_verified(path, slices, sha256, model.label)
+
+
+def load_version(
+    sessions: sessionmaker[Session],
+    model: ModelVersionRef,
+    artifacts_dir: Path,
+    device: str = "cpu",
+) -> ForceField:
+    """Read the model file (:func:`read_artifact`: sha256 checked, fetched from the
+    database when this machine has no copy), then load it.
 
     Raises:
-        NotFound: the file is missing. ArtifactChanged: it changed since training.
+        NotFound: no file and no database copy. ArtifactChanged: it does not match.
     """
-    data = read_artifact(model, artifacts_dir)
+    data = read_artifact(sessions, model, artifacts_dir)
     return force_field_from_bytes(model.architecture, data, device)
 
 
@@ -131,7 +187,7 @@ def load_force_field(
     """Look a ready version up and load it (sha256 checked). See :func:`load_version`."""
     with sessions.begin() as session:
         model = resolve(session, ref)
-    return load_version(model, artifacts_dir, device)
+    return load_version(sessions, model, artifacts_dir, device)
 
 
 @dataclass

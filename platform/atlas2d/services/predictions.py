@@ -97,7 +97,7 @@ def predict_split(
         training_set_row = trainset_queries.training_set_row(session, training_set)
     if training_set_row is None:
         raise NotFound(f"No training set is named {training_set!r}; `atlas2d trainset list`.")
-    force_field = registry.load_version(model, artifacts_dir, device)
+    force_field = registry.load_version(sessions, model, artifacts_dir, device)
     try:
         written = predict_frames(
             sessions, model.id, force_field, training_set_row.id, split, batch_size, progress

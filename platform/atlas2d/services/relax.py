@@ -518,7 +518,7 @@ def relax(
             add,
         )
     elif chunks:
-        force_field = registry.load_version(model, artifacts_dir, request.device)
+        force_field = registry.load_version(sessions, model, artifacts_dir, request.device)
         for chunk in chunks:
             add(
                 relax_chunk(

@@ -1,8 +1,9 @@
 """Relaxation chunks on Dask workers: a ``LocalCluster`` of single-threaded processes,
 or an existing cluster. Each worker opens its own connection, loads the model once
-(sha256 checked) and writes its results to PostgreSQL itself, for the activity of the
-command that submitted the chunk (``db.activity_tag``: the relaxations it writes carry
-that activity and are counted in its rows written)."""
+(sha256 checked; fetched from the database into its own ``$ATLAS2D_HOME/artifacts``
+when that machine has no copy) and writes its results to PostgreSQL itself, for the
+activity of the command that submitted the chunk (``db.activity_tag``: the relaxations
+it writes carry that activity and are counted in its rows written)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def _database_url(sessions: sessionmaker[Session]) -> str:
 def relax_chunk_on_worker(
     relax_chunk: Callable[..., Any],
     database_url: str,
-    artifacts_dir: str,
+    artifacts_dir: str | None,
     model: ModelVersionRef,
     items: list[Any],
     parameters: dict[str, Any],
@@ -43,6 +44,10 @@ def relax_chunk_on_worker(
     """Run in a worker process: relax one chunk with ``relax_chunk`` (the service's own
     function, handed in so that this module does not import the service) and commit it
     for ``activity_id`` (the submitting command's activity; None: for none).
+
+    ``artifacts_dir`` None: the worker's own ``$ATLAS2D_HOME/artifacts``, where the model
+    file is fetched from the database when that machine has no copy (a worker of an
+    external scheduler does not see the submitting machine's folders).
 
     The activity is process-global (``db.activity_tag``), which is safe because a worker
     runs one task at a time (single-threaded workers, as ``run_on_dask`` and the compose
@@ -60,8 +65,13 @@ def relax_chunk_on_worker(
         _WORKER_STATE["sessions"] = make_sessions(make_engine(database_url))
     cache_key = (model.artifact_sha256, device)
     if _WORKER_STATE.get("model_key") != cache_key:
-        _WORKER_STATE["model_key"] = cache_key
-        _WORKER_STATE["force_field"] = registry.load_version(model, Path(artifacts_dir), device)
+        from atlas2d.config import get_settings
+
+        directory = Path(artifacts_dir) if artifacts_dir else get_settings().artifacts_dir
+        _WORKER_STATE["force_field"] = registry.load_version(
+            _WORKER_STATE["sessions"], model, directory, device
+        )
+        _WORKER_STATE["model_key"] = cache_key  # after the load: a failed one is retried
     activity_tag.set_current(activity_id)
     try:
         return relax_chunk(
@@ -117,7 +127,8 @@ def run_on_dask(
                 relax_chunk_on_worker,
                 relax_chunk,
                 _database_url(sessions),
-                str(artifacts_dir),
+                # This machine's folder for a LocalCluster; a scheduler's workers use theirs.
+                None if scheduler else str(artifacts_dir),
                 model,
                 chunk,
                 parameters,

@@ -25,6 +25,7 @@ from atlas2d.mlff.artifacts import read_verified, sha256_of_file
 from atlas2d.mlff.forcefield import ForceField
 from atlas2d.mlff.training import TrainedModel, TrainOptions
 from atlas2d.provenance import environment
+from atlas2d.queries import artifact_blobs as blob_queries
 from atlas2d.queries import model_versions as queries
 from atlas2d.queries import training_sets as trainset_queries
 from atlas2d.queries.model_versions import ModelVersionRef
@@ -161,7 +162,7 @@ def train_model(
         elements = trainset_queries.training_set_elements(session, training_set.id)
     parent_data = None
     if parent is not None:  # checked before anything is registered
-        parent_data = registry.read_artifact(parent, artifacts_dir)
+        parent_data = registry.read_artifact(sessions, parent, artifacts_dir)
         parent_force_field = registry.force_field_from_bytes(parent.architecture, parent_data)
         _check_parent(options, parent_force_field, elements)
     with sessions.begin() as session:
@@ -223,6 +224,9 @@ def train_model(
         metrics["train_seconds"] = trained.train_seconds
         write_curve(trained.curve, work_dir)
         with sessions.begin() as session:
+            # The database's copy, in the transaction that makes the version ready: a
+            # ready version can be loaded on any machine that reaches the database.
+            blob_queries.store_blob(session, sha256, read_verified(trained.artifact, sha256, ref))
             queries.finish_version(
                 session,
                 model_version_id,
