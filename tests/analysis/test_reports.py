@@ -11,7 +11,12 @@ import pandas as pd
 import pytest
 
 from atlas2d.analysis.metrics import score_relaxations, spacegroup_labels, table_records
-from atlas2d.analysis.reports import comparison_table, markdown_table, thesis_table
+from atlas2d.analysis.reports import (
+    comparison_table,
+    markdown_table,
+    readable_group_table,
+    thesis_table,
+)
 
 
 def _errors() -> pd.DataFrame:
@@ -112,3 +117,37 @@ def test_comparison_scores_stability_on_the_evaluated_materials_only() -> None:
     assert row["converged"] == "2/3"  # MoSe2 did not converge: a count, not a fraction
     assert row["stable F1"] == pytest.approx(1.0)
     assert row["E_hull MAE (meV/atom)"] == pytest.approx(np.mean([10.0, 100.0]))
+
+
+def test_tables_for_people_count_converged_relaxations_and_carry_units() -> None:
+    """`converged` reads "n/M", not a rate of 1; per-element headers carry units."""
+    errors = _errors()
+    evaluation = _Evaluation("m:1", score_relaxations(errors).metrics)
+    table = thesis_table([evaluation])
+    n = len(errors)
+    n_converged = int(errors["converged"].sum())
+    assert table.loc[0, "converged"] == f"{n_converged}/{n}"
+    assert table.loc[0, "materials"] == n
+    groups = pd.DataFrame(
+        {
+            "element": ["Mo", "S"],
+            "n_materials": [4, 3],
+            "convergence_rate": [0.75, 1.0],
+            "energy_mae_mev_per_atom": [12.5, 3.0],
+            "energy_median_ae_mev_per_atom": [10.0, 2.0],
+            "area_mae_x100": [1.5, 0.5],
+            "area_median_ae_x100": [1.0, 0.25],
+        }
+    )
+    readable = readable_group_table(groups, "element")
+    assert list(readable.columns) == [
+        "element",
+        "materials",
+        "converged",
+        "E MAE (meV/atom)",
+        "E median (meV/atom)",
+        "area MAE ×100 (Å²/atom)",
+        "area median ×100 (Å²/atom)",
+    ]
+    assert list(readable["converged"]) == ["3/4", "3/3"]
+    assert list(readable["E MAE (meV/atom)"]) == [12.5, 3.0]

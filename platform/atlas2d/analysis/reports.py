@@ -20,10 +20,25 @@ THESIS_COLUMNS = [
     ("area_mae_x100", "area MAE ×100 (Å²/atom)"),
     ("area_median_ae_x100", "area median ×100 (Å²/atom)"),
     ("area_r2", "area R²"),
-    ("convergence_rate", "converged"),
-    ("n_materials", "materials"),
 ]
-"""(metric key, column header with its unit) of the thesis's Table 4.1."""
+"""(metric key, column header with its unit) of the thesis's Table 4.1; then
+``converged`` ("n/M") and ``materials``."""
+
+GROUP_COLUMNS = [
+    ("n_materials", "materials"),
+    ("energy_mae_mev_per_atom", "E MAE (meV/atom)"),
+    ("energy_median_ae_mev_per_atom", "E median (meV/atom)"),
+    ("area_mae_x100", "area MAE ×100 (Å²/atom)"),
+    ("area_median_ae_x100", "area median ×100 (Å²/atom)"),
+]
+"""(column of a per-element or per-space-group table, header with its unit)."""
+
+
+def converged_text(n_converged: Any, n_materials: Any) -> str | None:
+    """``"19/19"``: converged relaxations of all, or None when a count is missing."""
+    if n_converged is None or n_materials is None:
+        return None
+    return f"{int(n_converged)}/{int(n_materials)}"
 
 
 class ModelMetrics(Protocol):
@@ -70,10 +85,32 @@ def thesis_table(evaluations: Sequence[ModelMetrics]) -> pd.DataFrame:
     """One row per model with the thesis's Table 4.1 columns (units in the headers)."""
     return pd.DataFrame(
         [
-            {"model": e.model, **{label: e.metrics.get(key) for key, label in THESIS_COLUMNS}}
+            {
+                "model": e.model,
+                **{label: e.metrics.get(key) for key, label in THESIS_COLUMNS},
+                "converged": converged_text(
+                    e.metrics.get("n_converged"), e.metrics.get("n_materials")
+                ),
+                "materials": e.metrics.get("n_materials"),
+            }
             for e in evaluations
         ]
     )
+
+
+def readable_group_table(groups: pd.DataFrame, group: str) -> pd.DataFrame:
+    """A per-element or per-space-group table (``RELAXATION_GROUP_COLUMNS`` by
+    ``group``) for people: headers with units, ``converged`` as "n/M"."""
+    table = pd.DataFrame({group: groups[group]})
+    for column, label in GROUP_COLUMNS:
+        table[label] = groups[column]
+    converged = (groups["convergence_rate"] * groups["n_materials"]).round()
+    table.insert(
+        2,
+        "converged",
+        [converged_text(c, n) for c, n in zip(converged, groups["n_materials"], strict=True)],
+    )
+    return table
 
 
 def settings_text(settings: dict[str, Any]) -> str:
@@ -161,11 +198,11 @@ Energy MAE {m["energy_mae_mev_per_atom"]:.4g} meV/atom, area MAE {m["area_mae_a2
 
 ![area MAE per element](elements_area_mae.png)
 
-{markdown_table(evaluation.per_element)}
+{markdown_table(readable_group_table(evaluation.per_element, "element"))}
 
 ## Per space group
 
-{markdown_table(evaluation.per_spacegroup)}
+{markdown_table(readable_group_table(evaluation.per_spacegroup, "spacegroup"))}
 """
     (out_dir / "report.md").write_text(text, encoding="utf-8")
     return out_dir

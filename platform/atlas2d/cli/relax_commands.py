@@ -221,7 +221,7 @@ def evaluate(
     Refused when a material was in a train split of the model or of a model it was
     fine-tuned from (grouped splits count the whole group); --allow-leakage evaluates
     anyway and flags the evaluation. Materials in a val split are counted."""
-    from atlas2d.analysis.reports import thesis_table
+    from atlas2d.analysis.reports import readable_group_table, thesis_table
     from atlas2d.cli.context import connect
     from atlas2d.services.evaluate import evaluate_relaxations
 
@@ -257,9 +257,10 @@ def evaluate(
     print_frame(
         thesis_table([evaluation]), format, title=f"relaxation vs DFT (evaluation {evaluation.id})"
     )
-    print_frame(
-        evaluation.per_element.head(20), format, title="per element (worst energy MAE first)"
-    )
+    per_element = evaluation.per_element.head(20)
+    if format is OutputFormat.table:
+        per_element = readable_group_table(per_element, "element")
+    print_frame(per_element, format, title="per element (worst energy MAE first)")
     _print_leakage(evaluation.leakage, len(evaluation.per_material), format)
     if evaluation.report_dir is not None:
         console.print(f"report: {evaluation.report_dir / 'report.md'}")
