@@ -200,6 +200,12 @@ def test_bad_requests_get_an_optimade_error_document(
     assert "Traceback" not in response.text
 
 
+def test_an_id_with_a_nul_character_is_a_bad_request(api: httpx.Client) -> None:
+    response = api.get("/v1/structures/demo%00")
+    assert response.status_code == 400
+    assert "holds no NUL character" in response.json()["errors"][0]["detail"]
+
+
 def test_unknown_paths_and_versions(api: httpx.Client) -> None:
     assert api.get("/versions").text == "version\n1\n"
     assert api.get("/v1/nothing").json()["errors"][0]["status"] == "404"
@@ -219,6 +225,11 @@ HOSTILE_FILTERS = [
     ('_atlas2d_energy_sources HAS "dft\' UNION SELECT rolpassword FROM pg_authid --"', 200, False),
     ("nsites = 99999999999999999999999999", 200, False),
     ("nsites = 1 OR 1=1", 200, True),
+    # Past integer[]'s range: in no list, rather than a cast PostgreSQL refuses (500).
+    ("dimension_types HAS 3000000000", 200, False),
+    ("dimension_types HAS ANY 1, -3000000000", 200, True),
+    # More digits than Python reads.
+    pytest.param("nsites = " + "9" * 5000, 400, False, id="nsites = 5000 digits"),
     ("nsites = 1; DELETE FROM materials", 400, False),
     ("id = 'x' OR '1'='1'", 400, False),
     ('id = "a\x00b"', 400, False),
