@@ -3,11 +3,15 @@ process) over 100,000 synthetic materials, queried by a bounded number of concur
 clients on localhost.
 
     python benchmarks/serve.py [--materials 100000] [--clients 8] [--requests 400]
+                               [--page-requests 100]
 
 Timed, each as requests/s and p50/p99 latency over ``--requests`` requests after a
 warm-up: the filters ``elements HAS ALL "Mo","S" AND nelements=2`` and
-``chemical_formula_reduced="MoS2"`` (first page of 20, with the match count), and one
-material's entry ``/v1/structures/{id}`` (random keys). Baseline, in the same run: the
+``chemical_formula_reduced="MoS2"`` (first page of 20, with the match count), one
+material's entry ``/v1/structures/{id}`` and one material's HTML page
+``/materials/{key}`` with its plots drawn (random keys; the synthetic data has no
+convex hull, so a page draws its structure and its DFT trajectory; ``--page-requests``
+of them, as each takes about a second of matplotlib). Baseline, in the same run: the
 two filters again after dropping the GIN index on ``materials.elements`` and the index
 on ``materials.formula_alphabetical`` (what the migration added), so PostgreSQL scans
 the table; the indexes are rebuilt afterwards.
@@ -94,6 +98,7 @@ def main() -> None:
     parser.add_argument("--materials", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--page-requests", type=int, default=100)
     args = parser.parse_args()
 
     folder = workdir()
@@ -135,6 +140,9 @@ def main() -> None:
             results[name] = load([f"/v1/structures?filter={filter_}"] * n, base, args.clients)
         entries = [f"/v1/structures/{keys[i]}" for i in rng.integers(len(keys), size=n)]
         results["material_entry"] = load(entries, base, args.clients)
+        pages = [f"/materials/{keys[i]}" for i in rng.integers(len(keys), size=args.page_requests)]
+        load(pages[:10], base, args.clients)  # matplotlib's first figure imports it
+        results["material_page"] = load(pages, base, args.clients)
         with engine.connect() as connection:
             for index in INDEXES:
                 connection.execute(text(f"DROP INDEX {index}"))
@@ -154,7 +162,8 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(
         f"{args.materials} synthetic materials ingested in {ingest_s[0]:.1f} s; "
-        f"{args.clients} concurrent clients, {n} requests per row"
+        f"{args.clients} concurrent clients, {n} requests per row "
+        f"({args.page_requests} for material_page)"
     )
     print(f"{'request':<34} {'matches':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
     for name, figures in results.items():
@@ -174,6 +183,7 @@ def main() -> None:
                 "materials": args.materials,
                 "clients": args.clients,
                 "requests": n,
+                "page_requests": args.page_requests,
                 "matches": matches,
                 **results,
                 "ratio_unindexed_over_indexed_p50": ratios,

@@ -43,6 +43,11 @@ class PermissionDenied(Atlas2dError):
     """The database role lacks a privilege the command needs."""
 
 
+class CannotListen(Atlas2dError):
+    """``atlas2d serve`` cannot listen on the host and port given (in use, not this
+    machine's address, or a privileged port)."""
+
+
 class NoReaderLogin(Atlas2dError):
     """User SQL has no login that can only read: none is configured, or the one
     configured could write or administer the database."""

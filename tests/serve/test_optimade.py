@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import contextlib
 import io
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.support.served import ServedDatabase, demo_database, running_server
+from tests.support.entry_point import atlas2d_script, user_environment
+from tests.support.served import ServedDatabase, demo_database, free_port, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -200,6 +204,12 @@ def test_bad_requests_get_an_optimade_error_document(
     assert "Traceback" not in response.text
 
 
+def test_an_id_with_a_nul_character_is_a_bad_request(api: httpx.Client) -> None:
+    response = api.get("/v1/structures/demo%00")
+    assert response.status_code == 400
+    assert "holds no NUL character" in response.json()["errors"][0]["detail"]
+
+
 def test_unknown_paths_and_versions(api: httpx.Client) -> None:
     assert api.get("/versions").text == "version\n1\n"
     assert api.get("/v1/nothing").json()["errors"][0]["status"] == "404"
@@ -219,6 +229,11 @@ HOSTILE_FILTERS = [
     ('_atlas2d_energy_sources HAS "dft\' UNION SELECT rolpassword FROM pg_authid --"', 200, False),
     ("nsites = 99999999999999999999999999", 200, False),
     ("nsites = 1 OR 1=1", 200, True),
+    # Past integer[]'s range: in no list, rather than a cast PostgreSQL refuses (500).
+    ("dimension_types HAS 3000000000", 200, False),
+    ("dimension_types HAS ANY 1, -3000000000", 200, True),
+    # More digits than Python reads.
+    pytest.param("nsites = " + "9" * 5000, 400, False, id="nsites = 5000 digits"),
     ("nsites = 1; DELETE FROM materials", 400, False),
     ("id = 'x' OR '1'='1'", 400, False),
     ('id = "a\x00b"', 400, False),
@@ -251,6 +266,37 @@ def test_a_pathological_filter_hits_the_statement_timeout(served: ServedDatabase
     detail = response.json()["errors"][0]["detail"]
     assert "statement timeout (0.001 s)" in detail and "Traceback" not in response.text
     assert served.counts() == before
+
+
+def test_ctrl_c_stops_the_server_quietly(served: ServedDatabase) -> None:
+    port = free_port()
+    env = user_environment(
+        ATLAS2D_HOME=str(served.home),
+        ATLAS2D_DATABASE_URL=served.owner_url,
+        ATLAS2D_READER_DATABASE_URL=served.reader_url,
+    )
+    process = subprocess.Popen(
+        [atlas2d_script(), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/versions", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode in (0, 130), err
+    assert out.startswith(f"serving http://127.0.0.1:{port}/") and err == ""
 
 
 def test_the_formula_functions_reduce_and_sort(served: ServedDatabase) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from atlas2d.db.session import make_engine, make_sessions
 from atlas2d.serve.app import create_app
 from atlas2d.serve.database import ReadOnlyDatabase
+from atlas2d.serve.pages.labels import spacegroup_label
 from tests.support.pages import CAMPAIGN, MODEL, PagesDatabase
 
 KEY_LINK = re.compile(r'<td><a href="/materials/([^"]+)">')
@@ -134,9 +135,14 @@ def test_material_page(client: TestClient, pages_database: PagesDatabase) -> Non
     assert html.count(SVG_IMAGE) == 3  # structure, hull, trajectory
     assert "Convex hull of Mo-S" in html and "DFT trajectory" in html
     assert (
-        "energy_error_mev_per_atom" in html
-        and f'href="/models/{MODEL.replace(":", "%3A")}"' in html
+        "energy error (meV/atom)" in html and f'href="/models/{MODEL.replace(":", "%3A")}"' in html
     )
+    number = _scalar(pages_database, f"SELECT spacegroup_number FROM materials WHERE key = '{key}'")
+    assert f"<dd>{spacegroup_label(number)}</dd>" in html  # type: ignore[arg-type]
+    assert re.search(r"<dd>P[^<]* \(\d+\)</dd>", html)  # symbol and number
+    # The demo's DFT trajectories do not say whether they converged.
+    assert '<span class="empty">not recorded</span>' in html
+    assert "_mev_per_atom" not in html and "<th>n_steps</th>" not in html  # headers, not names
     assert "al-base" in html and re.search(r"<td>(train|val|test)</td>", html)
     assert ">dft<" in html  # the stability table's DFT row
 
@@ -144,12 +150,19 @@ def test_material_page(client: TestClient, pages_database: PagesDatabase) -> Non
 def test_model_and_campaign_pages(client: TestClient) -> None:
     registry = client.get("/models")
     assert registry.status_code == 200
-    assert MODEL in registry.text and "energy_mae_mev_per_atom" in registry.text
+    assert MODEL in registry.text and "<dt>E MAE (meV/atom)</dt>" in registry.text
     assert f"{CAMPAIGN}-iter1:1" in registry.text  # the campaign's retrained model, with lineage
     model = client.get(f"/models/{MODEL}")
     assert model.status_code == 200
     assert "<h2>Lineage</h2>" in model.text and ">relaxation<" in model.text
     assert model.text.count(SVG_IMAGE) == 3  # direct, relaxed, e_above_hull parity
+    # The relaxation evaluation: counts, then converged as a share, then errors with units.
+    evaluation = re.search(r"<td><dl class=\"metrics\">(.*?)</dl>", model.text, re.S)
+    assert evaluation is not None
+    labels = re.findall(r"<dt>(.*?)</dt>", evaluation.group(1))
+    assert labels[:3] == ["materials", "converged", "E MAE (meV/atom)"]
+    assert re.search(r"<dt>converged</dt><dd>\d+/\d+ \(\d+%\)</dd>", evaluation.group(1))
+    assert "convergence_rate" not in model.text
     campaigns = client.get("/campaigns")
     assert campaigns.status_code == 200 and f'href="/campaigns/{CAMPAIGN}"' in campaigns.text
     page = client.get(f"/campaigns/{CAMPAIGN}")
@@ -164,6 +177,8 @@ def test_model_and_campaign_pages(client: TestClient) -> None:
         ("/models/nope:1", 404, "No model is named 'nope'"),
         ("/models/bad%20name", 400, "is not valid"),
         ("/campaigns/nope", 404, "No campaign is named 'nope'"),
+        ("/materials/demo%00", 400, "A material key holds no NUL character"),
+        ("/campaigns/x%00", 400, "A campaign name holds no NUL character"),
         ("/?dimensionality=7", 400, "'dimensionality' must be 2 (layers) or 3 (bulk)"),
         ("/?max_ehull=abc", 400, "'max_ehull': 'abc' is not a number (e_above_hull in meV/atom)"),
         ("/?max_ehull=nan", 400, "'max_ehull'"),

@@ -46,6 +46,8 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
 }
 _ARRAY_TYPES = {"string": "text[]", "integer": "integer[]", "float": "float8[]"}
 _ARRAY_TYPES["element"] = "smallint[]"
+_INT4_MIN, _INT4_MAX = -(2**31), 2**31 - 1
+"""The range of the ``integer[]`` items binds as; PostgreSQL refuses the cast past it."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,14 @@ def _unescape(token: str) -> str:
     return re.sub(r"\\(.)", r"\1", token[1:-1], flags=re.DOTALL)
 
 
+def _integer(token: Token) -> int:
+    """An integer token's value; Python refuses to read one of thousands of digits."""
+    try:
+        return int(token)
+    except ValueError as err:
+        raise BadRequest(f"the number {str(token)[:20]}… has too many digits") from err
+
+
 class _ToSql(Transformer[Token, _Condition | None]):
     """Lark transformer from the OPTIMADE v1.2 filter tree to a :class:`_Condition`,
     collecting bound parameters in ``params``."""
@@ -109,11 +119,11 @@ class _ToSql(Transformer[Token, _Condition | None]):
 
     @v_args(inline=True)
     def number(self, token: Token) -> int | float:
-        return int(token) if token.type == "SIGNED_INT" else float(token)
+        return _integer(token) if token.type == "SIGNED_INT" else float(token)
 
     @v_args(inline=True)
     def signed_int(self, token: Token) -> int:
-        return int(token)
+        return _integer(token)
 
     def bool(self, _children: list[Any]) -> Any:
         raise NotImplementedFilter(
@@ -287,8 +297,9 @@ class _ToSql(Transformer[Token, _Condition | None]):
         if prop.item == "float":
             raise NotImplementedFilter(f"HAS on '{prop.name}' is not supported; LENGTH is")
         items = [self._item(prop, v) for v in values]
-        if prop.item == "element" and None in items:
-            # A symbol that names no element is on no site.
+        if None in items:
+            # A symbol that names no element, or an integer past the column's range, is
+            # in no list.
             if operator in ("HAS", "ALL"):
                 return _FALSE
             items = [i for i in items if i is not None]
@@ -309,9 +320,10 @@ class _ToSql(Transformer[Token, _Condition | None]):
             if not isinstance(value, str):
                 raise BadRequest(f"'{prop.name}' holds strings: give quoted values, not {value}")
             return atomic_numbers.get(value) if prop.item == "element" and value != "X" else value
-        if isinstance(value, str) or (prop.item == "integer" and not float(value).is_integer()):
+        if isinstance(value, str) or (isinstance(value, float) and not value.is_integer()):
             raise BadRequest(f"'{prop.name}' holds integers, not {value!r}")
-        return int(value)
+        number = int(value)
+        return number if _INT4_MIN <= number <= _INT4_MAX else None
 
     def _length(self, prop: Property, operator: str, length: int) -> _Condition:
         if prop.kind != "list":

@@ -17,6 +17,7 @@ from atlas2d.serve.database import read_session
 from atlas2d.serve.optimade import entries
 from atlas2d.serve.optimade.errors import (
     MEDIA_TYPE,
+    BadRequest,
     NotFoundError,
     OptimadeError,
     QueryTimedOut,
@@ -175,6 +176,9 @@ def structure(
 ) -> Response:
     def document() -> dict[str, Any]:
         query = parse_entry_query(request.query_params)
+        if "\x00" in entry_id:
+            # PostgreSQL text cannot hold NUL: the driver would refuse the parameter.
+            raise BadRequest("an id holds no NUL character; /v1/structures lists the ids")
         row = entries.one_entry(session, entry_id)
         if row is None:
             raise NotFoundError(f"no structure has id '{entry_id}'; /v1/structures lists them")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 from sqlalchemy.orm import Session
 
-from atlas2d.errors import NotFound
+from atlas2d.errors import InvalidInput, NotFound
 from atlas2d.queries.al_campaigns import CampaignRow, campaign_row, summary
 
 
@@ -23,8 +23,12 @@ def campaign_page(session: Session, name: str) -> CampaignPage:
     """The page of the campaign ``name``.
 
     Raises:
+        InvalidInput: the name holds a NUL character.
         NotFound: no campaign has this name.
     """
+    if "\x00" in name:
+        # PostgreSQL text cannot hold NUL: the driver would refuse the parameter.
+        raise InvalidInput("A campaign name holds no NUL character; the campaigns page lists them.")
     campaign = campaign_row(session, name)
     if campaign is None:
         raise NotFound(f"No campaign is named {name!r}; the campaigns page lists them.")

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from atlas2d.db.models import EnergyEntry
-from atlas2d.errors import NotFound
+from atlas2d.errors import InvalidInput, NotFound
 from atlas2d.queries import audits_material
 from atlas2d.queries.frames import final_structures
 from atlas2d.queries.materials import MaterialRow, material_row
@@ -74,8 +74,14 @@ def material_page(session: Session, key: str) -> MaterialPage:
     """The page of the material with this key.
 
     Raises:
+        InvalidInput: the key holds a NUL character.
         NotFound: no material has this key.
     """
+    if "\x00" in key:
+        # PostgreSQL text cannot hold NUL: the driver would refuse the parameter.
+        raise InvalidInput(
+            "A material key holds no NUL character; search for it on the front page."
+        )
     material = material_row(session, key)
     if material is None:
         raise NotFound(f"No material has the key {key!r}; search for it on the front page.")

@@ -25,6 +25,7 @@ from atlas2d.serve.database import read_session
 from atlas2d.serve.pages import figures
 from atlas2d.serve.pages.campaigns import campaign_page
 from atlas2d.serve.pages.hull_data import hull_points
+from atlas2d.serve.pages.labels import metric_rows, spacegroup_label
 from atlas2d.serve.pages.material import material_page
 from atlas2d.serve.pages.models import model_page, registry
 from atlas2d.serve.pages.search import (
@@ -61,6 +62,8 @@ def _number(value: Any) -> str:
 
 
 templates.env.filters["num"] = _number
+templates.env.filters["spacegroup"] = spacegroup_label
+templates.env.globals["metric_rows"] = lambda values: metric_rows(values, _number)
 
 
 def _rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -272,7 +275,7 @@ def campaign(name: str, request: Request, session: Session = Depends(read_sessio
         return {
             "page": page,
             "c": page.campaign,
-            "columns": list(table.columns),
+            "columns": [(c, c) for c in table.columns],  # the headers carry units
             "rows": _rows(table),
             "plot_svg": _figure(figures.campaign, page.summary),
         }
