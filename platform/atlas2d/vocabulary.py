@@ -79,7 +79,15 @@ EXPORT_FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
 # --- models --------------------------------------------------------------------------
 
 Architecture = Literal["m3gnet", "mace"]
+"""The force fields ``atlas2d train`` trains."""
 ARCHITECTURES: tuple[Architecture, ...] = get_args(Architecture)
+
+CLUSTER_EXPANSION = "cluster-expansion"
+"""The architecture of a cluster expansion (``atlas2d alloys fit-ce``): an icet model of
+alloy formation energies, registered as a model version, not a force field."""
+ModelArchitecture = Literal[Architecture, "cluster-expansion"]
+"""Every architecture the registry holds."""
+MODEL_ARCHITECTURES: tuple[ModelArchitecture, ...] = (*ARCHITECTURES, "cluster-expansion")
 
 ModelStatus = Literal["training", "ready", "failed"]
 MODEL_STATUSES: tuple[ModelStatus, ...] = get_args(ModelStatus)
@@ -88,7 +96,8 @@ ActivityStatus = Literal["running", "succeeded", "failed"]
 """An activity (one run of a command that writes): ``failed`` also when interrupted."""
 ACTIVITY_STATUSES: tuple[ActivityStatus, ...] = get_args(ActivityStatus)
 
-EvaluationKind = Literal["relaxation", "direct", "stability"]
+EvaluationKind = Literal["relaxation", "direct", "stability", "alloy"]
+"""``alloy``: formation energies of alloys against DFT (``atlas2d alloys compare``)."""
 EVALUATION_KINDS: tuple[EvaluationKind, ...] = get_args(EvaluationKind)
 
 Device = Literal["cpu", "cuda"]
