@@ -1,0 +1,78 @@
+"""Alloy formation energies on the demo's alloy layers (a committed database of their own)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from atlas2d.errors import InvalidInput, NotFound
+from atlas2d.services.alloys import compute_formation_energies
+from tests.support.alloys import AlloyDatabase
+
+
+@pytest.fixture
+def alloys(alloy_database: AlloyDatabase) -> AlloyDatabase:
+    return alloy_database
+
+
+def _final_dft_energies(alloys: AlloyDatabase) -> dict[str, tuple[float, list[int]]]:
+    """{key: (final energy of the last DFT relaxation in eV, species)}, read plainly."""
+    with alloys.engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT DISTINCT ON (m.key) m.key, r.final_energy, r.species FROM relaxations r"
+                " JOIN materials m ON m.id = r.material_id WHERE r.method = 'dft'"
+                " ORDER BY m.key, r.sequence DESC, r.id DESC"
+            )
+        ).all()
+    return {key: (energy, list(species)) for key, energy, species in rows}
+
+
+def test_dft_formation_energies_equal_a_plain_recomputation(alloys: AlloyDatabase) -> None:
+    table = compute_formation_energies(alloys.sessions, "W-S-Mo", "dft")
+    energies = _final_dft_energies(alloys)
+
+    def per_site(key: str) -> tuple[float, int, int]:
+        energy, species = energies[key]
+        n_mo, n_w = species.count(42), species.count(74)
+        return energy / (n_mo + n_w), n_mo, n_w
+
+    mos2 = min(per_site(k)[0] for k, (_, s) in energies.items() if set(s) == {42, 16})
+    ws2 = min(per_site(k)[0] for k, (_, s) in energies.items() if set(s) == {74, 16})
+    alloys_seen = 0
+    for row in table.itertuples():
+        e_site, n_mo, n_w = per_site(row.material_key)
+        x = n_mo / (n_mo + n_w)
+        expected = 1000 * (e_site - (x * mos2 + (1 - x) * ws2))
+        assert row.x == pytest.approx(x)
+        assert row.formation_energy_mev_per_site == pytest.approx(expected, abs=1e-9)
+        assert row.formation_energy_mev_per_atom == pytest.approx(expected / 3, abs=1e-9)
+        assert row.energy_source == "dft"
+        alloys_seen += 0 < x < 1
+    assert alloys_seen == 8  # the demo's Mo/W cells: 2×1, 3×1 (2), √3×√3 (2), 2×2 (3)
+    # The end members at x = 1 and x = 0 have E_F = 0 against themselves.
+    assert min(abs(table.loc[table.x == 1.0, "formation_energy_mev_per_site"])) == 0.0
+    assert table.end_members.nunique() == 1
+
+
+def test_rerunning_replaces_rows(alloys: AlloyDatabase) -> None:
+    first = compute_formation_energies(alloys.sessions, "Mo-W-S", "dft")
+    again = compute_formation_energies(alloys.sessions, "Mo-S-W", "dft")
+    assert again.equals(first)
+    with alloys.engine.connect() as connection:
+        stored = connection.execute(
+            text("SELECT count(*) FROM formation_energies WHERE system = 'Mo-W-S'")
+        ).scalar_one()
+        viewed = connection.execute(
+            text("SELECT count(*) FROM alloy_formation_energies WHERE system = 'Mo-W-S'")
+        ).scalar_one()
+    assert stored == viewed == len(first)
+
+
+def test_a_missing_end_member_is_named(alloys: AlloyDatabase) -> None:
+    with pytest.raises(
+        NotFound, match=r"Mo-W-Se has no dft energy for its end member MoSe2 and WSe2"
+    ):
+        compute_formation_energies(alloys.sessions, "Mo-W-Se", "dft")
+    with pytest.raises(InvalidInput, match="Alloy system 'Mo-W'"):
+        compute_formation_energies(alloys.sessions, "Mo-W", "dft")
