@@ -1,6 +1,6 @@
 """Alloys: the ``formation_energies`` table (per material and energy source), the
 ``alloy_formation_energies`` view, the ``cluster-expansion`` architecture and the
-``alloy`` evaluation kind.
+``alloy`` evaluation kind and the ``enumerate`` pool generator.
 
 Revision ID: d8f2a6c4e9b3
 Revises: b7d4e2a9c6f1
@@ -24,6 +24,8 @@ OLD_ARCHITECTURES = "'m3gnet', 'mace'"
 NEW_ARCHITECTURES = OLD_ARCHITECTURES + ", 'cluster-expansion'"
 OLD_KINDS = "'relaxation', 'direct', 'stability'"
 NEW_KINDS = OLD_KINDS + ", 'alloy'"
+OLD_GENERATORS = "'substitute', 'decorate', 'file'"
+NEW_GENERATORS = OLD_GENERATORS + ", 'enumerate'"
 CURRENT_ACTIVITY = "NULLIF(current_setting('atlas2d.activity_id', true), '')::integer"
 
 VIEW = """
@@ -58,6 +60,7 @@ def _replace_check(table: str, column: str, values: str) -> None:
 def upgrade() -> None:
     _replace_check("model_versions", "architecture", NEW_ARCHITECTURES)
     _replace_check("evaluations", "kind", NEW_KINDS)
+    _replace_check("candidate_pools", "generator", NEW_GENERATORS)
     op.create_table(
         "formation_energies",
         sa.Column("material_id", sa.Integer(), nullable=False),
@@ -142,6 +145,8 @@ def downgrade() -> None:
     op.execute("DROP VIEW alloy_formation_energies")
     op.drop_table("formation_energies")  # its trigger goes with it
     op.execute("DELETE FROM evaluations WHERE kind = 'alloy'")
+    op.execute("DELETE FROM candidate_pools WHERE generator = 'enumerate'")
+    _replace_check("candidate_pools", "generator", OLD_GENERATORS)
     op.execute("DELETE FROM model_versions WHERE architecture = 'cluster-expansion'")
     _replace_check("evaluations", "kind", OLD_KINDS)
     _replace_check("model_versions", "architecture", OLD_ARCHITECTURES)

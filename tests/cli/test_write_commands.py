@@ -245,6 +245,7 @@ FAILING_RUNS = {
     "al create": ("al", "create", "c", "--model", "no-such-model"),
     "al run": ("al", "run", "no-such-campaign"),
     "alloys formation": ("alloys", "formation", "--system", "Mo-W-S"),
+    "alloys enumerate": ("alloys", "enumerate", "--system", "Mo-W-S", "--prototype", "2H"),
 }
 """A run of each write command that fails after connecting (bad input the database
 tells), writing nothing."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from sqlalchemy import text
 
@@ -76,3 +77,40 @@ def test_a_missing_end_member_is_named(alloys: AlloyDatabase) -> None:
         compute_formation_energies(alloys.sessions, "Mo-W-Se", "dft")
     with pytest.raises(InvalidInput, match="Alloy system 'Mo-W'"):
         compute_formation_energies(alloys.sessions, "Mo-W", "dft")
+
+
+def test_enumeration_matches_icet_on_the_bare_lattice_and_reruns_add_nothing(
+    alloys: AlloyDatabase,
+) -> None:
+    from ase import Atoms
+    from icet.tools import enumerate_structures
+
+    from atlas2d.services.alloy_enumeration import enumerate_system
+
+    # The bare triangular lattice of the metal sites, periodic in the plane only.
+    cell = [[3.2, 0, 0], [-1.6, 1.6 * np.sqrt(3), 0], [0, 0, 20]]
+    lattice = Atoms("Mo", positions=[[0, 0, 0]], cell=cell, pbc=(True, True, False))
+    mixed = [
+        s
+        for s in enumerate_structures(lattice, range(1, 5), [["Mo", "W"]])
+        if len(set(s.get_chemical_symbols())) == 2
+    ]
+    report = enumerate_system(alloys.sessions, "W-Mo-S", "2H", 4, pool="enum-test")
+    assert report.counts["generated"] == len(mixed) == 13
+    assert report.parent_key.startswith("demo-2d-")
+    # The demo's 2×1, √3×√3 and 2×2 Mo/W cells are among them (3×1 is too: 3 sites).
+    assert report.counts["duplicate_of_stored"] >= 4
+    assert report.counts["stored"] + report.counts["duplicate_of_stored"] + report.counts[
+        "duplicate_in_pool"
+    ] == len(mixed)
+    with alloys.engine.connect() as connection:
+        info = connection.execute(
+            text("SELECT info -> 'alloy' FROM materials WHERE key = :k"),
+            {"k": report.stored_keys[0]},
+        ).scalar_one()
+    assert info["system"] == "Mo-W-S" and info["prototype"] == "2H"
+    assert info["parent"] == report.parent_key and 0 < info["x"] < 1
+    again = enumerate_system(alloys.sessions, "Mo-S-W", "2H", 4, pool="enum-test")
+    assert again.already_done and again.counts == report.counts
+    elsewhere = enumerate_system(alloys.sessions, "Mo-W-S", "2H", 4, pool="enum-test-2")
+    assert elsewhere.counts["stored"] == 0 and elsewhere.stored_keys == []

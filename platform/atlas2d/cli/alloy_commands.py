@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 from atlas2d.cli.context import writes
-from atlas2d.cli.output import OutputFormat, print_frame
-from atlas2d.vocabulary import DFT, counted
+from atlas2d.cli.output import OutputFormat, console, print_frame
+from atlas2d.vocabulary import DEFAULT_ALLOY_MAX_SITES, DFT, counted
 
 app = typer.Typer(
     help="Substitutional MX2 alloys (e.g. Mo-W-S): formation energies per metal site from "
@@ -36,3 +36,33 @@ def formation(
 
     table = compute_formation_energies(connect().sessions, system, energy)
     print_frame(table, format, title=f"{counted(len(table), 'layer')} of {system} ({energy})")
+
+
+@app.command("enumerate")
+@writes("alloys enumerate")
+def enumerate_(
+    system: str = typer.Option(..., "--system", help=SYSTEM_HELP),
+    prototype: str = typer.Option(
+        ..., "--prototype", help="2H or 1T: the lattice (from its lowest-energy DFT end member)."
+    ),
+    max_sites: int = typer.Option(
+        DEFAULT_ALLOY_MAX_SITES, "--max-sites", help="Metal sites per supercell at most."
+    ),
+    pool: str | None = typer.Option(
+        None, "--pool", help="Pool name (default alloys-SYSTEM-PROTOTYPE-MAXSITES)."
+    ),
+) -> None:
+    """Store the symmetry-distinct alloy configurations (icet) as new materials in a pool;
+    label them with `atlas2d label --pool`, relax them with `atlas2d relax --pool`."""
+    from atlas2d.cli.context import connect
+    from atlas2d.services.alloy_enumeration import enumerate_system
+
+    report = enumerate_system(connect().sessions, system, prototype, max_sites, pool)
+    counts = report.counts
+    state = "exists already; nothing new" if report.already_done else "stored"
+    console.print(
+        f"pool {report.pool} ({state}): lattice of {report.parent_key}, "
+        f"{counted(counts['generated'], 'configuration')} up to {max_sites} metal sites, "
+        f"{counts['duplicate_of_stored']} already stored, {counts['stored']} new materials",
+        highlight=False,
+    )
