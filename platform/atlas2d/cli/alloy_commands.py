@@ -6,7 +6,13 @@ import typer
 
 from atlas2d.cli.context import writes
 from atlas2d.cli.output import OutputFormat, console, print_frame
-from atlas2d.vocabulary import DEFAULT_ALLOY_MAX_SITES, DFT, counted
+from atlas2d.vocabulary import (
+    DEFAULT_ALLOY_MAX_SITES,
+    DEFAULT_CE_CUTOFFS_A,
+    DEFAULT_CE_FIT_METHOD,
+    DFT,
+    counted,
+)
 
 app = typer.Typer(
     help="Substitutional MX2 alloys (e.g. Mo-W-S): formation energies per metal site from "
@@ -32,9 +38,12 @@ def formation(
     """Compute, store and print formation energies per metal site (A = the alphabetically
     first metal, x = its fraction of the metal sites)."""
     from atlas2d.cli.context import connect
+    from atlas2d.config import get_settings
     from atlas2d.services.alloys import compute_formation_energies
 
-    table = compute_formation_energies(connect().sessions, system, energy)
+    table = compute_formation_energies(
+        connect().sessions, system, energy, get_settings().artifacts_dir
+    )
     print_frame(table, format, title=f"{counted(len(table), 'layer')} of {system} ({energy})")
 
 
@@ -64,5 +73,44 @@ def enumerate_(
         f"pool {report.pool} ({state}): lattice of {report.parent_key}, "
         f"{counted(counts['generated'], 'configuration')} up to {max_sites} metal sites, "
         f"{counts['duplicate_of_stored']} already stored, {counts['stored']} new materials",
+        highlight=False,
+    )
+
+
+@app.command("fit-ce")
+@writes("alloys fit-ce")
+def fit_ce(
+    system: str = typer.Option(..., "--system", help=SYSTEM_HELP),
+    trainset: str = typer.Option(
+        ..., "--trainset", help="Training set whose TRAIN split is fitted (val/test never)."
+    ),
+    name: str = typer.Option(..., "--name", help="Model name; a new version is registered."),
+    cutoffs: list[float] = typer.Option(
+        list(DEFAULT_CE_CUTOFFS_A),
+        "--cutoffs",
+        help="Cutoffs in Å, pairs first (repeat: --cutoffs 10 --cutoffs 6.5).",
+    ),
+    fit_method: str = typer.Option(
+        DEFAULT_CE_FIT_METHOD, "--fit-method", help="lasso, ardr or least-squares."
+    ),
+    prototype: str | None = typer.Option(
+        None, "--prototype", help="2H or 1T (default: the prototype most train alloys have)."
+    ),
+    seed: int = typer.Option(42, "--seed", help="Seed of the cross-validation folds."),
+) -> None:
+    """Fit a cluster expansion (icet) of DFT formation energies per metal site on the train
+    split, with k-fold cross-validation, and register it as a model version."""
+    from atlas2d.cli.context import connect
+    from atlas2d.config import get_settings
+    from atlas2d.services.cluster_expansion import FitRequest, fit_cluster_expansion
+
+    request = FitRequest(system, trainset, name, tuple(cutoffs), fit_method, prototype, seed)
+    details = fit_cluster_expansion(connect().sessions, request, get_settings().artifacts_dir)
+    cv = details.metrics["cross_validation"]
+    console.print(
+        f"{details.ref} is ready: {details.hyperparameters['prototype']} lattice, "
+        f"{cv['n_structures']} train structures, {cv['n_nonzero_parameters']} of "
+        f"{cv['n_parameters']} parameters non-zero, CV RMSE "
+        f"{cv['cv_rmse_mev_per_site']:.2f} meV/site ({cv['n_splits']}-fold)",
         highlight=False,
     )

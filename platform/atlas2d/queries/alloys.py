@@ -105,6 +105,22 @@ def ml_layer_energies(
     )
 
 
+@dataclass(frozen=True)
+class LayerMaterial:
+    """A stored layer of a chemical system, whatever energies it has."""
+
+    material_id: int
+    key: str
+    formula: str
+    prototype: str | None
+
+
+def system_materials(session: Session, chemsys: str) -> list[LayerMaterial]:
+    """Every layer (dimensionality 2) of one chemical system, by key."""
+    rows = session.execute(text(_LAYERS + " ORDER BY key"), {"chemsys": [chemsys]}).mappings()
+    return [LayerMaterial(row["id"], row["key"], row["formula"], row["prototype"]) for row in rows]
+
+
 def upsert_formation_energies(session: Session, rows: list[dict[str, Any]]) -> int:
     """Store formation energies, replacing the (material, energy source) rows that exist
     (``computed_at`` renewed); how many were written."""

@@ -109,6 +109,21 @@ def parent_end_member(
     return best, frame_atoms(frame)
 
 
+def parent_lattice(
+    session: Session, system: AlloySystem, prototype: AlloyPrototype
+) -> tuple[str, Atoms]:
+    """The key of the prototype's lowest-energy DFT end member and the ideal 1×1 layer
+    (pbc in-plane only) with its lattice constant, thickness and vacuum.
+
+    Raises:
+        NotFound: no end member of the prototype has a DFT relaxation.
+    """
+    parent, atoms = parent_end_member(session, system, prototype)
+    metal = system.metal_a if parent.composition.x == 1.0 else system.metal_b
+    geometry = alloy_lattice.layer_geometry(atoms, {metal})
+    return parent.layer.key, alloy_lattice.ideal_layer(prototype, metal, system.chalcogen, geometry)
+
+
 def enumerate_system(
     sessions: sessionmaker[Session],
     system_text: str,
@@ -133,8 +148,9 @@ def enumerate_system(
         "max_sites": max_sites,
     }
     with sessions.begin() as session:
-        parent, parent_atoms = parent_end_member(session, system, kind)
-        parameters["parent"] = parent.layer.key
+        parent_key, lattice = parent_lattice(session, system, kind)
+        parent_id = materials_queries.material_row(session, parent_key).id  # type: ignore[union-attr]
+        parameters["parent"] = parent_key
         existing = pool_queries.pool_row(session, pool)
         if existing is not None:
             if existing.generator != "enumerate" or existing.parameters != parameters:
@@ -142,10 +158,7 @@ def enumerate_system(
                     f"Pool {pool!r} exists with other parameters; give another --pool, or "
                     f"see it with `atlas2d generate show {pool}`."
                 )
-            return EnumerateReport(pool, parent.layer.key, dict(existing.counts), [], True)
-    metal = system.metal_a if parent.composition.x == 1.0 else system.metal_b
-    geometry = alloy_lattice.layer_geometry(parent_atoms, {metal})
-    lattice = alloy_lattice.ideal_layer(kind, metal, system.chalcogen, geometry)
+            return EnumerateReport(pool, parent_key, dict(existing.counts), [], True)
     structures = list(alloy_lattice.enumerate_alloys(lattice, system, max_sites))
     formulas = sorted({generation.reduced_formula(s) for s in structures})
     with sessions.begin() as session:
@@ -174,8 +187,8 @@ def enumerate_system(
         for i, key in sorted(matches.items())
     ]
     unique = [(keys[i], structures[i]) for i in result.unique]
-    _store(sessions, pool, parameters, counts, duplicates, unique, system, parent)
-    return EnumerateReport(pool, parent.layer.key, counts, [k for k, _ in unique])
+    _store(sessions, pool, parameters, counts, duplicates, unique, system, parent_id)
+    return EnumerateReport(pool, parent_key, counts, [k for k, _ in unique])
 
 
 def _store(
@@ -186,7 +199,7 @@ def _store(
     duplicates: list[dict[str, Any]],
     unique: list[tuple[str, Atoms]],
     system: AlloySystem,
-    parent: SystemLayer,
+    parent_id: int,
 ) -> None:
     rows, members = [], []
     for key, atoms in unique:
@@ -197,7 +210,7 @@ def _store(
             "prototype": parameters["prototype"],
             "x": found.x,
             "n_metal_sites": found.n_metal_sites,
-            "parent": parent.layer.key,
+            "parent": parameters["parent"],
         }
         info = {"alloy": alloy, "generated": {"pool": pool, "method": "enumerate"}}
         rows.append(
@@ -218,7 +231,7 @@ def _store(
                     {
                         "pool_id": pool_id,
                         "material_id": stored[key].id,
-                        "parent_material_id": parent.layer.material_id,
+                        "parent_material_id": parent_id,
                         "substitution": substitution,
                         "score": 1.0,  # every configuration counts the same
                         "n_sites": len(atoms),

@@ -18,6 +18,8 @@ every run, rows of materials that lost their energy dropped) in one transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from ase.data import chemical_symbols
@@ -101,7 +103,8 @@ def end_members(
     return EndMembers(a, b, a_id, b_id)
 
 
-def _how_to_add(source: str) -> str:
+def how_to_add(source: str) -> str:
+    """How to give ``source`` a missing end member (``{formula}`` left to fill in)."""
     if source == DFT:
         return (
             "ingest a DFT relaxation or hull entry of a {formula} layer (`atlas2d ingest`), "
@@ -119,7 +122,7 @@ def formation_rows(
     ends: EndMembers,
     energy_source: str,
     model_version_id: int | None,
-) -> list[dict[str, object]]:
+) -> list[dict[str, Any]]:
     """``formation_energies`` rows of every layer from its total energy."""
     rows = []
     for item in layers:
@@ -152,20 +155,22 @@ def dft_layers(session: Session, system: AlloySystem) -> list[SystemLayer]:
 
 
 def _rows(
-    session: Session, system: AlloySystem, energy: str
-) -> tuple[str, list[dict[str, object]]]:
+    session: Session, system: AlloySystem, energy: str, artifacts_dir: Path | None
+) -> tuple[str, list[dict[str, Any]]]:
     chemsys = [system.chemsys, *system.end_member_chemsys()]
     if energy == DFT:
         layers = dft_layers(session, system)
-        ends = end_members(system, layers, DFT, _how_to_add(DFT))
+        ends = end_members(system, layers, DFT, how_to_add(DFT))
         return DFT, formation_rows(system, layers, ends, DFT, None)
     model = resolve(session, energy)
     if model.architecture == CLUSTER_EXPANSION:
         from atlas2d.services.cluster_expansion import predicted_rows
 
-        return model.label, predicted_rows(session, system, model)
+        if artifacts_dir is None:
+            raise ValueError("a cluster expansion needs the artifacts folder")
+        return model.label, predicted_rows(session, system, model, artifacts_dir)
     layers = system_layers(system, queries.ml_layer_energies(session, model.id, chemsys))
-    ends = end_members(system, layers, f"model {model.label}", _how_to_add(model.label))
+    ends = end_members(system, layers, f"model {model.label}", how_to_add(model.label))
     alloys = [s for s in layers if 0.0 < s.composition.x < 1.0]
     if not alloys:
         raise NotFound(
@@ -176,13 +181,17 @@ def _rows(
 
 
 def compute_formation_energies(
-    sessions: sessionmaker[Session], system_text: str, energy: str
+    sessions: sessionmaker[Session],
+    system_text: str,
+    energy: str,
+    artifacts_dir: Path | None = None,
 ) -> pd.DataFrame:
     """Compute, store and return a system's formation energies from one energy source.
 
     Args:
         system_text: ``Mo-W-S`` (elements in any order).
         energy: ``dft``, a force field or a cluster expansion (``NAME[:VERSION]``).
+        artifacts_dir: ``$ATLAS2D_HOME/artifacts``, where a cluster expansion's file is.
 
     Returns:
         :data:`queries.alloys.FORMATION_COLUMNS`, one row per layer, by x (A-rich first).
@@ -193,13 +202,13 @@ def compute_formation_energies(
     """
     system = numerics.parse_system(system_text)
     with sessions.begin() as session:
-        source, rows = _rows(session, system, energy)
+        source, rows = _rows(session, system, energy, artifacts_dir)
         queries.upsert_formation_energies(session, rows)
         queries.delete_formation_energies(
             session,
             system.label,
             source,
-            [int(r["material_id"]) for r in rows],  # type: ignore[call-overload]
+            [int(r["material_id"]) for r in rows],
         )
         table = queries.formation_table(session, [system.label], [source])
     return table.loc[:, list(FORMATION_COLUMNS)]

@@ -1,0 +1,83 @@
+"""Cluster expansions fitted on the train split of the demo's alloys, registered and
+loaded like any model version."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from atlas2d.errors import ArtifactChanged, InvalidInput
+from atlas2d.queries.training_sets import SelectionParameters
+from atlas2d.services.alloys import compute_formation_energies
+from atlas2d.services.cluster_expansion import FitRequest, fit_cluster_expansion
+from atlas2d.services.models import ModelVersionDetails, force_field_from_bytes, list_models
+from atlas2d.services.trainsets import create_training_set
+from tests.support.alloys import AlloyDatabase
+from tests.support.leakage import splits_of
+
+TRAINING_SET = "ce-alloys"
+
+
+@pytest.fixture(scope="module")
+def fitted(alloy_database: AlloyDatabase) -> Iterator[ModelVersionDetails]:
+    create_training_set(
+        alloy_database.sessions,
+        TRAINING_SET,
+        SelectionParameters(ecut=1e6, split=(60.0, 20.0, 20.0), seed=42, chemsys=("Mo-S-W",)),
+    )
+    request = FitRequest("Mo-W-S", TRAINING_SET, "ce-mows", cutoffs_a=(7.0,))
+    yield fit_cluster_expansion(alloy_database.sessions, request, alloy_database.artifacts_dir)
+
+
+def test_the_fit_sees_the_train_split_only(
+    alloy_database: AlloyDatabase, fitted: ModelVersionDetails
+) -> None:
+    with alloy_database.sessions.begin() as session:
+        splits = splits_of(session, TRAINING_SET)
+    seen = set(fitted.metrics["training_materials"])
+    in_set = seen & set(splits)
+    assert in_set and {splits[key] for key in in_set} == {"train"}
+    assert {k for k, s in splits.items() if s == "train"} <= seen
+    # What else it saw: the two DFT end members (E_F = 0), outside the set.
+    assert len(seen - in_set) == 2
+    assert fitted.hyperparameters["prototype"] == "2H"
+    assert fitted.hyperparameters["cutoffs_a"] == [7.0]
+    assert fitted.metrics["cross_validation"]["cv_rmse_mev_per_site"] >= 0
+
+
+def test_it_is_listed_and_predicts_formation_energies(
+    alloy_database: AlloyDatabase, fitted: ModelVersionDetails
+) -> None:
+    listed = list_models(alloy_database.sessions, "ce-mows")
+    assert listed.architecture.tolist() == ["cluster-expansion"]
+    assert listed.training_set.tolist() == [TRAINING_SET]
+    table = compute_formation_energies(
+        alloy_database.sessions, "Mo-W-S", fitted.ref, alloy_database.artifacts_dir
+    )
+    assert set(table.energy_source) == {fitted.ref}
+    assert len(table) == 8 and table.x.between(0, 1, inclusive="neither").all()
+    dft = compute_formation_energies(alloy_database.sessions, "Mo-W-S", "dft")
+    assert set(table.end_members) == set(dft.end_members)
+
+
+def test_a_changed_file_is_refused(
+    alloy_database: AlloyDatabase, fitted: ModelVersionDetails
+) -> None:
+    assert fitted.artifact_path is not None
+    path = alloy_database.artifacts_dir / Path(fitted.artifact_path)
+    original = path.read_bytes()
+    path.write_bytes(original + b"\0")
+    try:
+        with pytest.raises(ArtifactChanged, match="Refusing to load model ce-mows:1"):
+            compute_formation_energies(
+                alloy_database.sessions, "Mo-W-S", fitted.ref, alloy_database.artifacts_dir
+            )
+    finally:
+        path.write_bytes(original)
+
+
+def test_it_is_no_force_field() -> None:
+    with pytest.raises(InvalidInput, match="is a cluster expansion"):
+        force_field_from_bytes("cluster-expansion", b"")
