@@ -72,3 +72,26 @@ def test_lower_hull_finds_ground_states() -> None:
     assert lower_hull_mask(x, e).tolist() == [False, True, False, False, False]
     assert lower_hull_mask(np.array([0.5]), np.array([10.0])).tolist() == [False]
     assert lower_hull_mask(np.array([0.0, 0.5]), np.array([0.0, -1.0])).tolist() == [True, True]
+
+
+def test_errors_per_split_by_hand() -> None:
+    import pandas as pd
+
+    from atlas2d.analysis.alloys import error_rows
+
+    paired = pd.DataFrame(
+        {
+            "system": ["Mo-W-S"] * 3,
+            "energy_source": ["ce:1"] * 3,
+            "split": ["train", "train", "test"],
+            "reference_mev_per_site": [-10.0, 5.0, 0.0],
+            "predicted_mev_per_site": [-7.0, 1.0, 6.0],
+        }
+    )
+    rows = {r["split"]: r for r in error_rows(paired, ("train", "val", "test"))}
+    assert rows["train"]["n_alloys"] == 2
+    assert rows["train"]["mae_mev_per_site"] == pytest.approx(3.5)  # |3|, |−4|
+    assert rows["train"]["rmse_mev_per_site"] == pytest.approx(np.sqrt(12.5))
+    assert rows["train"]["mae_mev_per_atom"] == pytest.approx(3.5 / 3)
+    assert rows["test"]["rmse_mev_per_atom"] == pytest.approx(2.0)
+    assert rows["val"]["n_alloys"] == 0 and rows["val"]["mae_mev_per_site"] is None

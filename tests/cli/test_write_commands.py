@@ -246,6 +246,7 @@ FAILING_RUNS = {
     "al run": ("al", "run", "no-such-campaign"),
     "alloys formation": ("alloys", "formation", "--system", "Mo-W-S"),
     "alloys enumerate": ("alloys", "enumerate", "--system", "Mo-W-S", "--prototype", "2H"),
+    "alloys compare": ("alloys", "compare", "--system", "Mo-W-S", "--trainset", "no-such-set"),
     "alloys fit-ce": (
         *("alloys", "fit-ce", "--system", "Mo-W-S", "--trainset", "no-such-set"),
         *("--name", "ce"),

@@ -81,3 +81,38 @@ def test_a_changed_file_is_refused(
 def test_it_is_no_force_field() -> None:
     with pytest.raises(InvalidInput, match="is a cluster expansion"):
         force_field_from_bytes("cluster-expansion", b"")
+
+
+def test_compare_scores_each_split_and_stores_an_evaluation(
+    alloy_database: AlloyDatabase, fitted: ModelVersionDetails, tmp_path: Path
+) -> None:
+    from sqlalchemy import text
+
+    from atlas2d.services.alloy_compare import compare_alloys
+
+    sessions = alloy_database.sessions
+    dft = compute_formation_energies(sessions, "Mo-W-S", "dft")
+    ce = compute_formation_energies(sessions, "Mo-W-S", fitted.ref, alloy_database.artifacts_dir)
+    result = compare_alloys(sessions, ["Mo-S-W"], TRAINING_SET, tmp_path / "report")
+    rows = result.errors[result.errors.energy_source == fitted.ref].set_index("split")
+    assert rows.n_alloys.sum() == 8 and list(rows.index) == ["train", "val", "test"]
+    # Test split by hand: |CE − DFT| over its alloys.
+    with sessions.begin() as session:
+        splits = splits_of(session, TRAINING_SET)
+    test_keys = [k for k, s in splits.items() if s == "test"]
+    by_key = dft.set_index("material_key").formation_energy_mev_per_site
+    predicted = ce.set_index("material_key").formation_energy_mev_per_site
+    expected = (predicted[test_keys] - by_key[test_keys]).abs().mean()
+    assert rows.loc["test", "mae_mev_per_site"] == pytest.approx(expected)
+    assert rows.loc["test", "mae_mev_per_atom"] == pytest.approx(expected / 3)
+    assert set(result.ground_states.energy_source) == {"dft", fitted.ref}
+    assert (tmp_path / "report" / "alloys.md").is_file()
+    assert (tmp_path / "report" / "parity_Mo-W-S.png").stat().st_size > 0
+    with alloy_database.engine.connect() as connection:
+        metrics = connection.execute(
+            text(
+                "SELECT e.metrics FROM evaluations e JOIN model_versions m"
+                " ON m.id = e.model_version_id WHERE e.kind = 'alloy' AND m.name = 'ce-mows'"
+            )
+        ).scalar_one()
+    assert metrics["Mo-W-S"]["test"]["n_alloys"] == len(test_keys)

@@ -18,8 +18,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from atlas2d.errors import InvalidInput
 
@@ -204,3 +206,49 @@ def lower_hull_mask(x: np.ndarray, energies: np.ndarray, tol: float = 1e-6) -> n
         hull.append(i)
     hull_energy = np.interp(x, unique_x[hull], lowest[hull])
     return energies <= hull_energy + tol
+
+
+COMPARE_COLUMNS = (
+    "system",
+    "energy_source",
+    "split",
+    "n_alloys",
+    "mae_mev_per_site",
+    "rmse_mev_per_site",
+    "mae_mev_per_atom",
+    "rmse_mev_per_atom",
+)
+"""The rows of ``atlas2d alloys compare`` (the thesis's Tables 4.8 and 4.9)."""
+
+
+def error_rows(paired: pd.DataFrame, splits: Sequence[str]) -> list[dict[str, Any]]:
+    """MAE and RMSE of E_F against DFT per system, energy source and split.
+
+    Args:
+        paired: one row per (alloy, energy source): system, energy_source, split,
+            reference_mev_per_site (DFT) and predicted_mev_per_site.
+        splits: the splits to report, in order (a split without alloys gets n = 0).
+
+    Returns:
+        Rows with :data:`COMPARE_COLUMNS` (errors None where n = 0).
+    """
+    rows = []
+    for (system, source), group in paired.groupby(["system", "energy_source"], sort=True):
+        for split in splits:
+            chosen = group[group.split == split]
+            errors = (chosen.predicted_mev_per_site - chosen.reference_mev_per_site).to_numpy()
+            mae = float(np.abs(errors).mean()) if len(errors) else None
+            rmse = float(np.sqrt(np.mean(errors**2))) if len(errors) else None
+            rows.append(
+                {
+                    "system": system,
+                    "energy_source": source,
+                    "split": split,
+                    "n_alloys": len(errors),
+                    "mae_mev_per_site": mae,
+                    "rmse_mev_per_site": rmse,
+                    "mae_mev_per_atom": None if mae is None else mae / ATOMS_PER_SITE,
+                    "rmse_mev_per_atom": None if rmse is None else rmse / ATOMS_PER_SITE,
+                }
+            )
+    return rows

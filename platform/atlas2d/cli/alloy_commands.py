@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from atlas2d.cli.context import writes
@@ -114,3 +116,26 @@ def fit_ce(
         f"{cv['cv_rmse_mev_per_site']:.2f} meV/site ({cv['n_splits']}-fold)",
         highlight=False,
     )
+
+
+@app.command("compare")
+@writes("alloys compare")
+def compare(
+    system: list[str] = typer.Option(..., "--system", help=SYSTEM_HELP + " Repeatable."),
+    trainset: str = typer.Option(..., "--trainset", help="Training set whose splits to use."),
+    report: Path | None = typer.Option(
+        None, "--report", help="Folder for alloys.md and a parity plot per system."
+    ),
+    format: OutputFormat = typer.Option(OutputFormat.table, "--format"),
+) -> None:
+    """Formation energies of every model and cluster expansion against DFT: MAE and RMSE
+    per system and split, ground states; stored as evaluations of kind alloy."""
+    from atlas2d.cli.context import connect
+    from atlas2d.services.alloy_compare import compare_alloys
+
+    result = compare_alloys(connect().sessions, list(system), trainset, report)
+    print_frame(result.errors, format, title=f"Formation energies against DFT ({trainset} splits)")
+    if format is OutputFormat.table:
+        print_frame(result.ground_states, format, title="Ground states (lower hull of E_F vs x)")
+    if result.report is not None:
+        console.print(f"report: {result.report}", highlight=False)

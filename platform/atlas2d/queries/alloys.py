@@ -171,14 +171,14 @@ def formation_table(
     session: Session, systems: Sequence[str], energy_sources: Sequence[str] | None = None
 ) -> pd.DataFrame:
     """Stored formation energies of these systems (``A-B-X``), of every energy source or
-    of those given: :data:`FORMATION_COLUMNS` plus system, material_id, n_metal_sites
-    and alloy_energy_ev; by system, energy source, x and key."""
+    of those given: :data:`FORMATION_COLUMNS` plus system, material_id, model_version_id,
+    n_metal_sites and alloy_energy_ev; by system, energy source, x and key."""
     return query_frame(
         session,
         "SELECT material_key, formula, x, formation_energy_mev_per_site,"
         " formation_energy_mev_per_atom,"
         " end_member_a_key || ', ' || end_member_b_key AS end_members, energy_source,"
-        " system, material_id, n_metal_sites, alloy_energy_ev"
+        " system, material_id, model_version_id, n_metal_sites, alloy_energy_ev"
         " FROM alloy_formation_energies"
         " WHERE system = ANY(CAST(:systems AS text[]))"
         " AND (CAST(:sources AS text[]) IS NULL OR energy_source = ANY(:sources))"
