@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import subprocess
+from pathlib import Path
 
 from tests.support.alloys import AlloyDatabase
 from tests.support.entry_point import atlas2d_script, user_environment
 
 
-def _run(database: AlloyDatabase, *args: str) -> subprocess.CompletedProcess[str]:
+def _run(database: AlloyDatabase, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [atlas2d_script(), *args],
-        env=user_environment(ATLAS2D_DATABASE_URL=database.url),
+        env=user_environment(ATLAS2D_DATABASE_URL=database.url, **env),
         capture_output=True,
         text=True,
         timeout=300,
@@ -55,3 +57,36 @@ def test_bad_system_and_missing_end_member_exit_1_with_one_line(
         assert done.returncode == 1
         assert expected in " ".join(done.stderr.split())
         assert "Traceback" not in done.stderr
+
+
+def test_fit_ce_then_formation_and_compare(alloy_database: AlloyDatabase, tmp_path: Path) -> None:
+    from atlas2d.queries.training_sets import SelectionParameters
+    from atlas2d.services.trainsets import create_training_set
+
+    create_training_set(
+        alloy_database.sessions,
+        "cli-alloys",
+        SelectionParameters(ecut=1e6, split=(60.0, 20.0, 20.0), seed=7, chemsys=("Mo-S-W",)),
+    )
+    home = {"ATLAS2D_HOME": str(tmp_path / "home")}
+    steps = [
+        ("alloys", "fit-ce", "--system", "Mo-W-S", "--trainset", "cli-alloys"),
+        ("alloys", "formation", "--system", "Mo-W-S", "--energy", "dft"),
+        ("alloys", "formation", "--system", "Mo-W-S", "--energy", "cli-ce", "--format", "json"),
+        ("alloys", "compare", "--system", "Mo-W-S", "--trainset", "cli-alloys", "--format", "csv"),
+    ]
+    options = [("--name", "cli-ce", "--cutoffs", "7", "--fit-method", "least-squares"), (), (), ()]
+    outputs = []
+    for step, extra in zip(steps, options, strict=True):
+        done = _run(alloy_database, *step, *extra, **home)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    assert "cli-ce:1 is ready: 2H lattice" in outputs[0]
+    assert {row["energy_source"] for row in json.loads(outputs[2])} == {"cli-ce:1"}
+    rows = list(csv.DictReader(io.StringIO(outputs[3])))
+    assert [(r["energy_source"], r["split"]) for r in rows] == [
+        ("cli-ce:1", "train"),
+        ("cli-ce:1", "val"),
+        ("cli-ce:1", "test"),
+    ]
+    assert sum(int(r["n_alloys"]) for r in rows) == 8
