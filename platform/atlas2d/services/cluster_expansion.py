@@ -28,6 +28,7 @@ from atlas2d.analysis import alloy_lattice
 from atlas2d.analysis import cluster_expansion as numerics
 from atlas2d.analysis.alloys import AlloySystem, composition, parse_system, per_atom
 from atlas2d.errors import InvalidInput, NotFound, TrainingFailed
+from atlas2d.mlff import chatter
 from atlas2d.provenance import environment
 from atlas2d.queries import alloys as alloy_queries
 from atlas2d.queries import candidate_pools as pool_queries
@@ -231,14 +232,15 @@ def fit_cluster_expansion(
                 f"Only {len(kept)} train structures map onto the {data.prototype} lattice "
                 f"(unmapped: {', '.join(unmapped)}); at least {MIN_TRAIN_STRUCTURES} are needed."
             )
-        fitted = numerics.fit(
-            space,
-            mapped,
-            np.array(targets),
-            request.fit_method,
-            request.seed,
-            min(MAX_FOLDS, len(kept)),
-        )
+        with chatter.quiet(title=f"fitting {label}"):  # trainstation's warnings
+            fitted = numerics.fit(
+                space,
+                mapped,
+                np.array(targets),
+                request.fit_method,
+                request.seed,
+                min(MAX_FOLDS, len(kept)),
+            )
         (artifacts_dir / relative_dir).mkdir(parents=True)
         path = artifacts_dir / relative_dir / ARTIFACT_NAME
         numerics.write(fitted.expansion, path)
