@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import text
 
 from atlas2d.errors import InvalidInput, NotFound
-from atlas2d.services.alloys import compute_formation_energies
+from atlas2d.services.alloy_formation import compute_formation_energies
 from tests.support.alloys import AlloyDatabase
 
 
@@ -114,3 +114,36 @@ def test_enumeration_matches_icet_on_the_bare_lattice_and_reruns_add_nothing(
     assert again.already_done and again.counts == report.counts
     elsewhere = enumerate_system(alloys.sessions, "Mo-W-S", "2H", 4, pool="enum-test-2")
     assert elsewhere.counts["stored"] == 0 and elsewhere.stored_keys == []
+
+
+def test_a_model_takes_its_own_end_members(alloys: AlloyDatabase) -> None:
+    from atlas2d.queries.training_sets import SelectionParameters
+    from atlas2d.services.trainsets import create_training_set
+    from tests.support.leakage import add_ml_relaxations, register_model
+
+    create_training_set(
+        alloys.sessions, "ml-alloys", SelectionParameters(ecut=1e6, chemsys=("Mo-S-W",))
+    )
+    dft = compute_formation_energies(alloys.sessions, "Mo-W-S", "dft")
+    alloy_keys = dft.material_key[(dft.x > 0) & (dft.x < 1)].tolist()
+    end_keys = [k.strip() for k in dft.end_members.iloc[0].split(",")]
+    with alloys.sessions.begin() as session:
+        model_id = register_model(session, "shifted", "ml-alloys")
+        # Its relaxations are DFT's shifted by a constant per atom, alloys first.
+        add_ml_relaxations(session, model_id, alloy_keys, {})
+    with pytest.raises(
+        NotFound, match=r"relax --model shifted:1 --formula MoS2 --dimensionality 2"
+    ):
+        compute_formation_energies(alloys.sessions, "Mo-W-S", "shifted")
+    with alloys.sessions.begin() as session:
+        add_ml_relaxations(session, model_id, end_keys, {})
+    model = compute_formation_energies(alloys.sessions, "Mo-W-S", "shifted").set_index(
+        "material_key"
+    )
+    assert set(model.energy_source) == {"shifted:1"}
+    assert set(model.end_members) == set(dft.end_members)
+    # A constant shift per atom cancels in E_F: the model's equal DFT's.
+    reference = dft.set_index("material_key").loc[model.index]
+    assert model.formation_energy_mev_per_site.to_numpy() == pytest.approx(
+        reference.formation_energy_mev_per_site.to_numpy(), abs=1e-6
+    )

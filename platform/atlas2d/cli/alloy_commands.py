@@ -41,7 +41,7 @@ def formation(
     first metal, x = its fraction of the metal sites)."""
     from atlas2d.cli.context import connect
     from atlas2d.config import get_settings
-    from atlas2d.services.alloys import compute_formation_energies
+    from atlas2d.services.alloy_formation import compute_formation_energies
 
     table = compute_formation_energies(
         connect().sessions, system, energy, get_settings().artifacts_dir

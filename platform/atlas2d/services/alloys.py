@@ -1,4 +1,6 @@
-"""Alloy formation energies per substitutional site (``atlas2d alloys formation``).
+"""Alloy formation energies per substitutional site: the rules, shared by
+``atlas2d alloys formation`` (``services.alloy_formation``), enumeration and cluster
+expansions.
 
 For one system (``Mo-W-S``) and one energy source, every stored MX2 layer of the system
 (alloys and the end-member polymorphs) gets E_F = E(alloy) − [x·E(AX2) + (1−x)·E(BX2)]
@@ -11,27 +13,24 @@ lowest-energy-per-atom AX2 and BX2 layers *of the same source*:
 * a cluster expansion (``atlas2d alloys fit-ce``): its prediction of E_F
   (``services.cluster_expansion``), against DFT's end members.
 
-The rows are stored in ``formation_energies`` (one per material and source, replaced on
+``services.alloy_formation`` stores the rows in ``formation_energies`` (one per material and source, replaced on
 every run, rows of materials that lost their energy dropped) in one transaction.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from ase.data import chemical_symbols
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from atlas2d.analysis import alloys as numerics
 from atlas2d.analysis.alloys import AlloySystem, EndMember
 from atlas2d.errors import NotFound
 from atlas2d.queries import alloys as queries
-from atlas2d.queries.alloys import FORMATION_COLUMNS, LayerEnergy
-from atlas2d.services.models import resolve
-from atlas2d.vocabulary import CLUSTER_EXPANSION, DFT
+from atlas2d.queries.alloys import LayerEnergy
+from atlas2d.vocabulary import DFT
 
 
 @dataclass(frozen=True)
@@ -152,63 +151,3 @@ def dft_layers(session: Session, system: AlloySystem) -> list[SystemLayer]:
     """The system's layers with their DFT energies."""
     chemsys = [system.chemsys, *system.end_member_chemsys()]
     return system_layers(system, queries.dft_layer_energies(session, chemsys))
-
-
-def _rows(
-    session: Session, system: AlloySystem, energy: str, artifacts_dir: Path | None
-) -> tuple[str, list[dict[str, Any]]]:
-    chemsys = [system.chemsys, *system.end_member_chemsys()]
-    if energy == DFT:
-        layers = dft_layers(session, system)
-        ends = end_members(system, layers, DFT, how_to_add(DFT))
-        return DFT, formation_rows(system, layers, ends, DFT, None)
-    model = resolve(session, energy)
-    if model.architecture == CLUSTER_EXPANSION:
-        from atlas2d.services.cluster_expansion import predicted_rows
-
-        if artifacts_dir is None:
-            raise ValueError("a cluster expansion needs the artifacts folder")
-        return model.label, predicted_rows(session, system, model, artifacts_dir)
-    layers = system_layers(system, queries.ml_layer_energies(session, model.id, chemsys))
-    ends = end_members(system, layers, f"model {model.label}", how_to_add(model.label))
-    alloys = [s for s in layers if 0.0 < s.composition.x < 1.0]
-    if not alloys:
-        raise NotFound(
-            f"Model {model.label} has relaxed no {system.label} alloy: run `atlas2d relax "
-            f"--model {model.label} --chemsys {system.chemsys} --dimensionality 2`."
-        )
-    return model.label, formation_rows(system, layers, ends, model.label, model.id)
-
-
-def compute_formation_energies(
-    sessions: sessionmaker[Session],
-    system_text: str,
-    energy: str,
-    artifacts_dir: Path | None = None,
-) -> pd.DataFrame:
-    """Compute, store and return a system's formation energies from one energy source.
-
-    Args:
-        system_text: ``Mo-W-S`` (elements in any order).
-        energy: ``dft``, a force field or a cluster expansion (``NAME[:VERSION]``).
-        artifacts_dir: ``$ATLAS2D_HOME/artifacts``, where a cluster expansion's file is.
-
-    Returns:
-        :data:`queries.alloys.FORMATION_COLUMNS`, one row per layer, by x (A-rich first).
-
-    Raises:
-        InvalidInput: a bad system. NotFound: an unknown model, a missing end member
-            or no alloy with an energy. Nothing is written then.
-    """
-    system = numerics.parse_system(system_text)
-    with sessions.begin() as session:
-        source, rows = _rows(session, system, energy, artifacts_dir)
-        queries.upsert_formation_energies(session, rows)
-        queries.delete_formation_energies(
-            session,
-            system.label,
-            source,
-            [int(r["material_id"]) for r in rows],
-        )
-        table = queries.formation_table(session, [system.label], [source])
-    return table.loc[:, list(FORMATION_COLUMNS)]
