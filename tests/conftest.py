@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from atlas2d.db.migrate import upgrade
 from atlas2d.db.session import make_engine
+from tests.support.alloys import AlloyDatabase
 
 VASP_DATA = Path(__file__).resolve().parent / "data" / "vasp"
 """Real VASP outputs (custodian's test files, MIT licence; see tests/data/README.md)."""
@@ -219,4 +220,19 @@ def trained_registry(
         train_model(registry.sessions, request, registry.artifacts_dir)
     yield registry
     registry.engine.dispose()
+    _drop_database(database_server, url)
+
+
+@pytest.fixture(scope="session")
+def alloy_database(
+    database_server: Engine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AlloyDatabase]:
+    """The demo's alloy layers (Mo-W-S, Mo-Nb-S, S-Ta-Ti and their end members) in a
+    database of their own, ingested once per test run (the alloy commands commit)."""
+    from tests.support.alloys import make_alloy_database
+
+    url = _migrated_database(database_server, "atlas2d_alloys")
+    database = make_alloy_database(url, tmp_path_factory.mktemp("alloys"))
+    yield database
+    database.engine.dispose()
     _drop_database(database_server, url)

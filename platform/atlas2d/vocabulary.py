@@ -79,7 +79,27 @@ EXPORT_FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
 # --- models --------------------------------------------------------------------------
 
 Architecture = Literal["m3gnet", "mace"]
+"""The force fields ``atlas2d train`` trains."""
 ARCHITECTURES: tuple[Architecture, ...] = get_args(Architecture)
+
+CLUSTER_EXPANSION = "cluster-expansion"
+"""The architecture of a cluster expansion (``atlas2d alloys fit-ce``): an icet model of
+alloy formation energies, registered as a model version, not a force field."""
+ModelArchitecture = Literal[Architecture, "cluster-expansion"]
+"""Every architecture the registry holds."""
+MODEL_ARCHITECTURES: tuple[ModelArchitecture, ...] = (*ARCHITECTURES, "cluster-expansion")
+
+AlloyPrototype = Literal["2H", "1T"]
+"""The MX2 layers alloys are enumerated and expanded on: trigonal-prismatic (2H) or
+octahedral (1T) metal coordination."""
+ALLOY_PROTOTYPES: tuple[AlloyPrototype, ...] = get_args(AlloyPrototype)
+DEFAULT_ALLOY_MAX_SITES = 9
+"""Metal sites per enumerated supercell at most (``alloys enumerate``)."""
+DEFAULT_CE_CUTOFFS_A = (10.0, 6.5)
+"""Cluster-expansion cutoffs (Å): pairs, triplets, … (``alloys fit-ce``)."""
+CeFitMethod = Literal["lasso", "ardr", "least-squares"]
+CE_FIT_METHODS: tuple[CeFitMethod, ...] = get_args(CeFitMethod)
+DEFAULT_CE_FIT_METHOD: CeFitMethod = "lasso"
 
 ModelStatus = Literal["training", "ready", "failed"]
 MODEL_STATUSES: tuple[ModelStatus, ...] = get_args(ModelStatus)
@@ -88,7 +108,8 @@ ActivityStatus = Literal["running", "succeeded", "failed"]
 """An activity (one run of a command that writes): ``failed`` also when interrupted."""
 ACTIVITY_STATUSES: tuple[ActivityStatus, ...] = get_args(ActivityStatus)
 
-EvaluationKind = Literal["relaxation", "direct", "stability"]
+EvaluationKind = Literal["relaxation", "direct", "stability", "alloy"]
+"""``alloy``: formation energies of alloys against DFT (``atlas2d alloys compare``)."""
 EVALUATION_KINDS: tuple[EvaluationKind, ...] = get_args(EvaluationKind)
 
 Device = Literal["cpu", "cuda"]
@@ -136,11 +157,12 @@ DEFAULT_LABEL_CHUNK_SIZE = 16
 
 # --- candidate generation -------------------------------------------------------------
 
-Generator = Literal["substitute", "decorate", "file"]
+Generator = Literal["substitute", "decorate", "file", "enumerate"]
 """How a candidate pool was made: data-mined species substitution of prototype layers
 (Hautier et al.'s model shipped with pymatgen), element combinations put on a
-prototype's symmetry orbits, or structures read from a file (an active-learning
-campaign's ``--generator file:PATH``)."""
+prototype's symmetry orbits, structures read from a file (an active-learning
+campaign's ``--generator file:PATH``), or the symmetry-distinct alloy configurations of
+an MX2 layer (``atlas2d alloys enumerate``, icet)."""
 GENERATORS: tuple[Generator, ...] = get_args(Generator)
 
 CandidateOutcome = Literal[

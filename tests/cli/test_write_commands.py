@@ -244,6 +244,13 @@ FAILING_RUNS = {
     ),
     "al create": ("al", "create", "c", "--model", "no-such-model"),
     "al run": ("al", "run", "no-such-campaign"),
+    "alloys formation": ("alloys", "formation", "--system", "Mo-W-S"),
+    "alloys enumerate": ("alloys", "enumerate", "--system", "Mo-W-S", "--prototype", "2H"),
+    "alloys compare": ("alloys", "compare", "--system", "Mo-W-S", "--trainset", "no-such-set"),
+    "alloys fit-ce": (
+        *("alloys", "fit-ce", "--system", "Mo-W-S", "--trainset", "no-such-set"),
+        *("--name", "ce"),
+    ),
 }
 """A run of each write command that fails after connecting (bad input the database
 tells), writing nothing."""

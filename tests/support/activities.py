@@ -17,6 +17,7 @@ TAGGED = (
     "evaluations",
     "hull_runs",
     "stability",
+    "formation_energies",
     "candidate_pools",
     "al_campaigns",
     "al_iterations",

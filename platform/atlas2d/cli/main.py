@@ -11,6 +11,7 @@ from rich.markup import escape
 from atlas2d.cli import (
     activity_commands,
     al_commands,
+    alloy_commands,
     audit_commands,
     db_commands,
     demo_commands,
@@ -46,6 +47,7 @@ typer_app.add_typer(generate_commands.app, name="generate")
 typer_app.add_typer(stability_commands.hull_app, name="hull")
 typer_app.command()(stability_commands.stable)
 typer_app.add_typer(al_commands.app, name="al")
+typer_app.add_typer(alloy_commands.app, name="alloys")
 typer_app.add_typer(audit_commands.app, name="audit")
 typer_app.add_typer(activity_commands.app, name="activity")
 typer_app.command()(serve_commands.serve)

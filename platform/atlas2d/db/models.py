@@ -41,10 +41,10 @@ from atlas2d.vocabulary import (
     AL_LABEL_STATUSES,
     AL_STAGES,
     AL_STATUSES,
-    ARCHITECTURES,
     EVALUATION_KINDS,
     GENERATORS,
     METHODS,
+    MODEL_ARCHITECTURES,
     MODEL_STATUSES,
     RULES,
     SOURCE_FORMATS,
@@ -407,7 +407,7 @@ class ModelVersion(Base):
     __tablename__ = "model_versions"
     __table_args__ = (
         UniqueConstraint("name", "version"),
-        CheckConstraint(_in_list("architecture", ARCHITECTURES), name="architecture"),
+        CheckConstraint(_in_list("architecture", MODEL_ARCHITECTURES), name="architecture"),
         CheckConstraint(_in_list("status", MODEL_STATUSES), name="status"),
         CheckConstraint("version > 0", name="version_positive"),
         CheckConstraint(
@@ -787,3 +787,50 @@ class AlCandidate(Base):
     )
     dft_e_above_hull: Mapped[float | None] = mapped_column(Double)
     """The labelled (DFT) e_above_hull once the hull is updated."""
+
+
+class FormationEnergy(Base):
+    """An alloy's formation energy per substitutional (metal) site, for one energy source.
+
+    E_F = E(alloy) − [x·E(AX2) + (1−x)·E(BX2)] per formula unit of one metal site, with
+    A the alphabetically first metal and x its fraction of the metal sites
+    (``analysis.alloys``). Replaced (not appended) by each ``atlas2d alloys formation``,
+    so a row is the latest result.
+    """
+
+    __tablename__ = "formation_energies"
+    __table_args__ = (
+        CheckConstraint(
+            "(energy_source = 'dft') = (model_version_id IS NULL)", name="source_matches_model"
+        ),
+        CheckConstraint("x >= 0 AND x <= 1", name="x_range"),
+        CheckConstraint("n_metal_sites > 0", name="n_metal_sites_positive"),
+        Index("ix_formation_energies_system_energy_source", "system", "energy_source"),
+    )
+
+    material_id: Mapped[int] = mapped_column(
+        ForeignKey("materials.id", ondelete="CASCADE"), primary_key=True
+    )
+    energy_source: Mapped[str] = mapped_column(Text, primary_key=True)
+    """``dft``, or a model version (force field or cluster expansion) as ``NAME:VERSION``."""
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
+    )
+    system: Mapped[str] = mapped_column(Text)
+    """``A-B-X`` with the metals in alphabetical order, e.g. ``Mo-W-S``."""
+    x: Mapped[float] = mapped_column(Double)
+    """Fraction of the metal sites held by A (the alphabetically first metal)."""
+    n_metal_sites: Mapped[int] = mapped_column(SmallInteger)
+    formation_energy_mev_per_site: Mapped[float] = mapped_column(Double)
+    """E_F per formula unit of one metal site (meV/site)."""
+    formation_energy_mev_per_atom: Mapped[float] = mapped_column(Double)
+    """E_F / 3 (meV/atom)."""
+    end_member_a_id: Mapped[int] = mapped_column(ForeignKey("materials.id", ondelete="CASCADE"))
+    """The AX2 layer used: lowest energy per atom in the same energy source (for a
+    cluster expansion, DFT's, which it was fitted against)."""
+    end_member_b_id: Mapped[int] = mapped_column(ForeignKey("materials.id", ondelete="CASCADE"))
+    alloy_energy_ev: Mapped[float | None] = mapped_column(Double)
+    """The alloy's total energy used (eV, uncorrected); NULL for a cluster expansion,
+    which predicts E_F itself."""
+    computed_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    activity_id: Mapped[int | None] = _activity_id()

@@ -151,6 +151,11 @@ def candidates_by_formula(session: Session, formulas: Sequence[str]) -> list[Can
     return _candidates(session, Material.formula.in_(list(formulas)))
 
 
+def candidates_by_keys(session: Session, keys: Sequence[str]) -> list[CandidateStructure]:
+    """Members of any pool that are these materials (once per pool holding one)."""
+    return _candidates(session, Material.key.in_(list(keys)))
+
+
 def candidate_summary(session: Session, pool_id: int) -> pd.DataFrame:
     """The members of a pool: key, formula, parent, substitution, score, sites."""
     result = session.execute(

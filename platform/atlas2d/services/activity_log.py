@@ -29,6 +29,7 @@ TABLE_ORDER = (
     "evaluations",
     "hull_runs",
     "stability",
+    "formation_energies",
     "candidate_pools",
     "pool_candidates",
     "al_campaigns",

@@ -45,8 +45,11 @@ from atlas2d.vocabulary import (
     or_list,
 )
 
-PROPOSING_GENERATORS: tuple[Generator, ...] = tuple(g for g in GENERATORS if g != "file")
-"""The generators that propose structures (a ``file`` pool is imported)."""
+PROPOSING_GENERATORS: tuple[Generator, ...] = tuple(
+    g for g in GENERATORS if g not in ("file", "enumerate")
+)
+"""The generators `generate` runs (a ``file`` pool is imported, an ``enumerate`` pool
+made by ``alloys enumerate``)."""
 POOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 Progress = Callable[[str, int, int], None]
@@ -189,7 +192,7 @@ def _prototypes(session: Session, request: GenerateRequest) -> list[Prototype]:
     return [Prototype(s.material_key, frame_atoms(frames[s.frame_id])) for s in starts]
 
 
-def _stored_layers(session: Session, formulas: list[str]) -> dict[str, list[tuple[str, Atoms]]]:
+def stored_layers(session: Session, formulas: list[str]) -> dict[str, list[tuple[str, Atoms]]]:
     """formula → [(material key, structure)]: final frames of stored materials and the
     structures of earlier pools' candidates without a relaxation."""
     found: dict[str, dict[str, Atoms]] = {}
@@ -287,7 +290,7 @@ def generate(
             kept.append(proposal)
     formulas = sorted({p.formula for p in kept})
     with sessions.begin() as session:
-        stored = _stored_layers(session, formulas)
+        stored = stored_layers(session, formulas)
     keys = [f"{GENERATED_KEY_PREFIX}-{request.pool}-{p.digest()}" for p in kept]
     result = generation.deduplicate(
         [p.atoms for p in kept],

@@ -23,6 +23,7 @@ from atlas2d.queries import artifact_blobs as blobs
 from atlas2d.queries import model_versions as queries
 from atlas2d.queries.model_versions import ModelVersionRef
 from atlas2d.queries.provenance import tainted_models
+from atlas2d.vocabulary import CLUSTER_EXPANSION
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -171,7 +172,16 @@ def load_version(
 
 
 def force_field_from_bytes(architecture: str, data: bytes, device: str = "cpu") -> ForceField:
-    """A force field from a model file's (already verified) bytes."""
+    """A force field from a model file's (already verified) bytes.
+
+    Raises:
+        InvalidInput: the version is a cluster expansion, not a force field.
+    """
+    if architecture == CLUSTER_EXPANSION:
+        raise InvalidInput(
+            "This model version is a cluster expansion (formation energies of alloys), not a "
+            "force field: use it with `atlas2d alloys formation --energy NAME`."
+        )
     if architecture == "m3gnet":
         from atlas2d.mlff.m3gnet import M3GNetForceField, load_potential
 
