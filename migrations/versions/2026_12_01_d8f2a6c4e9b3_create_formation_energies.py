@@ -3,7 +3,7 @@
 ``alloy`` evaluation kind and the ``enumerate`` pool generator.
 
 Revision ID: d8f2a6c4e9b3
-Revises: b7d4e2a9c6f1
+Revises: b7d3e9a1c5f8
 Create Date: 2026-12-01
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "d8f2a6c4e9b3"
-down_revision: str | None = "b7d4e2a9c6f1"
+down_revision: str | None = "b7d3e9a1c5f8"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -22,14 +22,16 @@ from atlas2d.services.alloys import (
     how_to_add,
     system_layers,
 )
-from atlas2d.services.cluster_expansion import predicted_rows
+from atlas2d.services.cluster_expansion import load_expansion, predicted_rows
 from atlas2d.services.models import resolve
 from atlas2d.vocabulary import CLUSTER_EXPANSION, DFT
 
 
 def _rows(
-    session: Session, system: AlloySystem, energy: str, artifacts_dir: Path | None
+    session: Session, system: AlloySystem, energy: str, expansion: Any
 ) -> tuple[str, list[dict[str, Any]]]:
+    """(energy source, formation_energies rows); ``expansion`` is the loaded cluster
+    expansion when ``energy`` names one, else None."""
     chemsys = [system.chemsys, *system.end_member_chemsys()]
     if energy == DFT:
         layers = dft_layers(session, system)
@@ -37,9 +39,7 @@ def _rows(
         return DFT, formation_rows(system, layers, ends, DFT, None)
     model = resolve(session, energy)
     if model.architecture == CLUSTER_EXPANSION:
-        if artifacts_dir is None:
-            raise ValueError("a cluster expansion needs the artifacts folder")
-        return model.label, predicted_rows(session, system, model, artifacts_dir)
+        return model.label, predicted_rows(session, system, model, expansion)
     layers = system_layers(system, queries.ml_layer_energies(session, model.id, chemsys))
     ends = end_members(system, layers, f"model {model.label}", how_to_add(model.label))
     alloys = [s for s in layers if 0.0 < s.composition.x < 1.0]
@@ -49,6 +49,21 @@ def _rows(
             f"--model {model.label} --chemsys {system.chemsys} --dimensionality 2`."
         )
     return model.label, formation_rows(system, layers, ends, model.label, model.id)
+
+
+def _expansion(sessions: sessionmaker[Session], energy: str, artifacts_dir: Path | None) -> Any:
+    """The cluster expansion ``energy`` names, loaded (its file checked, fetched from
+    the database if need be) before the transaction that stores its predictions; None
+    for ``dft`` or a force field."""
+    if energy == DFT:
+        return None
+    with sessions.begin() as session:
+        model = resolve(session, energy)
+    if model.architecture != CLUSTER_EXPANSION:
+        return None
+    if artifacts_dir is None:
+        raise ValueError("a cluster expansion needs the artifacts folder")
+    return load_expansion(sessions, model, artifacts_dir)
 
 
 def compute_formation_energies(
@@ -72,8 +87,9 @@ def compute_formation_energies(
             or no alloy with an energy. Nothing is written then.
     """
     system = numerics.parse_system(system_text)
+    expansion = _expansion(sessions, energy, artifacts_dir)
     with sessions.begin() as session:
-        source, rows = _rows(session, system, energy, artifacts_dir)
+        source, rows = _rows(session, system, energy, expansion)
         queries.upsert_formation_energies(session, rows)
         queries.delete_formation_energies(
             session,

@@ -31,6 +31,7 @@ from atlas2d.errors import InvalidInput, NotFound, TrainingFailed
 from atlas2d.mlff import chatter
 from atlas2d.provenance import environment
 from atlas2d.queries import alloys as alloy_queries
+from atlas2d.queries import artifact_blobs as blob_queries
 from atlas2d.queries import candidate_pools as pool_queries
 from atlas2d.queries import model_versions as registry_queries
 from atlas2d.queries import relaxations as relaxation_queries
@@ -251,13 +252,17 @@ def fit_cluster_expansion(
             "training_materials": kept,
             "unmapped_materials": unmapped,
         }
+        sha256 = sha256_of_file(path)
         with sessions.begin() as session:
+            # The database's copy, in the transaction that makes the version ready (as
+            # for force fields): any machine that reaches the database can load it.
+            blob_queries.store_blob(session, sha256, path.read_bytes())
             registry_queries.finish_version(
                 session,
                 model_version_id,
                 status="ready",
                 artifact_path=str(relative_dir / ARTIFACT_NAME),
-                artifact_sha256=sha256_of_file(path),
+                artifact_sha256=sha256,
                 metrics=metrics,
                 training_curve=[],
                 hyperparameters={**hyperparameters, "n_splits": fitted.metrics["n_splits"]},
@@ -276,26 +281,30 @@ def fit_cluster_expansion(
     return registry.show_model(sessions, label)
 
 
-def load_expansion(model: ModelVersionRef, artifacts_dir: Path) -> Any:
-    """A registered cluster expansion, its file checked against the registered sha256.
+def load_expansion(
+    sessions: sessionmaker[Session], model: ModelVersionRef, artifacts_dir: Path
+) -> Any:
+    """A registered cluster expansion, its file (the local copy, else the database's)
+    checked against the registered sha256.
 
     Raises:
-        NotFound: the file is missing. ArtifactChanged: it changed since the fit.
+        NotFound: neither a file nor a database copy. ArtifactChanged: it changed since
+            the fit.
     """
-    return numerics.read_bytes(registry.read_artifact(model, artifacts_dir))
+    return numerics.read_bytes(registry.read_artifact(sessions, model, artifacts_dir))
 
 
 def predicted_rows(
-    session: Session, system: AlloySystem, model: ModelVersionRef, artifacts_dir: Path
+    session: Session, system: AlloySystem, model: ModelVersionRef, expansion: Any
 ) -> list[dict[str, Any]]:
-    """``formation_energies`` rows of the expansion's predictions for every alloy of the
-    system on its lattice with a structure (E_F meV/site; DFT's end members)."""
+    """``formation_energies`` rows of ``expansion``'s (``model``'s, loaded with
+    :func:`load_expansion`) predictions for every alloy of the system on its lattice
+    with a structure (E_F meV/site; DFT's end members)."""
     if model.hyperparameters.get("system") != system.label:
         raise InvalidInput(
             f"Cluster expansion {model.label} is of system "
             f"{model.hyperparameters.get('system')}, not {system.label}."
         )
-    expansion = load_expansion(model, artifacts_dir)
     prototype = model.hyperparameters["prototype"]
     layers = dft_layers(session, system)
     ends = end_members(system, layers, DFT, how_to_add(DFT))
