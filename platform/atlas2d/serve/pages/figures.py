@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from atlas2d.serve.pages.hull_data import HullPoints
 
 STRUCTURE_DPI = 100
-"""Pixels per inch of the structure picture (7 × 3.4 in → 700 × 340 px)."""
+"""Pixels per inch of the structure picture (7 in wide → 700 px; its height follows the
+structure's shape, at most 5.2 in)."""
 RADIUS_SCALE = 0.5
 """An atom's drawn radius as a fraction of its covalent radius (ASE's data), so that
 bonded neighbours stay apart."""
