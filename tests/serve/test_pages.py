@@ -21,6 +21,7 @@ from tests.support.pages import CAMPAIGN, MODEL, PagesDatabase
 
 KEY_LINK = re.compile(r'<td><a href="/materials/([^"]+)">')
 SVG_IMAGE = 'src="data:image/svg+xml;base64,'
+PNG_IMAGE = 'src="data:image/png;base64,'
 COUNTED = ("materials", "relaxations", "stability", "model_versions", "al_campaigns")
 
 
@@ -132,7 +133,8 @@ def test_material_page(client: TestClient, pages_database: PagesDatabase) -> Non
     assert response.status_code == 200
     html = response.text
     assert f'<span class="key">{key}</span>' in html
-    assert html.count(SVG_IMAGE) == 3  # structure, hull, trajectory
+    assert html.count(PNG_IMAGE) == 1  # structure
+    assert html.count(SVG_IMAGE) == 2  # hull, trajectory
     assert "Convex hull of Mo-S" in html and "DFT trajectory" in html
     assert (
         "energy error (meV/atom)" in html and f'href="/models/{MODEL.replace(":", "%3A")}"' in html

@@ -15,10 +15,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from atlas2d.analysis.plots import plt  # matplotlib, or MissingExtra naming the extra
+# matplotlib, or MissingExtra naming the extra
+from atlas2d.analysis.plots import new_figure
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 NO_FINISHED_ITERATION = "no finished iteration yet"
 """The note of a figure whose campaign has no finished iteration."""
@@ -52,7 +54,13 @@ def cumulative_dft_stable(summary: pd.DataFrame) -> pd.Series:
 
 
 def plot_campaign(summary: pd.DataFrame, path: Path) -> Path:
-    """Four panels against iteration, written as a PNG (150 dpi).
+    """:func:`campaign_figure` written as a PNG (150 dpi) at ``path``; returns ``path``."""
+    campaign_figure(summary).savefig(path, dpi=150)
+    return path
+
+
+def campaign_figure(summary: pd.DataFrame) -> Figure:
+    """Four panels against iteration.
 
     (a) hit rate (%) of the selected candidates and of the random control group, with
     the enrichment (×) above each iteration where known; (b) prospective energy and
@@ -65,10 +73,6 @@ def plot_campaign(summary: pd.DataFrame, path: Path) -> Path:
     Args:
         summary: ``al_iteration_summary`` rows of one campaign, by iteration; may be
             empty or hold only unfinished iterations (the figure then says so).
-        path: the PNG to write.
-
-    Returns:
-        ``path``.
     """
     summary = summary.sort_values("iteration").reset_index(drop=True)
     iterations = summary["iteration"].to_numpy(dtype=float)
@@ -78,7 +82,8 @@ def plot_campaign(summary: pd.DataFrame, path: Path) -> Path:
     n_finished = int((summary["stage"] == FINISHED_STAGE).sum()) if len(summary) else 0
     empty_note = NO_FINISHED_ITERATION if n_finished == 0 else "not measured yet"
 
-    figure, axes = plt.subplots(2, 2, figsize=(12, 8.4))
+    figure = new_figure(figsize=(12, 8.4))
+    axes = figure.subplots(2, 2)
     panels: list[Callable[[Axes, pd.DataFrame, np.ndarray], bool]] = [
         _hit_rate_panel,
         _prospective_mae_panel,
@@ -93,9 +98,7 @@ def plot_campaign(summary: pd.DataFrame, path: Path) -> Path:
     subtitle = _subtitle(summary, n_finished)
     figure.suptitle(f"{title}\n{subtitle}", fontsize=13)
     figure.tight_layout()
-    figure.savefig(path, dpi=150)
-    plt.close(figure)
-    return path
+    return figure
 
 
 def campaign_table(summary: pd.DataFrame) -> pd.DataFrame:

@@ -1,4 +1,8 @@
-"""Plots (the ``plot`` extra: matplotlib)."""
+"""Plots (the ``plot`` extra: matplotlib).
+
+Figures are built with matplotlib's object API (:func:`new_figure`), never pyplot: no
+global figure registry, so threads (the web pages' request pool) can each draw their
+own figure at the same time, and nothing needs closing."""
 
 from __future__ import annotations
 
@@ -9,13 +13,18 @@ from atlas2d.errors import MissingExtra
 
 try:
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
 except ImportError as err:  # pragma: no cover - depends on the installed extras
     raise MissingExtra(
         "Plots need matplotlib: pip install 'atlas2d[plot]' (or the demo extra)."
     ) from err
+
+
+def new_figure(**options: Any) -> Figure:
+    """A figure of its own (``matplotlib.figure.Figure(**options)``), drawn by Agg when
+    saved (PNG from its file name or ``format``, SVG and PDF by their backends)."""
+    return Figure(**options)
 
 
 def plot_training_curve(curve: list[dict[str, Any]], path: Path) -> Path:
@@ -26,7 +35,8 @@ def plot_training_curve(curve: list[dict[str, Any]], path: Path) -> Path:
         ("energy MAE (meV/atom)", [("val_energy_mae_mev_per_atom", "validation")]),
         ("force MAE (meV/Å)", [("val_force_mae_mev_per_a", "validation")]),
     ]
-    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+    figure = new_figure(figsize=(4 * len(panels), 3.2))
+    axes = figure.subplots(1, len(panels))
     for axis, (title, series) in zip(axes, panels, strict=True):
         for key, legend in series:
             points = [
@@ -41,7 +51,6 @@ def plot_training_curve(curve: list[dict[str, Any]], path: Path) -> Path:
         axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return path
 
 
@@ -55,9 +64,26 @@ def parity_plot(
     zero_lines: bool = False,
     mae_unit: str | None = None,
 ) -> Path:
-    """Predicted against reference values with the y = x line, written as a PNG.
+    """:func:`parity_figure` written as a PNG (110 dpi) at ``path``."""
+    parity_figure(reference, predicted, title, unit, mae, zero_lines, mae_unit).savefig(
+        path, dpi=110
+    )
+    return path
+
+
+def parity_figure(
+    reference: Any,
+    predicted: Any,
+    title: str,
+    unit: str,
+    mae: float | None = None,
+    zero_lines: bool = False,
+    mae_unit: str | None = None,
+) -> Figure:
+    """Predicted against reference values with the y = x line.
 
     Args:
+        reference, predicted: (n,) values in ``unit``.
         unit: of both axes. mae: shown in the title, in ``mae_unit`` (default ``unit``).
         zero_lines: dashed lines at 0 on both axes, which bound the quadrants of a
             stability classification (stable = at or below 0).
@@ -66,7 +92,8 @@ def parity_plot(
 
     reference = np.asarray(reference, dtype=float)
     predicted = np.asarray(predicted, dtype=float)
-    figure, axis = plt.subplots(figsize=(4.6, 4.4))
+    figure = new_figure(figsize=(4.6, 4.4))
+    axis = figure.add_subplot()
     axis.scatter(reference, predicted, s=14, alpha=0.75, edgecolors="none")
     low = float(min(reference.min(), predicted.min()))
     high = float(max(reference.max(), predicted.max()))
@@ -82,9 +109,7 @@ def parity_plot(
     axis.set_title(title if mae is None else f"{title}\nMAE {mae:.3g} {mae_unit or unit}")
     axis.set_aspect("equal")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return figure
 
 
 def periodic_table_heatmap(values: dict[str, float], path: Path, title: str, unit: str) -> Path:
@@ -96,7 +121,8 @@ def periodic_table_heatmap(values: dict[str, float], path: Path, title: str, uni
     from matplotlib.colors import Normalize
     from pymatgen.core import Element
 
-    figure, axis = plt.subplots(figsize=(13, 6.5))
+    figure = new_figure(figsize=(13, 6.5))
+    axis = figure.add_subplot()
     finite = [v for v in values.values() if v is not None and np.isfinite(v)]
     norm = Normalize(vmin=min(finite, default=0.0), vmax=max(finite, default=1.0))
     cmap = matplotlib.colormaps["viridis"]
@@ -109,7 +135,7 @@ def periodic_table_heatmap(values: dict[str, float], path: Path, title: str, uni
         colour = (
             cmap(norm(value)) if value is not None and np.isfinite(value) else (0.9, 0.9, 0.9, 1)
         )
-        axis.add_patch(plt.Rectangle((group - 0.45, -row - 0.45), 0.9, 0.9, color=colour))
+        axis.add_patch(Rectangle((group - 0.45, -row - 0.45), 0.9, 0.9, color=colour))
         text_colour = "white" if value is not None and norm(value) < 0.6 else "black"
         axis.text(
             group,
@@ -138,5 +164,4 @@ def periodic_table_heatmap(values: dict[str, float], path: Path, title: str, uni
     axis.set_title(title)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
     return path

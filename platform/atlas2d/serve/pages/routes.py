@@ -193,7 +193,7 @@ def material(key: str, request: Request, session: Session = Depends(read_session
             "dft": _rows(page.dft_relaxations),
             "ml": _rows(page.ml_relaxations),
             "training_sets": _rows(page.training_sets),
-            "structure_svg": None
+            "structure_png": None
             if structure is None
             else _figure(figures.structure_views, structure),
             "trajectory_svg": None
