@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -79,17 +80,26 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest.fixture
-def sessions(engine: Engine) -> Iterator[sessionmaker[Session]]:
+@contextmanager
+def rolled_back_sessions(engine: Engine) -> Iterator[sessionmaker[Session]]:
     """A session factory whose every transaction is a savepoint inside one outer
-    transaction that is rolled back after the test: tests never see each other's rows."""
+    transaction, rolled back when the block ends."""
     connection = engine.connect()
     outer = connection.begin()
-    yield sessionmaker(
-        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-    )
-    outer.rollback()
-    connection.close()
+    try:
+        yield sessionmaker(
+            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+        )
+    finally:
+        outer.rollback()
+        connection.close()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> Iterator[sessionmaker[Session]]:
+    """Sessions rolled back after the test: tests never see each other's rows."""
+    with rolled_back_sessions(engine) as factory:
+        yield factory
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from atlas2d.services.trainsets import (
     verify_training_set,
 )
 from atlas2d.vocabulary import GROUP_BYS, OUTLIER_SCOPES, RULES
-from tests.conftest import _drop_database, _migrated_database
+from tests.conftest import _drop_database, _migrated_database, rolled_back_sessions
 from tests.support.synthetic import alexandria_document, synthetic_trajectories
 
 # Lengths cover the corner cases of the fallback {0, ⌊(N−1)/2⌋, N−1}.
@@ -468,24 +468,17 @@ def stale_statistics_sessions(database_server: Engine) -> Iterator[sessionmaker[
     url = _migrated_database(database_server, "atlas2d_stale")
     engine = make_engine(url)
     try:
-        with engine.connect() as connection, connection.begin() as rolled_back:
+        with rolled_back_sessions(engine) as sessions:
             batch = synthetic_trajectories(200, 25, (3, 8), seed=99, key_prefix="gone")
-            sessions = sessionmaker(bind=connection, join_transaction_mode="create_savepoint")
             ingest_parsed(sessions, ParsedFile("gone", "records", "", "test", trajectories=batch))
-            rolled_back.rollback()
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.execute(text("VACUUM (ANALYZE, TRUNCATE false) frames"))
             believed, pages = connection.execute(
                 text("SELECT reltuples, relpages FROM pg_class WHERE relname = 'frames'")
             ).one()
         assert believed == 0 and pages > 0  # the trap is armed
-        connection = engine.connect()
-        outer = connection.begin()
-        yield sessionmaker(
-            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-        )
-        outer.rollback()
-        connection.close()
+        with rolled_back_sessions(engine) as factory:
+            yield factory
     finally:
         engine.dispose()
         _drop_database(database_server, url)
