@@ -20,14 +20,14 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Annotated, Any
 
 import msgspec
 import numpy as np
 
 from atlas2d.analysis.units import StressUnit, stress_to_ev_a3
-from atlas2d.io.json_stream import Readable, object_members
+from atlas2d.io.json_stream import Readable, object_members, read_ahead
 from atlas2d.io.records import EnergyEntryRecord, MaterialRecord, Trajectory
 from atlas2d.io.validate import (
     atomic_number,
@@ -317,7 +317,7 @@ def _trajectory(
 
 def iter_alexandria_trajectories(
     stream: Readable, path: str, stress_unit: StressUnit = StressUnit.VASP_KBAR
-) -> Iterator[Trajectory]:
+) -> Generator[Trajectory, None, None]:
     """The trajectories of an Alexandria geometry-optimisation file, one material at a
     time: the file is read as a stream, so memory is bounded by the largest material's
     trajectories, not by the file (``io.json_stream``).
@@ -327,7 +327,8 @@ def iter_alexandria_trajectories(
             missing or malformed field (raised when the iteration reaches it).
     """
     seen: set[str] = set()
-    for member in object_members(stream, path):
+    # Read and cut ahead in a thread while the members before are decoded and written.
+    for member in read_ahead(object_members(stream, path), depth=8):
         try:
             document = msgspec.json.decode(member, type=dict[str, list[dict[str, msgspec.Raw]]])
         except (msgspec.ValidationError, msgspec.DecodeError):

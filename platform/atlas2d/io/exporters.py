@@ -490,7 +490,9 @@ def _checked_arrays(frame: ExportFrame, index: int) -> _FrameArrays:
             )
         # A NaN or inf makes the sum non-finite; only then (or when finite values
         # overflow it) is every element looked at. One sum is 5× cheaper than isfinite.
-        if not math.isfinite(values.sum()) and not np.isfinite(values).all():
+        with np.errstate(over="ignore", invalid="ignore"):  # inf - inf: refused below
+            total = values.sum()
+        if not math.isfinite(total) and not np.isfinite(values).all():
             raise InvalidInput(
                 f"{_frame_name(frame, index)} has non-finite {field_name}; drop or fix the "
                 "frame before exporting."

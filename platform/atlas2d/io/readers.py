@@ -137,19 +137,22 @@ class InputFile:
         )
         batch = self._empty()
         frames = 0
-        while True:
-            with _parsing():
-                for trajectory in trajectories:
-                    batch.trajectories.append(trajectory)
-                    frames += trajectory.n_frames
-                    if frames >= batch_frames:
+        try:
+            while True:
+                with _parsing():
+                    for trajectory in trajectories:
+                        batch.trajectories.append(trajectory)
+                        frames += trajectory.n_frames
+                        if frames >= batch_frames:
+                            break
+                    else:
                         break
-                else:
-                    break
-            yield batch
-            batch, frames = self._empty(), 0
-        if batch.trajectories:
-            yield batch
+                yield batch
+                batch, frames = self._empty(), 0
+            if batch.trajectories:
+                yield batch
+        finally:
+            trajectories.close()  # stops the read-ahead thread when a batch was refused
 
     def sha256(self) -> str:
         """Hex sha256 of the whole (decompressed) content: reads what is left first."""
