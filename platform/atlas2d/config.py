@@ -30,6 +30,10 @@ class Settings(BaseSettings):
         max_decompressed_mb: Largest content, MB (2**20 bytes), that ingest reads from
             one input file once decompressed (``ATLAS2D_MAX_DECOMPRESSED_MB``); a file
             over it is refused before it is held in memory.
+        ingest_batch_frames: Frames that ingest reads, validates and writes at a time
+            from an Alexandria trajectory file (``ATLAS2D_INGEST_BATCH_FRAMES``), all in
+            the file's one transaction: ingest's memory grows with it, not with the
+            file (about 2 kB per frame of 12 atoms).
     """
 
     model_config = SettingsConfigDict(env_prefix="ATLAS2D_", extra="ignore")
@@ -40,6 +44,7 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=lambda: Path.home() / ".local" / "share" / "atlas2d")
     num_threads: int = Field(default=1, ge=1)
     max_decompressed_mb: int = Field(default=2048, ge=1)
+    ingest_batch_frames: int = Field(default=20_000, ge=1)
 
     @property
     def pgdata_dir(self) -> Path:

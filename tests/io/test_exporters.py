@@ -147,6 +147,81 @@ def test_rejected_frame_leaves_no_file(tmp_path: Path) -> None:
 # --- MACE ---------------------------------------------------------------------------------
 
 
+def _ase_mace_text(frames: list[ExportFrame], path: Path) -> str:
+    """The MACE extxyz that ``ase.io.write`` gives for the frames (the writer as it was,
+    with the same info conversion): the reference the array writer must reproduce."""
+    from ase.stress import full_3x3_to_voigt_6_stress
+
+    from atlas2d.io import exporters
+
+    with path.open("w") as handle:
+        for index, frame in enumerate(frames):
+            atoms = Atoms(
+                numbers=frame.species, positions=frame.positions, cell=frame.cell, pbc=True
+            )
+            info = exporters._extxyz_info(frame, index, exporters._MACE_RESERVED_INFO_KEYS)
+            info["config_type"] = frame.info.get("config_type", "Default")
+            info["REF_energy"] = float(frame.energy)
+            if frame.stress is not None:
+                info["REF_stress"] = full_3x3_to_voigt_6_stress(frame.stress)
+            atoms.info.update(info)
+            atoms.arrays["REF_forces"] = np.asarray(frame.forces, dtype=np.float64)
+            ase.io.write(handle, atoms, format="extxyz")
+    return path.read_text()
+
+
+def _edge_frames() -> list[ExportFrame]:
+    """Layer frames plus a 1-atom frame, a frame without stress, extreme and negative-zero
+    values."""
+    frames = _layer_frames(3)
+    frames[1].stress = None
+    frames[2].forces = frames[2].forces * np.array([1e-12, -0.0, 1e6])
+    frames[2].positions[0] = [-0.0, 1e-9, 123.456789012345]
+    single = Atoms(
+        "Mo", positions=[[0.1, 0.2, 5.0]], cell=[[3.2, 0, 0], [-1.6, 2.77, 0], [0, 0, 20]]
+    )
+    frames.append(
+        _frame(
+            single,
+            -10.9,
+            np.array([[0.0, 0.0, 0.0]]),
+            np.diag([0.01, -0.02, 0.0]),
+            {"material_key": "Mo-1", "relaxation_id": 3, "frame_id": 9, "step": 0, "note": None},
+        )
+    )
+    return frames
+
+
+def test_mace_text_equals_what_ase_writes(tmp_path: Path) -> None:
+    frames = _edge_frames()
+    path = tmp_path / "mace.extxyz"
+    assert write_mace_extxyz(frames, path) == len(frames)
+    assert path.read_text() == _ase_mace_text(frames, tmp_path / "ase.extxyz")
+
+
+def test_mace_text_reads_back_through_ase(tmp_path: Path) -> None:
+    frames = _edge_frames()
+    path = tmp_path / "mace.extxyz"
+    write_mace_extxyz(frames, path)
+    images = ase.io.read(path, index=":")
+    assert len(images) == len(frames)
+    for atoms, frame in zip(images, frames, strict=True):
+        np.testing.assert_array_equal(atoms.numbers, frame.species)
+        np.testing.assert_array_equal(atoms.cell[:], frame.cell)  # full precision
+        np.testing.assert_allclose(atoms.positions, frame.positions, rtol=0, atol=5e-9)
+        np.testing.assert_allclose(atoms.arrays["REF_forces"], frame.forces, rtol=0, atol=5e-9)
+        assert tuple(atoms.pbc) == (True, True, True)
+        assert atoms.info["REF_energy"] == frame.energy
+        if frame.stress is None:
+            assert "REF_stress" not in atoms.info
+        else:
+            np.testing.assert_array_equal(
+                voigt_to_matrix(atoms.info["REF_stress"]), (frame.stress + frame.stress.T) / 2
+            )
+        assert atoms.info["config_type"] == "Default"
+        _assert_info_kept(atoms.info, frame.info)
+
+
 @pytest.fixture
 def torch_float64() -> Iterator[None]:
     """float64 everywhere (finite differences need it); torch state restored afterwards."""
@@ -421,3 +496,16 @@ def test_matgl_stress_target_equals_potential_stress_by_finite_differences(
     predicted = potential(graph, lattice, state)[2].detach().numpy()
     np.testing.assert_allclose(labels["stresses"].numpy(), predicted, **tolerance)
     np.testing.assert_allclose(predicted, matgl_stress, **tolerance)
+
+
+def test_mace_writer_refuses_non_finite_labels_and_keeps_huge_finite_ones(
+    tmp_path: Path,
+) -> None:
+    frames = _layer_frames(2)
+    frames[0].forces = np.full((3, 3), 1e308)  # finite, though their sum overflows
+    path = tmp_path / "mace.extxyz"
+    write_mace_extxyz(frames, path)
+    assert ase.io.read(path, index=0).arrays["REF_forces"][0, 0] == 1e308
+    frames[1].forces[2, 1] = np.nan
+    with pytest.raises(InvalidInput, match=r"Frame 1 .*non-finite forces"):
+        write_mace_extxyz(frames, path)

@@ -17,14 +17,17 @@ json so that the bad value can be named by record, step and field.
 
 from __future__ import annotations
 
+import io
 import json
 import re
+from collections.abc import Generator
 from typing import Annotated, Any
 
 import msgspec
 import numpy as np
 
 from atlas2d.analysis.units import StressUnit, stress_to_ev_a3
+from atlas2d.io.json_stream import Readable, object_members, read_ahead
 from atlas2d.io.records import EnergyEntryRecord, MaterialRecord, Trajectory
 from atlas2d.io.validate import (
     atomic_number,
@@ -312,23 +315,47 @@ def _trajectory(
     )
 
 
+def iter_alexandria_trajectories(
+    stream: Readable, path: str, stress_unit: StressUnit = StressUnit.VASP_KBAR
+) -> Generator[Trajectory, None, None]:
+    """The trajectories of an Alexandria geometry-optimisation file, one material at a
+    time: the file is read as a stream, so memory is bounded by the largest material's
+    trajectories, not by the file (``io.json_stream``).
+
+    Raises:
+        InvalidInput: invalid JSON, a material key given twice, or a record with a
+            missing or malformed field (raised when the iteration reaches it).
+    """
+    seen: set[str] = set()
+    # Read and cut ahead in a thread while the members before are decoded and written.
+    for member in read_ahead(object_members(stream, path), depth=8):
+        try:
+            document = msgspec.json.decode(member, type=dict[str, list[dict[str, msgspec.Raw]]])
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            document = _decode(member, _TrajectoryFile, path)
+        for mat_id, runs in document.items():
+            # Decoded whole, a repeated key kept its last value silently; say so instead.
+            if mat_id in seen:
+                raise bad_record(
+                    path,
+                    f"mat_id {mat_id}",
+                    "mat_id",
+                    "appears twice at the top level; put all its trajectories in one list",
+                )
+            seen.add(mat_id)
+            for sequence, run in enumerate(runs):
+                yield _trajectory(str(mat_id), sequence, run, path, stress_unit)
+
+
 def read_alexandria_trajectories(
     content: bytes, path: str, stress_unit: StressUnit = StressUnit.VASP_KBAR
 ) -> list[Trajectory]:
-    """Every trajectory of an Alexandria geometry-optimisation file.
+    """Every trajectory of an Alexandria geometry-optimisation file held in memory.
 
     Raises:
-        InvalidInput: invalid JSON, or a record with a missing or malformed field.
+        InvalidInput: as ``iter_alexandria_trajectories``.
     """
-    try:
-        document = msgspec.json.decode(content, type=dict[str, list[dict[str, msgspec.Raw]]])
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        document = _decode(content, _TrajectoryFile, path)
-    return [
-        _trajectory(str(mat_id), sequence, run, path, stress_unit)
-        for mat_id, runs in document.items()
-        for sequence, run in enumerate(runs)
-    ]
+    return list(iter_alexandria_trajectories(io.BytesIO(content), path, stress_unit))
 
 
 def _correction(entry: _Entry, path: str, record: str) -> float:

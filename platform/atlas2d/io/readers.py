@@ -52,45 +52,146 @@ class ReadOptions:
         return {k: v for k, v in values.items() if v is not None}
 
 
-def read_file(path: Path, options: ReadOptions) -> ParsedFile:
-    """Read, decompress and parse one file.
+STREAMED_FORMATS = ("alexandria-traj",)
+"""Formats read in batches (``InputFile.batches``); the others are parsed whole."""
 
-    vasprun.xml and OUTCAR files are parsed as they are decompressed; the other formats
-    are held in memory once, decompressed. Either way the content is bounded by
+
+class InputFile:
+    """One input file, open: decompressed and hashed as it is read, its format known.
+
+    Use as a context manager. A file of a ``STREAMED_FORMATS`` format is read in batches
+    of trajectories, so memory is bounded by the batch size, not by the file; the others
+    (VASP, extxyz, convex-hull JSON) are parsed whole, within
     ``options.max_decompressed_mb``.
+
+    Raises:
+        InvalidInput: unknown format, unreadable or too large content, or a file name
+            that is not UTF-8.
+    """
+
+    def __init__(self, path: Path, options: ReadOptions) -> None:
+        try:
+            str(path).encode()
+        except UnicodeEncodeError as err:  # undecodable bytes of the name, kept as surrogates
+            raise InvalidInput(
+                f"{printable(str(path))}: the file name is not valid UTF-8 (the database keeps "
+                "it with what the file holds); rename the file."
+            ) from err
+        self.path = path
+        self.options = options
+        self._content = ContentStream(path, max_content_bytes(options.max_decompressed_mb))
+        try:
+            self.format = self._format()
+        except BaseException:
+            self._content.close()
+            raise
+
+    def _format(self) -> str:
+        fmt = self.options.format
+        if fmt == "auto":
+            fmt = detect_format(self.path, self._content.head(64))
+        elif fmt == "vasp":  # vasprun.xml or OUTCAR, whatever the file is called
+            fmt = "vasprun" if self._content.head(256).lstrip()[:5] == b"<?xml" else "outcar"
+        if fmt not in FORMATS:
+            raise InvalidInput(
+                f"{self.path}: unknown format {fmt!r}; use one of {', '.join(FORMATS)}."
+            )
+        return fmt
+
+    def __enter__(self) -> InputFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._content.close()
+
+    @property
+    def streamed(self) -> bool:
+        """Whether ``batches`` reads the file piece by piece (else it yields it whole)."""
+        return self.format in STREAMED_FORMATS
+
+    def _empty(self) -> ParsedFile:
+        return ParsedFile(
+            path=str(self.path),
+            format=self.format,
+            sha256="",
+            parser=f"atlas2d.io.{self.format}",
+            options=self.options.recorded(),
+        )
+
+    def batches(self, batch_frames: int) -> Iterator[ParsedFile]:
+        """The file's records as ``ParsedFile`` batches of about ``batch_frames`` frames
+        (whole trajectories; one batch for a format that is not streamed). Their
+        ``sha256`` is empty: ``sha256()`` gives the content's once they are all read.
+
+        Raises:
+            InvalidInput: malformed content, naming the record (when the iteration
+                reaches it).
+        """
+        if not self.streamed:
+            with _parsing():
+                yield self._parse_whole()
+            return
+        stress_unit = self.options.stress_unit or StressUnit.VASP_KBAR
+        trajectories = alexandria.iter_alexandria_trajectories(
+            self._content, str(self.path), stress_unit
+        )
+        batch = self._empty()
+        frames = 0
+        try:
+            while True:
+                with _parsing():
+                    for trajectory in trajectories:
+                        batch.trajectories.append(trajectory)
+                        frames += trajectory.n_frames
+                        if frames >= batch_frames:
+                            break
+                    else:
+                        break
+                yield batch
+                batch, frames = self._empty(), 0
+            if batch.trajectories:
+                yield batch
+        finally:
+            trajectories.close()  # stops the read-ahead thread when a batch was refused
+
+    def sha256(self) -> str:
+        """Hex sha256 of the whole (decompressed) content: reads what is left first."""
+        return self._content.sha256()
+
+    def _parse_whole(self) -> ParsedFile:
+        parsed = self._empty()
+        _parse(parsed, self._content, self.path, self.format, self.options)
+        return parsed
+
+
+def read_file(path: Path, options: ReadOptions) -> ParsedFile:
+    """Read, decompress and parse one file whole (see ``InputFile`` to read it in batches).
 
     Raises:
         InvalidInput: unknown format, unreadable, too large or malformed content, or a
             file name that is not UTF-8.
     """
-    try:
-        str(path).encode()
-    except UnicodeEncodeError as err:  # undecodable bytes of the name, kept as surrogates
-        raise InvalidInput(
-            f"{printable(str(path))}: the file name is not valid UTF-8 (the database keeps "
-            "it with what the file holds); rename the file."
-        ) from err
-    with ContentStream(path, max_content_bytes(options.max_decompressed_mb)) as content:
-        fmt = options.format
-        if fmt == "auto":
-            fmt = detect_format(path, content.head(64))
-        elif fmt == "vasp":  # vasprun.xml or OUTCAR, whatever the file is called
-            fmt = "vasprun" if content.head(256).lstrip()[:5] == b"<?xml" else "outcar"
-        if fmt not in FORMATS:
-            raise InvalidInput(f"{path}: unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
-        parsed = ParsedFile(
-            path=str(path),
-            format=fmt,
-            sha256="",
-            parser=f"atlas2d.io.{fmt}",
-            options=options.recorded(),
-        )
-        # Overflow to inf or NaN is refused, naming the field, once the records are
-        # checked (io.validate, queries.row_encoding): numpy need not warn on stderr too.
-        with _collector_paused(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            _parse(parsed, content, path, fmt, options)
-        parsed.sha256 = content.sha256()
+    with InputFile(path, options) as reading:
+        parsed = reading._empty()
+        for batch in reading.batches(batch_frames=1 << 62):
+            parsed.trajectories += batch.trajectories
+            parsed.entries += batch.entries
+            parsed.materials.update(batch.materials)
+            parsed.label_ticket = batch.label_ticket
+            parsed.options = batch.options
+        parsed.sha256 = reading.sha256()
     return parsed
+
+
+@contextmanager
+def _parsing() -> Iterator[None]:
+    """Parse with the cyclic collector paused and numpy's overflow warnings off.
+
+    Overflow to inf or NaN is refused, naming the field, once the records are checked
+    (io.validate, queries.row_encoding): numpy need not warn on stderr too.
+    """
+    with _collector_paused(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        yield
 
 
 @contextmanager
@@ -132,10 +233,6 @@ def _parse(
             trajectories[0].material_key = options.material_key
             trajectories[0].record = f"material {options.material_key}"
         parsed.trajectories = trajectories
-    elif fmt == "alexandria-traj":
-        parsed.trajectories = alexandria.read_alexandria_trajectories(
-            content.read_all(), name, options.stress_unit or StressUnit.VASP_KBAR
-        )
     else:
         parsed.entries, materials = alexandria.read_alexandria_hull(content.read_all(), name)
         parsed.materials = {m.key: m for m in materials}

@@ -44,6 +44,14 @@ def update_source_counts(session: Session, source_id: int, counts: dict[str, int
     )
 
 
+def update_source_sha256(session: Session, source_id: int, sha256: str) -> None:
+    """Set a source's content hash (known once a streamed file is read to its end)."""
+    session.execute(
+        text("UPDATE sources SET sha256 = :sha256 WHERE id = :id"),
+        {"sha256": sha256, "id": source_id},
+    )
+
+
 @dataclass(frozen=True)
 class SourceRow:
     """One ingested file (``sources``; see ``db.models.Source``).

@@ -34,7 +34,7 @@ from atlas2d.db.copy_binary import copied_rows
 from atlas2d.db.digests import DIGEST_BYTES, DIGEST_COLUMNS
 from atlas2d.db.models import TrainingSet
 from atlas2d.db.session import driver_connection
-from atlas2d.db.types import Matrix3, SmallIntArray, Vec3Array
+from atlas2d.db.types import Matrix3, Vec3Array
 from atlas2d.vocabulary import (
     DEFAULT_ECUT_EV_PER_ATOM,
     DEFAULT_GROUP_BY,
@@ -814,16 +814,15 @@ ORDER BY t.frame_id
 
 
 def split_frames(session: Session, training_set_id: int, split: Split) -> Iterator[TrainingFrame]:
-    """A training set's frames of one split, by frame id, streamed (server-side cursor)."""
+    """A training set's frames of one split, by frame id, streamed (server-side cursor).
+
+    Cell, stress and species arrive as the lists psycopg decodes and become arrays here:
+    SQLAlchemy's ``ARRAY`` result processing (``Matrix3``, ``SmallIntArray``) went item
+    by item and cost as much as writing the MACE file.
+    """
     rows = session.execute(
         text(SPLIT_FRAMES_SQL)
-        .columns(
-            cell=Matrix3,
-            positions=Vec3Array,
-            forces=Vec3Array,
-            stress=Matrix3,
-            species=SmallIntArray,
-        )
+        .columns(positions=Vec3Array, forces=Vec3Array)
         .execution_options(stream_results=True, yield_per=2000),
         {"id": training_set_id, "split": split},
     )
@@ -835,12 +834,12 @@ def split_frames(session: Session, training_set_id: int, split: Split) -> Iterat
             split=row.split,
             material_key=row.material_key,
             dimensionality=row.dimensionality,
-            species=row.species,
-            cell=row.cell,
+            species=np.asarray(row.species, dtype=np.int64),
+            cell=np.asarray(row.cell, dtype=np.float64),
             positions=row.positions,
             energy=float(row.energy),
             forces=row.forces,
-            stress=row.stress,
+            stress=None if row.stress is None else np.asarray(row.stress, dtype=np.float64),
             pbc=(row.pbc[0], row.pbc[1], row.pbc[2]),
         )
 

@@ -1,13 +1,20 @@
-"""Ingest use case: read a file, validate everything, write it in one transaction.
+"""Ingest use case: read a file, validate it, write it in one transaction.
 
 One file = one transaction: a bad record aborts that file and nothing of it is
 written. Re-ingesting the same content is a no-op (``sources.sha256``); a trajectory
 already stored through another file is skipped (``relaxations.content_hash``).
+
+A large Alexandria trajectory file is read, validated and written in batches of
+``ATLAS2D_INGEST_BATCH_FRAMES`` frames inside that one transaction, so memory is
+bounded by the batch, not by the file: a bad record in a later batch rolls back the
+batches written before it. Its content hash is known only once it is all read, so a
+file ingested before is recognised at the end, and its transaction rolled back.
 """
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -18,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from atlas2d.errors import AlreadyExists, InvalidInput
-from atlas2d.io.readers import ReadOptions, read_file
+from atlas2d.io.readers import InputFile, ReadOptions
 from atlas2d.io.records import ParsedFile
 from atlas2d.io.validate import validate_entry, validate_trajectory
 from atlas2d.io.vasp_inputs import LABEL_TICKET, LabelTicket
@@ -89,6 +96,40 @@ def _batch_sha256(blocks: list[FrameBlock], entries: list[PreparedEntry]) -> str
     return digest.hexdigest()
 
 
+@dataclass
+class _FileState:
+    """What the batches of one file have written so far, for checks across batches."""
+
+    source_id: int
+    relaxation_hashes: set[str] = field(default_factory=set)
+    formulas: dict[str, str] = field(default_factory=dict)
+
+
+class _IngestedBefore(Exception):
+    """Rolls back a streamed file whose content turned out to be stored already."""
+
+
+def _prepared(parsed: ParsedFile) -> tuple[list[FrameBlock], list[PreparedEntry]]:
+    """Validate a parsed file (or batch) and encode its rows.
+
+    Raises:
+        InvalidInput: a record is malformed.
+    """
+    for traj in parsed.trajectories:
+        validate_trajectory(traj, parsed.path)
+    for entry in parsed.entries:
+        validate_entry(entry, parsed.path)
+    blocks = build_blocks(parsed.trajectories, parsed.path)
+    entries = list({e.content_hash: e for e in map(prepare_entry, parsed.entries)}.values())
+    return blocks, entries
+
+
+def _no_records(path: str) -> InvalidInput:
+    return InvalidInput(
+        f"{path}: holds no trajectory and no energy entry; check the file and --format."
+    )
+
+
 def ingest_parsed(sessions: sessionmaker[Session], parsed: ParsedFile) -> FileResult:
     """Validate, prepare and write one parsed file in one transaction.
 
@@ -96,15 +137,8 @@ def ingest_parsed(sessions: sessionmaker[Session], parsed: ParsedFile) -> FileRe
         InvalidInput: a record is malformed or contradicts stored data; nothing written.
     """
     if not parsed.trajectories and not parsed.entries:
-        raise InvalidInput(
-            f"{parsed.path}: holds no trajectory and no energy entry; check the file and --format."
-        )
-    for traj in parsed.trajectories:
-        validate_trajectory(traj, parsed.path)
-    for entry in parsed.entries:
-        validate_entry(entry, parsed.path)
-    blocks = build_blocks(parsed.trajectories, parsed.path)
-    entries = list({e.content_hash: e for e in map(prepare_entry, parsed.entries)}.values())
+        raise _no_records(parsed.path)
+    blocks, entries = _prepared(parsed)
     sha256 = parsed.sha256 or _batch_sha256(blocks, entries)
     result = FileResult(parsed.path, parsed.format, INGESTED)
     try:
@@ -112,11 +146,45 @@ def ingest_parsed(sessions: sessionmaker[Session], parsed: ParsedFile) -> FileRe
             if sources_queries.source_id_by_sha256(session, sha256) is not None:
                 result.status = ALREADY_PRESENT
                 return result
-            _write(session, parsed, sha256, blocks, entries, result)
+            state = _FileState(_insert_source(session, parsed, sha256))
+            _write(session, parsed, state, blocks, entries, result)
+            _record_counts(session, state, result)
     except IntegrityError as err:
-        if "uq_sources_sha256" in str(err):  # the same file ingested concurrently
-            return FileResult(parsed.path, parsed.format, ALREADY_PRESENT)
-        raise AlreadyExists(f"{parsed.path}: conflicts with stored data: {err.orig}") from err
+        return _conflict(parsed, err)
+    _refresh_statistics(sessions, result)
+    return result
+
+
+def _ingest_streamed(
+    sessions: sessionmaker[Session], reading: InputFile, batch_frames: int
+) -> FileResult:
+    """Read, validate and write a file batch by batch, in one transaction.
+
+    Raises:
+        InvalidInput: a record is malformed or contradicts stored data; nothing written.
+    """
+    path = str(reading.path)
+    result = FileResult(path, reading.format, INGESTED)
+    try:
+        with sessions.begin() as session:
+            state: _FileState | None = None
+            for batch in reading.batches(batch_frames):
+                blocks, entries = _prepared(batch)
+                if state is None:
+                    # A placeholder until the content's hash is known, at the end.
+                    state = _FileState(_insert_source(session, batch, f"reading {uuid.uuid4()}"))
+                _write(session, batch, state, blocks, entries, result)
+            if state is None:
+                raise _no_records(path)
+            sha256 = reading.sha256()
+            if sources_queries.source_id_by_sha256(session, sha256) is not None:
+                raise _IngestedBefore
+            sources_queries.update_source_sha256(session, state.source_id, sha256)
+            _record_counts(session, state, result)
+    except _IngestedBefore:
+        return FileResult(path, reading.format, ALREADY_PRESENT)
+    except IntegrityError as err:
+        return _conflict(ParsedFile(path, reading.format, "", ""), err)
     _refresh_statistics(sessions, result)
     return result
 
@@ -135,15 +203,14 @@ def _refresh_statistics(sessions: sessionmaker[Session], result: FileResult) -> 
             refresh_if_grown(session, table, rows)
 
 
-def _write(
-    session: Session,
-    parsed: ParsedFile,
-    sha256: str,
-    blocks: list[FrameBlock],
-    entries: list[PreparedEntry],
-    result: FileResult,
-) -> None:
-    source_id = sources_queries.insert_source(
+def _conflict(parsed: ParsedFile, err: IntegrityError) -> FileResult:
+    if "uq_sources_sha256" in str(err):  # the same file ingested concurrently
+        return FileResult(parsed.path, parsed.format, ALREADY_PRESENT)
+    raise AlreadyExists(f"{parsed.path}: conflicts with stored data: {err.orig}") from err
+
+
+def _insert_source(session: Session, parsed: ParsedFile, sha256: str) -> int:
+    return sources_queries.insert_source(
         session,
         {
             "format": parsed.format,
@@ -154,7 +221,39 @@ def _write(
             "options": parsed.options,
         },
     )
+
+
+def _record_counts(session: Session, state: _FileState, result: FileResult) -> None:
+    sources_queries.update_source_counts(
+        session,
+        state.source_id,
+        {
+            "n_materials": len(state.formulas),
+            "n_relaxations": result.relaxations,
+            "n_frames": result.frames,
+            "n_entries": result.entries,
+        },
+    )
+
+
+def _write(
+    session: Session,
+    parsed: ParsedFile,
+    state: _FileState,
+    blocks: list[FrameBlock],
+    entries: list[PreparedEntry],
+    result: FileResult,
+) -> None:
+    """Write one file's (or batch's) rows under ``state.source_id``; add to ``result``."""
     rows = material_rows(parsed, blocks, entries)
+    for row in rows:
+        known = state.formulas.setdefault(row["key"], row["formula"])
+        if known != row["formula"]:  # given in an earlier batch of the file
+            raise InvalidInput(
+                f"{parsed.path}: material {row['key']!r} has formula {row['formula']} here but "
+                f"{known} elsewhere in the file. Give the two different keys; nothing from "
+                "this file was written."
+            )
     ticket = (
         None
         if parsed.label_ticket is None
@@ -171,14 +270,14 @@ def _write(
                 "different compound; nothing from this file was written."
             )
     # The same trajectory twice in one file is stored once.
-    seen: set[str] = set()
+    seen = state.relaxation_hashes
     relaxation_rows = []
     for block in blocks:
         for t, traj in enumerate(block.trajectories):
             if block.hashes[t] not in seen:
                 seen.add(block.hashes[t])
                 relaxation_rows.append(
-                    relaxation_row(block, t, stored[traj.material_key].id, source_id)
+                    relaxation_row(block, t, stored[traj.material_key].id, state.source_id)
                 )
     inserted = relaxations_queries.insert_relaxations(session, relaxation_rows)
     ids_per_block = []
@@ -195,29 +294,21 @@ def _write(
             for chunk in encode_frames(block, ids)
         ),
     )
-    result.entries = energy_entries_queries.insert_entries(
-        session, [entry_row(e, stored[e.source.material_key].id, source_id) for e in entries]
+    result.entries += energy_entries_queries.insert_entries(
+        session,
+        [entry_row(e, stored[e.source.material_key].id, state.source_id) for e in entries],
     )
     if ticket is not None:
         _attach_label(session, parsed.path, ticket, blocks, ids_per_block)
-    result.materials_new = sum(m.inserted for m in stored.values())
-    result.relaxations = sum(i is not None for ids in ids_per_block for i in ids)
-    result.relaxations_present = len(relaxation_rows) - result.relaxations
-    result.frames = sum(
+    relaxations = sum(i is not None for ids in ids_per_block for i in ids)
+    result.materials_new += sum(m.inserted for m in stored.values())
+    result.relaxations += relaxations
+    result.relaxations_present += len(relaxation_rows) - relaxations
+    result.frames += sum(
         int(block.offsets[t + 1] - block.offsets[t])
         for block, ids in zip(blocks, ids_per_block, strict=True)
         for t, i in enumerate(ids)
         if i is not None
-    )
-    sources_queries.update_source_counts(
-        session,
-        source_id,
-        {
-            "n_materials": len(stored),
-            "n_relaxations": result.relaxations,
-            "n_frames": result.frames,
-            "n_entries": result.entries,
-        },
     )
 
 
@@ -276,9 +367,33 @@ def _attach_label(
     )
 
 
-def ingest_file(sessions: sessionmaker[Session], path: Path, options: ReadOptions) -> FileResult:
-    """Read and ingest one file (see ``ingest_parsed``)."""
-    return ingest_parsed(sessions, read_file(path, options))
+def ingest_file(
+    sessions: sessionmaker[Session],
+    path: Path,
+    options: ReadOptions,
+    batch_frames: int | None = None,
+) -> FileResult:
+    """Read and ingest one file in one transaction (see ``ingest_parsed``).
+
+    Args:
+        batch_frames: frames read, validated and written at a time from a streamed
+            format (``io.readers.STREAMED_FORMATS``); None: the
+            ``ATLAS2D_INGEST_BATCH_FRAMES`` setting.
+
+    Raises:
+        InvalidInput: the file is unreadable, malformed or contradicts stored data;
+            nothing of it written.
+    """
+    with InputFile(path, options) as reading:
+        if not reading.streamed:
+            (parsed,) = reading.batches(batch_frames=0)
+            parsed.sha256 = reading.sha256()
+            return ingest_parsed(sessions, parsed)
+        if batch_frames is None:
+            from atlas2d.config import get_settings
+
+            batch_frames = get_settings().ingest_batch_frames
+        return _ingest_streamed(sessions, reading, batch_frames)
 
 
 def ingest_paths(
@@ -287,6 +402,7 @@ def ingest_paths(
     options: ReadOptions,
     skip_bad: bool = False,
     on_file: Callable[[FileResult], None] | None = None,
+    batch_frames: int | None = None,
 ) -> IngestSummary:
     """Ingest files, one transaction per file.
 
@@ -300,7 +416,7 @@ def ingest_paths(
     summary = IngestSummary()
     for path in paths:
         try:
-            result = ingest_file(sessions, path, options)
+            result = ingest_file(sessions, path, options, batch_frames)
         except InvalidInput as err:
             if not skip_bad:
                 raise
