@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 from atlas2d.analysis.alloys import lower_hull_line
 from atlas2d.analysis.plots import plt  # matplotlib, or MissingExtra naming the extra
@@ -13,9 +12,7 @@ from atlas2d.analysis.plots import plt  # matplotlib, or MissingExtra naming the
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
-def formation_hull_plot(
-    title: str, sources: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path
-) -> Path:
+def formation_hull_plot(title: str, sources: Mapping[str, tuple[Any, Any]], path: Path) -> Path:
     """E_F against x of each energy source with its lower convex hull, one panel, as a PNG.
 
     Args:

@@ -310,7 +310,7 @@ def ground_state_rows(dft: pd.DataFrame, paired: pd.DataFrame) -> list[dict[str,
         found = _hull_keys(
             everything.material_key, everything.x, everything.formation_energy_mev_per_site
         )
-        dft_row = (system, "dft", found, True, [], [])
+        dft_row: tuple[Any, ...] = (system, "dft", found, True, [], [])
         rows.append(dict(zip(GROUND_STATE_COLUMNS, dft_row, strict=True)))
         for source, group in in_system.groupby("energy_source", sort=True):
             reference = set(_hull_keys(group.material_key, group.x, group.reference_mev_per_site))

@@ -204,7 +204,9 @@ def write_report(comparison: AlloyComparison, training_set: str, folder: Path) -
             "meV/site",
         )
         reference = group.drop_duplicates("material_id")
-        sources = {DFT: (reference.x.to_numpy(), reference.reference_mev_per_site.to_numpy())}
+        sources: dict[str, tuple[Any, Any]] = {
+            DFT: (reference.x.to_numpy(), reference.reference_mev_per_site.to_numpy())
+        }
         for source, rows in group.groupby("energy_source", sort=True):
             sources[str(source)] = (rows.x.to_numpy(), rows.predicted_mev_per_site.to_numpy())
         formation_hull_plot(system, sources, folder / hulls)
