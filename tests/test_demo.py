@@ -60,6 +60,12 @@ def test_quick_demo_runs_end_to_end_and_reruns_as_a_no_op(
     assert any(n.startswith("stability_") for n in pngs) and "parity_energy.png" in pngs
     assert "active learning: campaign demo-quick-al" in out
     assert "## Active learning: campaign `demo-quick-al`" in summary and "campaign.png" in pngs
+    # The alloy comparison: DFT, the cluster expansion and both models on Mo-W-S.
+    assert "alloys: formation energies against the reference" in out
+    for source in ("demo-quick-ce-Mo-W-S:1", "demo-quick-m3gnet:1", "demo-quick-m3gnet-alloys:1"):
+        assert source in out.split("alloys: formation energies against")[1]
+    alloys_report = (report / "alloys" / "alloys.md").read_text()
+    assert "demo-quick-m3gnet-alloys:1" in alloys_report and "hull_Mo-W-S.png" in pngs
 
     engine = make_engine(demo_database)
     with engine.connect() as connection:
@@ -72,7 +78,21 @@ def test_quick_demo_runs_end_to_end_and_reruns_as_a_no_op(
         evaluations = count("SELECT count(*) FROM evaluations")
         last_evaluation = count("SELECT max(id) FROM evaluations")
         sources = count("SELECT count(DISTINCT energy_source) FROM stability")
-        assert models == 4  # M3GNet, MACE, the alloys' fine-tune, the campaign's fine-tune
+        # M3GNet, MACE, the alloys' fine-tune, the campaign's fine-tune, the alloys' CE
+        assert models == 5
+        alloy = connection.execute(
+            text(
+                "SELECT m.name, e.metrics FROM evaluations e"
+                " JOIN model_versions m ON m.id = e.model_version_id WHERE e.kind = 'alloy'"
+            )
+        ).all()
+        assert sorted(name for name, _ in alloy) == [
+            "demo-quick-ce-Mo-W-S",
+            "demo-quick-m3gnet",
+            "demo-quick-m3gnet-alloys",
+        ]
+        assert all(set(metrics) == {"Mo-W-S"} for _, metrics in alloy)
+        assert all(metrics["Mo-W-S"]["train"]["n_alloys"] > 0 for _, metrics in alloy)
         assert count("SELECT count(*) FROM model_versions WHERE parent_id IS NOT NULL") == 2
         iteration = connection.execute(
             text(
@@ -106,12 +126,9 @@ def test_quick_demo_runs_end_to_end_and_reruns_as_a_no_op(
         )
         # The campaign grew the reference hull after the first run evaluated stability:
         # the rerun evaluates each model once more, against the newer hull runs only.
-        assert (
-            connection.execute(
-                text("SELECT count(*) FROM evaluations WHERE kind = 'relaxation'")
-            ).scalar_one()
-            == evaluations - 3
-        )
+        assert connection.execute(
+            text("SELECT count(*) FROM evaluations WHERE kind = 'relaxation'")
+        ).scalar_one() == evaluations - 3 - len(alloy)
         newer = connection.execute(
             text(
                 "SELECT count(*), bool_and((parameters->'dft_hull_runs'->>-1)::int >"
@@ -130,6 +147,8 @@ def test_quick_demo_runs_end_to_end_and_reruns_as_a_no_op(
         "hull update",
         "al create",
         "al run",
+        "alloys formation",
+        "alloys compare",
     }
     assert all(a["status"] == "succeeded" for a in rerun)
     assert all(
@@ -147,6 +166,9 @@ DEMO_COMMANDS = {
     "hull update",
     "al create",
     "al run",
+    "alloys fit-ce",
+    "alloys formation",
+    "alloys compare",
 }
 
 
@@ -183,6 +205,8 @@ def _check_activity_log(engine: Engine) -> int:
         activity = by_id[activity_id]
         if name.startswith("demo-quick-al-"):
             assert activity["command"] == "al run"
+        elif name.startswith("demo-quick-ce-"):
+            assert activity["command"] == "alloys fit-ce" and activity["arguments"]["name"] == name
         else:
             assert activity["command"] == "train" and activity["arguments"]["name"] == name
     return max(by_id)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from atlas2d.analysis.alloys import (
     AlloySystem,
     EndMember,
     composition,
+    error_rows,
     formation_energy_mev_per_site,
+    ground_state_rows,
+    lower_hull_line,
     lower_hull_mask,
     lowest_energy,
     parse_system,
@@ -95,3 +101,61 @@ def test_errors_per_split_by_hand() -> None:
     assert rows["train"]["mae_mev_per_atom"] == pytest.approx(3.5 / 3)
     assert rows["test"]["rmse_mev_per_atom"] == pytest.approx(2.0)
     assert rows["val"]["n_alloys"] == 0 and rows["val"]["mae_mev_per_site"] is None
+
+
+def _hand_made_comparison() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """DFT puts a and c on its hull (0,0)–(0.25,−40)–(0.5,−60)–(1,0); the model moves
+    b to −70 and a up to −10: its only ground state is b, so it misses a and c."""
+    keys = ["a", "b", "c", "d"]
+    x = [0.25, 0.5, 0.5, 0.75]
+    dft_e = [-40.0, -50.0, -60.0, -20.0]
+    model_e = [-10.0, -70.0, -60.0, -20.0]
+    dft = pd.DataFrame(
+        {"system": "Mo-W-S", "material_key": keys, "x": x, "formation_energy_mev_per_site": dft_e}
+    )
+    paired = pd.DataFrame(
+        {
+            "system": "Mo-W-S",
+            "energy_source": "m:1",
+            "material_id": [1, 2, 3, 4],
+            "material_key": keys,
+            "x": x,
+            "reference_mev_per_site": dft_e,
+            "predicted_mev_per_site": model_e,
+            "split": ["train", "train", "val", "test"],
+        }
+    )
+    return dft, paired
+
+
+def test_ground_states_of_each_source_against_dft() -> None:
+    dft, paired = _hand_made_comparison()
+    rows = {r["energy_source"]: r for r in ground_state_rows(dft, paired)}
+    assert list(rows) == ["dft", "m:1"]
+    assert rows["dft"]["ground_states"] == ["a", "c"]
+    model = rows["m:1"]
+    assert model["ground_states"] == ["b"]
+    assert (model["same_as_dft"], model["missed"], model["extra"]) == (False, ["a", "c"], ["b"])
+    hull_x, hull_e = lower_hull_line(np.array(paired.x), np.array(paired.predicted_mev_per_site))
+    assert hull_x.tolist() == [0.0, 0.5, 1.0] and hull_e.tolist() == [0.0, -70.0, 0.0]
+
+
+def test_the_report_has_hull_and_parity_plots_and_the_ground_states(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from atlas2d.services.alloy_compare import (
+        AlloyComparison,
+        _ground_state_table,
+        write_report,
+    )
+
+    dft, paired = _hand_made_comparison()
+    comparison = AlloyComparison(
+        pd.DataFrame(error_rows(paired, ("train", "val", "test"))),
+        _ground_state_table(ground_state_rows(dft, paired)),
+        paired,
+    )
+    report = write_report(comparison, "set", tmp_path).read_text()
+    for name in ("parity_Mo-W-S.png", "hull_Mo-W-S.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"({name})" in report
+    assert "| Mo-W-S | m:1 | b | False | a, c | b |" in report

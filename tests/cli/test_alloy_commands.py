@@ -5,8 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 from pathlib import Path
+
+from sqlalchemy import text
 
 from tests.support.alloys import AlloyDatabase
 from tests.support.entry_point import atlas2d_script, user_environment
@@ -91,3 +94,26 @@ def test_fit_ce_then_formation_and_compare(alloy_database: AlloyDatabase, tmp_pa
         ("cli-ce:1", "test"),
     ]
     assert sum(int(r["n_alloys"]) for r in rows) == 8
+
+
+def test_without_the_alloys_extra_the_commands_name_it(
+    alloy_database: AlloyDatabase, tmp_path: Path
+) -> None:
+    # A package named icet that fails to import stands for an uninstalled one.
+    (tmp_path / "icet").mkdir()
+    (tmp_path / "icet" / "__init__.py").write_text("raise ImportError('no icet here')\n")
+    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
+    for args in (
+        ("enumerate", "--system", "Mo-W-S", "--prototype", "2H", "--max-sites", "2"),
+        ("fit-ce", "--system", "Mo-W-S", "--trainset", "cli-alloys", "--name", "no-icet"),
+    ):
+        done = _run(alloy_database, "alloys", *args, PYTHONPATH=path)
+        assert done.returncode == 1, done.stdout
+        message = " ".join(done.stderr.split())
+        assert "needs icet, which is not installed: pip install 'atlas2d[alloys]'" in message
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 2
+    with alloy_database.engine.connect() as connection:
+        names = connection.execute(
+            text("SELECT count(*) FROM model_versions WHERE name = 'no-icet'")
+        )
+        assert names.scalar_one() == 0

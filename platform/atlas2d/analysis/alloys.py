@@ -252,3 +252,77 @@ def error_rows(paired: pd.DataFrame, splits: Sequence[str]) -> list[dict[str, An
                 }
             )
     return rows
+
+
+def lower_hull_line(x: np.ndarray, energies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The lower convex hull of E_F against x as a line to draw: its points, with the
+    end members (0, 0) and (1, 0), by x.
+
+    Args:
+        x, energies: as :func:`lower_hull_mask`, shape (n,).
+
+    Returns:
+        (x, E_F) of the hull's points, each shape (m,), m ≥ 2.
+    """
+    x = np.asarray(x, float)
+    energies = np.asarray(energies, float)
+    mask = lower_hull_mask(x, energies)
+    points = sorted({(0.0, 0.0), (1.0, 0.0), *zip(x[mask], energies[mask], strict=True)})
+    line = np.array(points)
+    return line[:, 0], line[:, 1]
+
+
+GROUND_STATE_COLUMNS = (
+    "system",
+    "energy_source",
+    "ground_states",
+    "same_as_dft",
+    "missed",
+    "extra",
+)
+"""The ground-state agreement rows of ``atlas2d alloys compare``."""
+
+
+def _hull_keys(keys: pd.Series, x: pd.Series, energies: pd.Series) -> list[str]:
+    mask = lower_hull_mask(x.to_numpy(), energies.to_numpy())
+    return sorted(keys[mask])
+
+
+def ground_state_rows(dft: pd.DataFrame, paired: pd.DataFrame) -> list[dict[str, Any]]:
+    """Which alloys lie on the lower convex hull of E_F against x, for DFT and each
+    other energy source, per system.
+
+    Args:
+        dft: every DFT alloy (0 < x < 1): system, material_key, x,
+            formation_energy_mev_per_site.
+        paired: one row per (alloy, source): system, energy_source, material_key, x,
+            reference_mev_per_site (DFT), predicted_mev_per_site.
+
+    Returns:
+        :data:`GROUND_STATE_COLUMNS` rows, DFT's first in each system: its ground states
+        among all its alloys. A source's row compares its hull with DFT's hull over the
+        same alloys (those the source has): ``missed`` are DFT ground states it puts
+        above its hull, ``extra`` its ground states that are above DFT's.
+    """
+    rows: list[dict[str, Any]] = []
+    for system, in_system in paired.groupby("system", sort=True):
+        everything = dft[dft.system == system]
+        found = _hull_keys(
+            everything.material_key, everything.x, everything.formation_energy_mev_per_site
+        )
+        dft_row: tuple[Any, ...] = (system, "dft", found, True, [], [])
+        rows.append(dict(zip(GROUND_STATE_COLUMNS, dft_row, strict=True)))
+        for source, group in in_system.groupby("energy_source", sort=True):
+            reference = set(_hull_keys(group.material_key, group.x, group.reference_mev_per_site))
+            own = _hull_keys(group.material_key, group.x, group.predicted_mev_per_site)
+            rows.append(
+                {
+                    "system": system,
+                    "energy_source": source,
+                    "ground_states": own,
+                    "same_as_dft": set(own) == reference,
+                    "missed": sorted(reference - set(own)),
+                    "extra": sorted(set(own) - reference),
+                }
+            )
+    return rows

@@ -126,6 +126,12 @@ def compare(
     report: Path | None = typer.Option(
         None, "--report", help="Folder for alloys.md and a parity plot per system."
     ),
+    energy: list[str] = typer.Option(
+        [],
+        "--energy",
+        help="Compare only these models or cluster expansions (NAME[:VERSION]); "
+        "repeatable. Default: every one with stored formation energies.",
+    ),
     format: OutputFormat = typer.Option(OutputFormat.table, "--format"),
 ) -> None:
     """Formation energies of every model and cluster expansion against DFT: MAE and RMSE
@@ -133,7 +139,7 @@ def compare(
     from atlas2d.cli.context import connect
     from atlas2d.services.alloy_compare import compare_alloys
 
-    result = compare_alloys(connect().sessions, list(system), trainset, report)
+    result = compare_alloys(connect().sessions, list(system), trainset, report, energy)
     print_frame(result.errors, format, title=f"Formation energies against DFT ({trainset} splits)")
     if format is OutputFormat.table:
         print_frame(result.ground_states, format, title="Ground states (lower hull of E_F vs x)")

@@ -19,7 +19,8 @@ def demo(
     ),
 ) -> None:
     """Ingest the bundled 2D dataset, make training sets, train M3GNet and MACE, fine-tune,
-    relax the test split, evaluate, build convex hulls, list stable compounds. Each step
+    relax the test split, evaluate, build convex hulls, list stable compounds, compare
+    alloy formation energies of the models and a cluster expansion. Each step
     is logged as the command it stands for (`atlas2d activity list`)."""
     from atlas2d.cli.context import connect, sigterm_interrupts
     from atlas2d.config import get_settings
@@ -57,6 +58,17 @@ def demo(
             campaign_table(result.campaign),
             OutputFormat.table,
             title=f"active learning: campaign {result.campaign.campaign.iloc[0]}",
+        )
+    if result.alloys is not None:
+        print_frame(
+            result.alloys.errors,
+            OutputFormat.table,
+            title="alloys: formation energies against the reference (demo-alloys splits)",
+        )
+        print_frame(
+            result.alloys.ground_states,
+            OutputFormat.table,
+            title="alloys: ground states (lower hull of E_F vs x)",
         )
     console.print(
         f"report: {report_dir / 'summary.md'}\n"

@@ -214,6 +214,12 @@ def evaluate(
         help="Evaluate even materials in a train split of the model or an ancestor; "
         "the evaluation is stored flagged (leakage, leaked_materials).",
     ),
+    exclude_trained: bool = typer.Option(
+        False,
+        "--exclude-trained",
+        help="With --stability: leave out the materials in a train split of the model or "
+        "an ancestor instead of refusing (their count is stored).",
+    ),
 ) -> None:
     """Compare a model's relaxations with DFT (energy and area after relaxation), or with
     --stability its stability classification (after `atlas2d hull update`).
@@ -226,7 +232,7 @@ def evaluate(
     from atlas2d.services.evaluate import evaluate_relaxations
 
     if stability:
-        _evaluate_stability(model, threshold, format, allow_leakage)
+        _evaluate_stability(model, threshold, format, allow_leakage, exclude_trained)
         return
 
     request = _request(model, trainset, split, start, fmax, steps)
@@ -297,14 +303,16 @@ def _print_leakage(leakage: Leakage, n_materials: int, format: OutputFormat) -> 
 
 
 def _evaluate_stability(
-    model: str, threshold: float, format: OutputFormat, allow_leakage: bool
+    model: str, threshold: float, format: OutputFormat, allow_leakage: bool, exclude_trained: bool
 ) -> None:
     import pandas as pd
 
     from atlas2d.cli.context import connect
     from atlas2d.services.evaluate_stability import evaluate_stability
 
-    evaluation = evaluate_stability(connect().sessions, model, threshold, allow_leakage)
+    evaluation = evaluate_stability(
+        connect().sessions, model, threshold, allow_leakage, exclude_trained
+    )
     if format is OutputFormat.json:
         print_json(
             {

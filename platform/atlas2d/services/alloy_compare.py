@@ -10,7 +10,7 @@ has in the training set; alloys outside the set are not counted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from atlas2d.errors import InvalidInput, NotFound
 from atlas2d.queries import alloys as queries
 from atlas2d.queries import training_sets as trainset_queries
 from atlas2d.queries.evaluations import insert_evaluation
+from atlas2d.services.models import resolve
 from atlas2d.vocabulary import DFT, SPLITS
 
 
@@ -33,8 +34,10 @@ class AlloyComparison:
     Attributes:
         errors: :data:`analysis.alloys.COMPARE_COLUMNS`, one row per system, energy
             source and split.
-        ground_states: system, energy_source, ground_states (keys on the lower hull of
-            E_F against x, among the alloys DFT has too), same_as_dft.
+        ground_states: :data:`analysis.alloys.GROUND_STATE_COLUMNS` (key lists joined
+            by commas): the keys on each source's lower hull of E_F against x, and for
+            a model or CE whether they are DFT's over the same alloys, which DFT ground
+            states it missed and which extra ones it found.
         paired: every alloy's DFT and predicted E_F (meV/site) with its split.
         report: the markdown report written with ``--report``, else None.
     """
@@ -58,39 +61,16 @@ def _paired(stored: pd.DataFrame, splits: Mapping[int, str]) -> pd.DataFrame:
     return paired
 
 
-def _ground_states(stored: pd.DataFrame, paired: pd.DataFrame) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for (system, source), group in paired.groupby(["system", "energy_source"], sort=True):
-        found = {}
-        for name, energies in (
-            (DFT, group.reference_mev_per_site),
-            (source, group.predicted_mev_per_site),
-        ):
-            mask = numerics.lower_hull_mask(group.x.to_numpy(), energies.to_numpy())
-            found[name] = sorted(group.material_key[mask])
-        if not rows or rows[-1]["system"] != system:
-            dft_all = stored[(stored.system == system) & (stored.energy_source == DFT)]
-            dft_all = dft_all[(dft_all.x > 0) & (dft_all.x < 1)]
-            mask = numerics.lower_hull_mask(
-                dft_all.x.to_numpy(), dft_all.formation_energy_mev_per_site.to_numpy()
-            )
-            rows.append(
-                {
-                    "system": system,
-                    "energy_source": DFT,
-                    "ground_states": ", ".join(sorted(dft_all.material_key[mask])) or "–",
-                    "same_as_dft": True,
-                }
-            )
-        rows.append(
-            {
-                "system": system,
-                "energy_source": source,
-                "ground_states": ", ".join(found[source]) or "–",
-                "same_as_dft": found[source] == found[DFT],
-            }
-        )
-    return rows
+def _listed(keys: list[str]) -> str:
+    return ", ".join(keys) or "–"
+
+
+def _ground_state_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The ground-state rows for people: key lists joined."""
+    table = pd.DataFrame(rows, columns=list(numerics.GROUND_STATE_COLUMNS))
+    for column in ("ground_states", "missed", "extra"):
+        table[column] = table[column].map(_listed)
+    return table
 
 
 def compare_alloys(
@@ -98,9 +78,14 @@ def compare_alloys(
     systems: list[str],
     training_set: str,
     report_dir: Path | None = None,
+    energy_sources: Sequence[str] = (),
 ) -> AlloyComparison:
     """Compare every stored energy source of the systems with DFT (module docstring) and
     store one ``alloy`` evaluation per model version.
+
+    Args:
+        energy_sources: compare only these (model or cluster-expansion references,
+            ``NAME`` or ``NAME:VERSION``); empty: every stored one.
 
     Raises:
         InvalidInput: a bad system, or none. NotFound: no such training set, or a system
@@ -118,6 +103,9 @@ def compare_alloys(
             )
         splits = trainset_queries.material_splits(session, row.id)
         stored = queries.formation_table(session, labels)
+        if energy_sources:
+            chosen = {DFT, *(resolve(session, s).label for s in energy_sources if s != DFT)}
+            stored = stored[stored.energy_source.isin(chosen)]
         for label in labels:
             sources = set(stored.energy_source[stored.system == label])
             if DFT not in sources:
@@ -136,9 +124,10 @@ def compare_alloys(
         errors = pd.DataFrame(
             numerics.error_rows(paired, SPLITS), columns=list(numerics.COMPARE_COLUMNS)
         )
-        ground = pd.DataFrame(_ground_states(stored, paired))
-        _store_evaluations(session, row.id, labels, errors, ground, paired)
-    comparison = AlloyComparison(errors, ground, paired)
+        dft = stored[(stored.energy_source == DFT) & (stored.x > 0) & (stored.x < 1)]
+        ground_rows = numerics.ground_state_rows(dft, paired)
+        _store_evaluations(session, row.id, labels, errors, ground_rows, paired)
+    comparison = AlloyComparison(errors, _ground_state_table(ground_rows), paired)
     if report_dir is not None:
         comparison.report = write_report(comparison, training_set, report_dir)
     return comparison
@@ -149,7 +138,7 @@ def _store_evaluations(
     training_set_id: int,
     systems: list[str],
     errors: pd.DataFrame,
-    ground: pd.DataFrame,
+    ground_rows: list[dict[str, Any]],
     paired: pd.DataFrame,
 ) -> None:
     for source, group in errors.groupby("energy_source"):
@@ -160,9 +149,13 @@ def _store_evaluations(
                 k: v for k, v in record.items() if k not in ("system", "energy_source", "split")
             }
             metrics.setdefault(record["system"], {})[record["split"]] = figures
-        for record in ground[ground.energy_source == source].to_dict("records"):
-            metrics[record["system"]]["ground_states"] = record["ground_states"]
-            metrics[record["system"]]["same_ground_states_as_dft"] = bool(record["same_as_dft"])
+        for record in ground_rows:
+            if record["energy_source"] == source:
+                figures = metrics[record["system"]]
+                figures["ground_states"] = record["ground_states"]
+                figures["same_ground_states_as_dft"] = bool(record["same_as_dft"])
+                figures["ground_states_missed"] = record["missed"]
+                figures["ground_states_extra"] = record["extra"]
         insert_evaluation(
             session,
             {
@@ -179,7 +172,9 @@ def _store_evaluations(
 
 
 def write_report(comparison: AlloyComparison, training_set: str, folder: Path) -> Path:
-    """``alloys.md`` (both tables) and one parity plot per system (every source)."""
+    """``alloys.md`` (both tables), and per system a parity plot (every source) and a
+    plot of E_F against x with each source's lower convex hull."""
+    from atlas2d.analysis.alloy_plots import formation_hull_plot
     from atlas2d.analysis.plots import parity_plot
     from atlas2d.analysis.reports import markdown_table
 
@@ -193,19 +188,29 @@ def write_report(comparison: AlloyComparison, training_set: str, folder: Path) -
         "",
         "## Ground states (lower convex hull of E_F against x)",
         "",
+        "DFT's among all its alloys; a model's or CE's against DFT's over the same alloys:",
+        "the DFT ground states it missed, and the extra ones it found.",
+        "",
         markdown_table(comparison.ground_states),
         "",
     ]
     for system, group in comparison.paired.groupby("system"):
-        name = f"parity_{system}.png"
+        parity, hulls = f"parity_{system}.png", f"hull_{system}.png"
         parity_plot(
             group.reference_mev_per_site,
             group.predicted_mev_per_site,
-            folder / name,
+            folder / parity,
             f"{system}: E_F of {', '.join(sorted(set(group.energy_source)))}",
             "meV/site",
         )
-        lines += [f"![{system}]({name})", ""]
+        reference = group.drop_duplicates("material_id")
+        sources: dict[str, tuple[Any, Any]] = {
+            DFT: (reference.x.to_numpy(), reference.reference_mev_per_site.to_numpy())
+        }
+        for source, rows in group.groupby("energy_source", sort=True):
+            sources[str(source)] = (rows.x.to_numpy(), rows.predicted_mev_per_site.to_numpy())
+        formation_hull_plot(system, sources, folder / hulls)
+        lines += [f"![{system} parity]({parity}) ![{system} hulls]({hulls})", ""]
     path = folder / "alloys.md"
     path.write_text("\n".join(lines))
     return path

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from atlas2d.analysis import alloy_lattice, generation
 from atlas2d.analysis.alloys import AlloySystem, composition, parse_system
+from atlas2d.analysis.alloys_extra import require_alloys_extra
 from atlas2d.analysis.structure import structure_sha256
 from atlas2d.errors import AlreadyExists, InvalidInput, NotFound
 from atlas2d.queries import candidate_pools as pool_queries
@@ -138,6 +139,7 @@ def enumerate_system(
         NotFound: no end member of the prototype. AlreadyExists: the pool name is taken
             with other parameters. Nothing is written then.
     """
+    require_alloys_extra("Alloy enumeration")
     system = parse_system(system_text)
     pool = pool or default_pool_name(system, prototype, max_sites)
     _check(prototype, max_sites, pool)

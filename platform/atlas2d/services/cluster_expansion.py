@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from atlas2d.analysis import alloy_lattice
 from atlas2d.analysis import cluster_expansion as numerics
 from atlas2d.analysis.alloys import AlloySystem, composition, parse_system, per_atom
+from atlas2d.analysis.alloys_extra import require_alloys_extra
 from atlas2d.errors import InvalidInput, NotFound, TrainingFailed
 from atlas2d.mlff import chatter
 from atlas2d.provenance import environment
@@ -184,6 +185,7 @@ def fit_cluster_expansion(
         InvalidInput / NotFound: a bad request or too little data; nothing registered.
         TrainingFailed: the fit failed; the version is registered as ``failed``.
     """
+    require_alloys_extra("Fitting a cluster expansion")
     system = _check(request)
     with sessions.begin() as session:
         training_set = trainset_queries.training_set_row(session, request.training_set)
@@ -291,6 +293,7 @@ def load_expansion(
         NotFound: neither a file nor a database copy. ArtifactChanged: it changed since
             the fit.
     """
+    require_alloys_extra("A cluster expansion")
     return numerics.read_bytes(registry.read_artifact(sessions, model, artifacts_dir))
 
 

@@ -37,6 +37,8 @@ from atlas2d.mlff.training import M3GNetSize, MACESize, TrainOptions
 from atlas2d.queries.training_sets import SelectionParameters
 from atlas2d.services import models as registry
 from atlas2d.services.activities import CommandRun, recording
+from atlas2d.services.alloy_compare import AlloyComparison
+from atlas2d.services.demo_alloys import compare_alloy_systems, relax_alloy_layers
 from atlas2d.services.evaluate import RelaxationEvaluation, evaluate_relaxations
 from atlas2d.services.evaluate_stability import StabilityEvaluation, evaluate_stability
 from atlas2d.services.ingest import ingest_paths
@@ -87,6 +89,8 @@ class DemoPlan:
     models: tuple[DemoModel, ...]
     relax_settings: RelaxSettings
     campaign: DemoCampaign
+    alloy_systems: tuple[str, ...] = ALLOY_SYSTEMS
+    """The systems whose formation energies the demo compares (``alloys compare``)."""
     engine: Engine = "batched"
 
 
@@ -134,6 +138,7 @@ def demo_plan(quick: bool = False) -> DemoPlan:
             if quick
             else DemoCampaign(2, 40, 8, 4, 20, LABEL_MAX_STEPS)
         ),
+        alloy_systems=ALLOY_SYSTEMS[:1] if quick else ALLOY_SYSTEMS,
     )
 
 
@@ -149,6 +154,8 @@ class DemoResult:
     hulls: list[HullUpdate] = field(default_factory=list)
     campaign: pd.DataFrame = field(default_factory=pd.DataFrame)
     """The campaign's ``al_iteration_summary`` rows."""
+    alloys: AlloyComparison | None = None
+    """``alloys compare`` of the alloy systems (the CE's and both models' rows)."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -319,6 +326,21 @@ reference data, and the next iteration screened by the new model (`atlas2d al re
 
 ![campaign](campaign.png)
 """
+    alloys = ""
+    if result.alloys is not None:
+        alloys = f"""## Alloys: formation energies against the reference
+
+E_F per metal site (per atom = E_F / 3) of the alloys of {", ".join(plan.alloy_systems)}
+in the splits of `{ALLOY_SET}`: a cluster expansion per system fitted on its train split
+only, the universal model and the one fine-tuned on `{ALLOY_SET}`, both relaxing every
+alloy and end member themselves ([report with plots](alloys/alloys.md)).
+
+{markdown_table(result.alloys.errors)}
+
+Ground states (lower convex hull of E_F against x):
+
+{markdown_table(result.alloys.ground_states)}
+"""
     stages = "\n".join(f"- {k}: {v:.1f} s" for k, v in result.stage_seconds.items())
     text = f"""# atlas2d demo{" (quick)" if plan.quick else ""}
 
@@ -342,6 +364,7 @@ F1 and DAF (discovery acceleration factor) classify e_above_hull ≤ 0 as stable
 {" ".join(figures)}
 
 {campaign}
+{alloys}
 ## Stable 2D compounds by the reference ({len(result.stable)})
 
 {markdown_table(result.stable)}
@@ -438,7 +461,7 @@ def run_demo(
     # Each model on the main test split; the fine-tuned one and its parent on the alloys'.
     jobs = [(m.name, TRAINING_SET) for m in plan.models if m.parent is None]
     jobs += [(n, ALLOY_SET) for m in plan.models if m.parent for n in (m.parent, m.name)]
-    stages = _Stages(2 + len(plan.models) + len(jobs) + 3, say)
+    stages = _Stages(2 + len(plan.models) + len(jobs) + 5, say)
     stages.run("ingest the bundled dataset", ingest)
     alloy_set = SelectionParameters(
         rule="ecut", ecut=0.01, split=(60.0, 20.0, 20.0), seed=42, chemsys=ALLOY_SYSTEMS
@@ -504,6 +527,22 @@ def run_demo(
             )
         )
 
+    # The alloy comparison's models: the universal one and the one fine-tuned on alloys.
+    alloy_models = [refs[n] for m in plan.models if m.parent for n in (m.parent, m.name)]
+    systems = ", ".join(plan.alloy_systems)
+    stages.run(
+        f"relax the alloys of {systems} and their end members: {', '.join(alloy_models)}",
+        lambda: relax_alloy_layers(
+            sessions,
+            artifacts_dir,
+            alloy_models,
+            plan.alloy_systems,
+            _data_files(data_dir),
+            plan.relax_settings,
+            plan.engine,
+            say,
+        ),
+    )
     hulls: list[HullUpdate] = []
 
     def hull_updates() -> None:
@@ -518,8 +557,12 @@ def run_demo(
     def stability_evaluations() -> list[StabilityEvaluation]:
         evaluated = []
         for ref in refs.values():
-            with _as_command(sessions, "evaluate", model=ref, stability=True, threshold=0.0):
-                evaluated.append(evaluate_stability(sessions, ref))
+            # The alloy comparison relaxes the models' own training alloys and end
+            # members: they are left out of the stability scores.
+            with _as_command(
+                sessions, "evaluate", model=ref, stability=True, threshold=0.0, exclude_trained=True
+            ):
+                evaluated.append(evaluate_stability(sessions, ref, exclude_trained=True))
         return evaluated
 
     stability = stages.run("stability against the reference", stability_evaluations)
@@ -531,6 +574,20 @@ def run_demo(
         "relax → hull filter → label → fine-tune)",
         lambda: _run_campaign(sessions, artifacts_dir, plan, screening, say),
     )
+    alloys = stages.run(
+        f"alloys: formation energies of {systems} from DFT, a cluster expansion fitted on "
+        f"the train split of {ALLOY_SET}, and the two models, compared",
+        lambda: compare_alloy_systems(
+            sessions,
+            artifacts_dir,
+            report_dir / "alloys",
+            "demo-quick" if plan.quick else "demo",
+            alloy_models,
+            plan.alloy_systems,
+            ALLOY_SET,
+            say,
+        ),
+    )
     stable = stable_list(sessions, "dft", 0.0, dimensionality=2)  # with the campaign's finds
     result = DemoResult(
         comparison_table(evaluations, stability),
@@ -540,6 +597,7 @@ def run_demo(
         stability,
         hulls,
         campaign_summary,
+        alloys,
     )
     result.stage_seconds = stages.seconds
     _write_summary(result, plan)

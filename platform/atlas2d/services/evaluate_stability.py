@@ -13,6 +13,7 @@ from atlas2d.analysis.stability import score_stability
 from atlas2d.errors import InvalidInput
 from atlas2d.queries import evaluations as evaluation_queries
 from atlas2d.queries import stability as queries
+from atlas2d.queries.leakage import training_overlap
 from atlas2d.services import models as registry
 from atlas2d.services.leakage import Leakage, check_leakage
 
@@ -44,6 +45,7 @@ def evaluate_stability(
     model_ref: str,
     threshold: float = 0.0,
     allow_leakage: bool = False,
+    exclude_trained: bool = False,
 ) -> StabilityEvaluation:
     """Compare a model's stability results with DFT's on the materials that have both.
 
@@ -51,6 +53,10 @@ def evaluate_stability(
         threshold: stable means e_above_hull ≤ threshold (eV/atom).
         allow_leakage: evaluate even materials in a train split of the model or an
             ancestor (``services.leakage``); the evaluation is stored flagged.
+        exclude_trained: leave those materials out instead (their count is stored in
+            the parameters as ``excluded_trained``): a model that relaxed its own
+            training materials (the end members of its alloys, say) is scored on the
+            others.
 
     Raises:
         InvalidInput: no material has both results (run ``atlas2d hull update`` for DFT
@@ -66,6 +72,17 @@ def evaluate_stability(
                 f"No material has stability results from both DFT and {source}: run "
                 f"`atlas2d hull update` and `atlas2d hull update --energy {source}` first."
             )
+        excluded = 0
+        if exclude_trained:
+            overlap = training_overlap(session, model.id, list(paired["material_key"]))
+            trained = {s.material_key for s in overlap.leaked}
+            excluded = int(paired["material_key"].isin(trained).sum())
+            paired = paired[~paired["material_key"].isin(trained)].reset_index(drop=True)
+            if paired.empty:
+                raise InvalidInput(
+                    f"Every material with stability results from both DFT and {source} is "
+                    "in a train split of the model or an ancestor: nothing is left to score."
+                )
         leakage = check_leakage(session, model, list(paired["material_key"]), allow_leakage)
         scores = score_stability(paired, threshold)
         evaluation_id = evaluation_queries.insert_evaluation(
@@ -81,6 +98,7 @@ def evaluate_stability(
                     "ml_hull_runs": sorted(int(r) for r in paired["ml_hull_run"].unique()),
                     "dft_hull_runs": sorted(int(r) for r in paired["dft_hull_run"].unique()),
                     "materials": paired["material_key"].tolist(),
+                    "excluded_trained": excluded,
                 },
                 "metrics": scores.metrics,
                 "per_element": scores.per_element,
