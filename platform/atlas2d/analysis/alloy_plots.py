@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from atlas2d.analysis.alloys import lower_hull_line
-from atlas2d.analysis.plots import plt  # matplotlib, or MissingExtra naming the extra
+from atlas2d.analysis.plots import new_figure  # matplotlib, or MissingExtra naming the extra
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
@@ -21,7 +21,8 @@ def formation_hull_plot(title: str, sources: Mapping[str, tuple[Any, Any]], path
             (DFT first, so the others are drawn over it).
         path: the PNG to write.
     """
-    figure, axis = plt.subplots(figsize=(5.6, 4.2))
+    figure = new_figure(figsize=(5.6, 4.2))
+    axis = figure.subplots()
     for index, (source, (x, energies)) in enumerate(sources.items()):
         colour = f"C{index}"
         marker = MARKERS[index % len(MARKERS)]
@@ -37,5 +38,4 @@ def formation_hull_plot(title: str, sources: Mapping[str, tuple[Any, Any]], path
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
-    plt.close(figure)
     return path
