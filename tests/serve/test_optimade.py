@@ -226,6 +226,9 @@ HOSTILE_FILTERS = [
     ('elements HAS ALL "Mo\'); TRUNCATE relaxations; --", "S"', 200, False),
     ('id = "$$; DROP TABLE stability; $$"', 200, False),
     ('species_at_sites HAS "Mo\\u0000"', 200, False),
+    # Symbols that are no element (ASE's placeholder "X" is 0): in no list, not a 500.
+    ('species_at_sites HAS "X"', 200, False),
+    ('elements HAS ONLY "X"', 200, False),
     ('_atlas2d_energy_sources HAS "dft\' UNION SELECT rolpassword FROM pg_authid --"', 200, False),
     ("nsites = 99999999999999999999999999", 200, False),
     ("nsites = 1 OR 1=1", 200, True),

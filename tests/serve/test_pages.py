@@ -223,3 +223,24 @@ def test_odd_but_valid_values_are_data(client: TestClient, query: str) -> None:
 def test_pages_only_read(client: TestClient) -> None:
     assert client.post("/").status_code == 405
     assert client.delete("/materials/x").status_code == 405
+
+
+def test_a_query_past_the_statement_timeout_is_a_503_page_and_download(
+    pages_database: PagesDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search (page or download) stopped by the server's statement timeout answers a
+    one-line 503, not the generic 500."""
+    from atlas2d.serve.pages import routes
+
+    def sleeping(session, query, download=False):  # type: ignore[no-untyped-def]
+        session.execute(text("SELECT pg_sleep(5)"))
+
+    monkeypatch.setattr(routes, "search_rows", sleeping)
+    engine = make_engine(pages_database.reader_url)
+    app = create_app(ReadOnlyDatabase(make_sessions(engine), 200, "reader"))
+    with TestClient(app) as impatient:
+        for path in ("/", "/search.csv", "/search.json"):
+            response = impatient.get(path)
+            assert response.status_code == 503, (path, response.text)
+            assert "statement timeout" in response.text
+    engine.dispose()

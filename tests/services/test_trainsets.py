@@ -500,3 +500,29 @@ def test_a_large_set_verifies_right_after_it_is_created(
     assert summary.n_frames == 200_000
     report = verify_training_set(sessions, "large")
     assert report.reproduced, report.differences
+
+
+def test_a_failed_statistics_refresh_leaves_the_file_ingested(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refresh runs after the file's commit: if ANALYZE fails (a lock timeout, a
+    lost connection) the file stays stored and the ingest reports it, no traceback."""
+    from atlas2d.services import ingest as ingest_service
+
+    def failing(session: Session, table: str, rows: int) -> bool:
+        raise DBAPIError("ANALYZE frames", {}, Exception("lock timeout"))
+
+    monkeypatch.setattr(ingest_service, "refresh_if_grown", failing)
+    batch = synthetic_trajectories(60, 25, (3, 8), seed=5, key_prefix="refresh")
+    result = ingest_parsed(
+        sessions, ParsedFile("refresh", "records", "", "test", trajectories=batch)
+    )
+    assert (result.status, result.frames) == ("ingested", 1500)
+    with sessions.begin() as session:
+        stored = session.execute(
+            text(
+                "SELECT count(*) FROM frames f JOIN relaxations r ON r.id = f.relaxation_id"
+                " JOIN materials m ON m.id = r.material_id WHERE m.key LIKE 'refresh-%'"
+            )
+        ).scalar_one()
+    assert stored == 1500

@@ -14,6 +14,7 @@ file ingested before is recognised at the end, and its transaction rolled back.
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from atlas2d.errors import AlreadyExists, InvalidInput
@@ -46,6 +47,8 @@ from atlas2d.queries.row_encoding import (
     relaxation_row,
 )
 from atlas2d.queries.statistics import refresh_if_grown
+
+log = logging.getLogger(__name__)
 
 INGESTED, ALREADY_PRESENT, REJECTED = "ingested", "already present", "rejected"
 
@@ -191,16 +194,21 @@ def _ingest_streamed(
 
 def _refresh_statistics(sessions: sessionmaker[Session], result: FileResult) -> None:
     """Analyse the tables this file grew a lot, after its commit (an ANALYZE holds a
-    lock that would serialise concurrent ingests until they commit)."""
+    lock that would serialise concurrent ingests until they commit). Best effort: the
+    file is stored by then, and autovacuum analyses later anyway, so a failure here
+    (a lock timeout, a lost connection) is logged and the ingest goes on."""
     added = {
         "frames": result.frames,
         "relaxations": result.relaxations,
         "materials": result.materials_new,
         "energy_entries": result.entries,
     }
-    with sessions.begin() as session:
-        for table, rows in added.items():
-            refresh_if_grown(session, table, rows)
+    try:
+        with sessions.begin() as session:
+            for table, rows in added.items():
+                refresh_if_grown(session, table, rows)
+    except DBAPIError as err:
+        log.warning("%s: stored; analysing the tables it grew failed: %s", result.path, err)
 
 
 def _conflict(parsed: ParsedFile, err: IntegrityError) -> FileResult:

@@ -319,7 +319,10 @@ class _ToSql(Transformer[Token, _Condition | None]):
         if prop.item in ("string", "element"):
             if not isinstance(value, str):
                 raise BadRequest(f"'{prop.name}' holds strings: give quoted values, not {value}")
-            return atomic_numbers.get(value) if prop.item == "element" and value != "X" else value
+            if prop.item == "element":
+                # Not an element (ASE maps the placeholder "X" to 0): in no list.
+                return atomic_numbers.get(value) or None
+            return value
         if isinstance(value, str) or (isinstance(value, float) and not value.is_integer()):
             raise BadRequest(f"'{prop.name}' holds integers, not {value!r}")
         number = int(value)

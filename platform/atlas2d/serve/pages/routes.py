@@ -77,12 +77,18 @@ def _page(request: Request, template: str, build: Callable[[], dict[str, Any]]) 
     except Atlas2dError as err:
         return _error(request, err)
     except OperationalError as err:
-        if getattr(err.orig, "sqlstate", None) != QUERY_CANCELED:
-            raise
-        return _error_page(
-            request, 503, "The query ran past the server's statement timeout; narrow it."
-        )
+        return _timed_out(request, err)
     return templates.TemplateResponse(request, template, context)
+
+
+def _timed_out(request: Request, err: OperationalError) -> HTMLResponse:
+    """The 503 page of a query stopped by the statement timeout; any other operational
+    error goes on to the app's one-line 500."""
+    if getattr(err.orig, "sqlstate", None) != QUERY_CANCELED:
+        raise err
+    return _error_page(
+        request, 503, "The query ran past the server's statement timeout; narrow it."
+    )
 
 
 def _error(request: Request, err: Atlas2dError) -> HTMLResponse:
@@ -133,9 +139,11 @@ def _download(
 ) -> Response:
     try:
         query = parse_search(request.query_params, energy_sources(session))
+        return render(query, search_rows(session, query, download=True))
     except InvalidInput as err:
         return _error(request, err)
-    return render(query, search_rows(session, query, download=True))
+    except OperationalError as err:
+        return _timed_out(request, err)
 
 
 @router.get("/search.csv")
