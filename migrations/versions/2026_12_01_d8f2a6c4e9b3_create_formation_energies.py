@@ -1,4 +1,4 @@
-"""Alloys: the ``formation_energies`` table (per material and energy source), the
+"""Alloys: the ``formation_energies`` table (per material, system and energy source), the
 ``alloy_formation_energies`` view, the ``cluster-expansion`` architecture and the
 ``alloy`` evaluation kind and the ``enumerate`` pool generator.
 
@@ -121,7 +121,11 @@ def upgrade() -> None:
             name=op.f("fk_formation_energies_activity_id_activities"),
             ondelete="SET NULL",
         ),
-        sa.PrimaryKeyConstraint("material_id", "energy_source", name=op.f("pk_formation_energies")),
+        # An end member (MoS2) belongs to every system with its metal, with its own x in
+        # each (1 in Mo-W-S, 0 in Cr-Mo-S): the system is part of the key.
+        sa.PrimaryKeyConstraint(
+            "material_id", "system", "energy_source", name=op.f("pk_formation_energies")
+        ),
     )
     op.create_index(
         op.f("ix_formation_energies_model_version_id"), "formation_energies", ["model_version_id"]

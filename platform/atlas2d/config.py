@@ -28,8 +28,10 @@ class Settings(BaseSettings):
         num_threads: BLAS/OpenMP/torch threads per process (``ATLAS2D_NUM_THREADS``,
             applied by ``atlas2d.threads`` before numpy and torch load).
         max_decompressed_mb: Largest content, MB (2**20 bytes), that ingest reads from
-            one input file once decompressed (``ATLAS2D_MAX_DECOMPRESSED_MB``); a file
-            over it is refused before it is held in memory.
+            one input file read whole (VASP, extxyz, convex-hull JSON), once
+            decompressed (``ATLAS2D_MAX_DECOMPRESSED_MB``); a file over it is refused
+            before it is held in memory. A streamed Alexandria trajectory file is not
+            limited: its memory follows ``ingest_batch_frames``.
         ingest_batch_frames: Frames that ingest reads, validates and writes at a time
             from an Alexandria trajectory file (``ATLAS2D_INGEST_BATCH_FRAMES``), all in
             the file's one transaction: ingest's memory grows with it, not with the

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
+import json
 import lzma
 import struct
 import tracemalloc
@@ -16,9 +17,10 @@ import pytest
 
 from atlas2d.config import Settings, get_settings
 from atlas2d.errors import InvalidInput
-from atlas2d.io.readers import ReadOptions, read_file
+from atlas2d.io.readers import InputFile, ReadOptions, read_file
 from atlas2d.io.records import ParsedFile
 from tests.conftest import VASP_DATA
+from tests.support.synthetic import alexandria_document, synthetic_trajectories
 
 FE2O2 = VASP_DATA / "Fe2O2_relax_vasprun.xml.gz"
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
@@ -106,6 +108,33 @@ def test_a_plain_file_over_the_limit_is_refused(limit_1_mb: None, tmp_path: Path
     big.write_bytes(b"{" + b" " * (2 << 20) + b"}")
     with pytest.raises(InvalidInput, match="ATLAS2D_MAX_DECOMPRESSED_MB"):
         read_file(big, ReadOptions())
+
+
+def test_a_streamed_file_is_not_limited_while_a_file_read_whole_is(
+    limit_1_mb: None, tmp_path: Path
+) -> None:
+    """An Alexandria trajectory file is read in batches (memory follows the batch), so
+    the limit applies only where a file is held whole: a hull JSON, or ``read_file``."""
+    trajectories = synthetic_trajectories(40, 20, 12, seed=3)
+    streamed = tmp_path / "alex.json.gz"
+    content = json.dumps(alexandria_document(trajectories)).encode()
+    streamed.write_bytes(gzip.compress(content))
+    assert len(content) > 2 << 20
+    with InputFile(streamed, ReadOptions()) as reading:
+        assert reading.streamed
+        keys = [t.material_key for b in reading.batches(40) for t in b.trajectories]
+        assert reading.sha256() == hashlib.sha256(content).hexdigest()
+    assert keys == [t.material_key for t in trajectories]
+    with pytest.raises(InvalidInput, match="more than 1 MB, the limit set by ATLAS2D_MAX"):
+        read_file(streamed, ReadOptions())  # held whole
+    hull = tmp_path / "hull.json"
+    hull.write_bytes(b'{"entries": [' + b" " * (2 << 20) + b"]}")
+    with (
+        pytest.raises(InvalidInput, match="more than 1 MB, the limit set by ATLAS2D_MAX"),
+        InputFile(hull, ReadOptions()) as reading,
+    ):
+        assert not reading.streamed
+        list(reading.batches(40))
 
 
 def test_a_vasprun_is_parsed_as_a_stream(tmp_path: Path) -> None:

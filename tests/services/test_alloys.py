@@ -147,3 +147,43 @@ def test_a_model_takes_its_own_end_members(alloys: AlloyDatabase) -> None:
     assert model.formation_energy_mev_per_site.to_numpy() == pytest.approx(
         reference.formation_energy_mev_per_site.to_numpy(), abs=1e-6
     )
+
+
+def _stored_rows(alloys: AlloyDatabase, system: str) -> list[tuple[object, ...]]:
+    """A system's stored DFT rows (key, x, E_F, end members, computed_at), by key."""
+    with alloys.engine.connect() as connection:
+        return [
+            tuple(row)
+            for row in connection.execute(
+                text(
+                    "SELECT material_key, x, formation_energy_mev_per_site, end_member_a_key,"
+                    " end_member_b_key, computed_at FROM alloy_formation_energies"
+                    " WHERE system = :system AND energy_source = 'dft' ORDER BY material_key"
+                ),
+                {"system": system},
+            )
+        ]
+
+
+def test_a_shared_end_member_keeps_a_row_per_system(alloys: AlloyDatabase) -> None:
+    # MoS2 is an end member of Mo-W-S and of Mo-Nb-S: each system keeps its own row,
+    # whichever was computed last, and recomputing one leaves the other's rows alone.
+    systems = ("Mo-W-S", "Mo-Nb-S")
+
+    def snapshot() -> dict[str, list[tuple[object, ...]]]:
+        return {s: [row[:-1] for row in _stored_rows(alloys, s)] for s in systems}
+
+    for system in systems:
+        compute_formation_energies(alloys.sessions, system, "dft")
+    first = snapshot()
+    for system in reversed(systems):
+        compute_formation_energies(alloys.sessions, system, "dft")
+    assert snapshot() == first
+    mos2 = {row[3] for row in first["Mo-W-S"]}  # A = Mo in both systems
+    assert mos2 == {row[3] for row in first["Mo-Nb-S"]} and len(mos2) == 1
+    for system in systems:
+        keys = {row[0] for row in first[system]}
+        assert mos2 <= keys
+    mo_nb = _stored_rows(alloys, "Mo-Nb-S")
+    compute_formation_energies(alloys.sessions, "Mo-W-S", "dft")
+    assert _stored_rows(alloys, "Mo-Nb-S") == mo_nb

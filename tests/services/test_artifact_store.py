@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -81,6 +82,30 @@ def test_storing_the_same_bytes_again_adds_no_row(sessions: sessionmaker[Session
 def _model(sessions: sessionmaker[Session], ref: str):  # type: ignore[no-untyped-def]
     with sessions.begin() as session:
         return resolve(session, ref)
+
+
+def test_bytes_that_do_not_hash_to_the_given_sha256_are_not_stored(
+    sessions: sessionmaker[Session],
+) -> None:
+    sha256 = hashlib.sha256(b"model bytes").hexdigest()
+    with sessions.begin() as session:
+        with pytest.raises(ValueError, match=f"under sha256 {sha256[:16]}…: its bytes hash"):
+            artifact_blobs.store_blob(session, sha256, b"other bytes")
+        assert artifact_blobs.blob_size(session, sha256) is None
+
+
+def test_a_missing_absolute_model_file_is_named_by_its_registered_path(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    registered = tmp_path / "elsewhere" / "model.pt"
+    sha256 = hashlib.sha256(b"gone").hexdigest()
+    model = SimpleNamespace(label="gone:1", artifact_path=str(registered), artifact_sha256=sha256)
+    with pytest.raises(NotFound) as raised:
+        registry.read_artifact(sessions, model, tmp_path / "artifacts")  # type: ignore[arg-type]
+    message = str(raised.value)
+    assert "\n" not in message
+    cached = tmp_path / "artifacts" / "blobs" / sha256
+    assert f"its file {registered} (nor its cached copy {cached}) does not exist" in message
 
 
 def test_a_machine_without_the_file_loads_the_database_copy(

@@ -120,3 +120,28 @@ def test_compare_scores_each_split_and_stores_an_evaluation(
             )
         ).scalar_one()
     assert metrics["Mo-W-S"]["test"]["n_alloys"] == len(test_keys)
+
+
+def test_compare_refuses_an_expansion_fitted_on_another_training_set(
+    alloy_database: AlloyDatabase, fitted: ModelVersionDetails
+) -> None:
+    from atlas2d.services.alloy_compare import compare_alloys
+
+    sessions = alloy_database.sessions
+    other = "ce-alloys-resplit"
+    create_training_set(
+        sessions,
+        other,
+        SelectionParameters(ecut=1e6, split=(60.0, 20.0, 20.0), seed=7, chemsys=("Mo-S-W",)),
+    )
+    compute_formation_energies(sessions, "Mo-W-S", "dft")
+    compute_formation_energies(sessions, "Mo-W-S", fitted.ref, alloy_database.artifacts_dir)
+    with pytest.raises(InvalidInput) as raised:
+        compare_alloys(sessions, ["Mo-W-S"], other)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(
+        f"Cluster expansion {fitted.ref} was fitted on training set {TRAINING_SET!r}, not {other!r}"
+    )
+    # On its own training set it compares.
+    assert not compare_alloys(sessions, ["Mo-W-S"], TRAINING_SET).errors.empty

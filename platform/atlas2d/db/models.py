@@ -790,12 +790,15 @@ class AlCandidate(Base):
 
 
 class FormationEnergy(Base):
-    """An alloy's formation energy per substitutional (metal) site, for one energy source.
+    """A layer's formation energy per substitutional (metal) site in one alloy system, for
+    one energy source.
 
     E_F = E(alloy) − [x·E(AX2) + (1−x)·E(BX2)] per formula unit of one metal site, with
     A the alphabetically first metal and x its fraction of the metal sites
-    (``analysis.alloys``). Replaced (not appended) by each ``atlas2d alloys formation``,
-    so a row is the latest result.
+    (``analysis.alloys``). Keyed by (material, system, energy source): an end member
+    (MoS2) has a row in every system with its metal, its x differing (1 in Mo-W-S, 0 in
+    Cr-Mo-S). Replaced (not appended) by each ``atlas2d alloys formation``, so a row is
+    the latest result.
     """
 
     __tablename__ = "formation_energies"
@@ -816,7 +819,7 @@ class FormationEnergy(Base):
     model_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("model_versions.id", ondelete="CASCADE"), index=True
     )
-    system: Mapped[str] = mapped_column(Text)
+    system: Mapped[str] = mapped_column(Text, primary_key=True)
     """``A-B-X`` with the metals in alphabetical order, e.g. ``Mo-W-S``."""
     x: Mapped[float] = mapped_column(Double)
     """Fraction of the metal sites held by A (the alphabetically first metal)."""

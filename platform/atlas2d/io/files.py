@@ -84,10 +84,11 @@ class ContentStream(io.RawIOBase):
 
     Reading past ``max_bytes`` raises ``InvalidInput`` naming the setting, so a small
     compressed file that expands without bound is refused after at most ``max_bytes``
-    were produced, and never held whole.
+    were produced, and never held whole. ``max_bytes`` None: no limit (a reader whose
+    memory is bounded otherwise, e.g. by its batch).
     """
 
-    def __init__(self, path: Path, max_bytes: int) -> None:
+    def __init__(self, path: Path, max_bytes: int | None) -> None:
         super().__init__()
         self.path = path
         self.max_bytes = max_bytes
@@ -145,7 +146,7 @@ class ContentStream(io.RawIOBase):
                 "Copy the file again from where it was made; nothing was written."
             ) from err
         self.size += count
-        if self.size > self.max_bytes:
+        if self.max_bytes is not None and self.size > self.max_bytes:
             raise InvalidInput(
                 f"{self.path}: its content{' once decompressed' if self.compressed else ''} "
                 f"is more than {self.max_bytes >> 20} MB, the limit set by "

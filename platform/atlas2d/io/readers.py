@@ -32,8 +32,9 @@ class ReadOptions:
         material_key: key for a VASP or single-relaxation extxyz file (default: the
             ``material_key`` of a label ticket in a VASP file's folder, else from the
             path).
-        max_decompressed_mb: refuse a file whose content, once decompressed, is larger
-            (MB); None: the ``ATLAS2D_MAX_DECOMPRESSED_MB`` setting.
+        max_decompressed_mb: refuse a file read whole whose content, once
+            decompressed, is larger (MB; a streamed file read in batches is not
+            limited); None: the ``ATLAS2D_MAX_DECOMPRESSED_MB`` setting.
     """
 
     format: str = "auto"
@@ -60,16 +61,20 @@ class InputFile:
     """One input file, open: decompressed and hashed as it is read, its format known.
 
     Use as a context manager. A file of a ``STREAMED_FORMATS`` format is read in batches
-    of trajectories, so memory is bounded by the batch size, not by the file; the others
-    (VASP, extxyz, convex-hull JSON) are parsed whole, within
-    ``options.max_decompressed_mb``.
+    of trajectories, so memory is bounded by the batch size, not by the file, and
+    ``options.max_decompressed_mb`` does not apply (unless ``hold_whole``); the others
+    (VASP, extxyz, convex-hull JSON) are parsed whole, within it.
+
+    Args:
+        hold_whole: the caller keeps every batch at once (``read_file``), so the size
+            limit applies to a streamed format too.
 
     Raises:
         InvalidInput: unknown format, unreadable or too large content, or a file name
             that is not UTF-8.
     """
 
-    def __init__(self, path: Path, options: ReadOptions) -> None:
+    def __init__(self, path: Path, options: ReadOptions, hold_whole: bool = False) -> None:
         try:
             str(path).encode()
         except UnicodeEncodeError as err:  # undecodable bytes of the name, kept as surrogates
@@ -85,6 +90,8 @@ class InputFile:
         except BaseException:
             self._content.close()
             raise
+        if self.streamed and not hold_whole:
+            self._content.max_bytes = None  # memory follows the batch, not the file
 
     def _format(self) -> str:
         fmt = self.options.format
@@ -171,7 +178,7 @@ def read_file(path: Path, options: ReadOptions) -> ParsedFile:
         InvalidInput: unknown format, unreadable, too large or malformed content, or a
             file name that is not UTF-8.
     """
-    with InputFile(path, options) as reading:
+    with InputFile(path, options, hold_whole=True) as reading:
         parsed = reading._empty()
         for batch in reading.batches(batch_frames=1 << 62):
             parsed.trajectories += batch.trajectories

@@ -121,19 +121,21 @@ def system_materials(session: Session, chemsys: str) -> list[LayerMaterial]:
     return [LayerMaterial(row["id"], row["key"], row["formula"], row["prototype"]) for row in rows]
 
 
+_FORMATION_KEY = ("material_id", "system", "energy_source")
+"""``formation_energies``' primary key."""
+
+
 def upsert_formation_energies(session: Session, rows: list[dict[str, Any]]) -> int:
-    """Store formation energies, replacing the (material, energy source) rows that exist
-    (``computed_at`` renewed); how many were written."""
+    """Store formation energies, replacing the (material, system, energy source) rows that
+    exist (``computed_at`` renewed); how many were written."""
     if not rows:
         return 0
     statement = insert(FormationEnergy).values(rows)
     replaced = {
-        column: statement.excluded[column]
-        for column in rows[0]
-        if column not in ("material_id", "energy_source")
+        column: statement.excluded[column] for column in rows[0] if column not in _FORMATION_KEY
     }
     statement = statement.on_conflict_do_update(
-        index_elements=["material_id", "energy_source"],
+        index_elements=list(_FORMATION_KEY),
         set_={**replaced, "computed_at": text("now()")},
     )
     session.execute(statement)

@@ -3,6 +3,8 @@ Functions take ``session`` first and never commit."""
 
 from __future__ import annotations
 
+import hashlib
+
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
@@ -11,12 +13,22 @@ from atlas2d.db.models import ArtifactBlob
 
 
 def store_blob(session: Session, sha256: str, content: bytes) -> bool:
-    """Store ``content`` under ``sha256`` (the caller has checked that it is its hash).
+    """Store ``content`` under ``sha256``, its hex digest.
 
     Returns:
         True when it was stored, False when a blob with that hash was already there
         (the same bytes: it is not stored twice).
+
+    Raises:
+        ValueError: ``content``'s sha256 is not ``sha256``: a blob stored under another
+            hash would be refused by every load (checked here, cheaply, in Python).
     """
+    actual = hashlib.sha256(content).hexdigest()
+    if actual != sha256:
+        raise ValueError(
+            f"Refusing to store a model file under sha256 {sha256[:16]}…: its bytes hash "
+            f"to {actual[:16]}…."
+        )
     inserted = session.execute(
         insert(ArtifactBlob)
         .values(sha256=sha256, n_bytes=len(content), content=content)

@@ -23,8 +23,9 @@ from atlas2d.errors import InvalidInput, NotFound
 from atlas2d.queries import alloys as queries
 from atlas2d.queries import training_sets as trainset_queries
 from atlas2d.queries.evaluations import insert_evaluation
+from atlas2d.queries.model_versions import version_by_id
 from atlas2d.services.models import resolve
-from atlas2d.vocabulary import DFT, SPLITS
+from atlas2d.vocabulary import CLUSTER_EXPANSION, DFT, SPLITS
 
 
 @dataclass
@@ -61,6 +62,27 @@ def _paired(stored: pd.DataFrame, splits: Mapping[int, str]) -> pd.DataFrame:
     return paired
 
 
+def _check_expansions_fitted_on(
+    session: Session, stored: pd.DataFrame, training_set_id: int, training_set: str
+) -> None:
+    """Refuse a cluster expansion fitted on another training set: that set's train
+    split may hold this one's test materials, so its errors there would mean nothing.
+
+    Raises:
+        InvalidInput: naming the expansion and both training sets.
+    """
+    for model_version_id in sorted(set(stored.model_version_id.dropna().astype(int))):
+        model = version_by_id(session, model_version_id)
+        if model.architecture == CLUSTER_EXPANSION and model.training_set_id != training_set_id:
+            raise InvalidInput(
+                f"Cluster expansion {model.label} was fitted on training set "
+                f"{model.training_set!r}, not {training_set!r}: its errors on "
+                f"{training_set!r}'s splits would count materials it was fitted on. Compare "
+                f"with --trainset {model.training_set}, or fit one on {training_set!r} "
+                "(`atlas2d alloys fit-ce`) and leave this one out with --energy."
+            )
+
+
 def _listed(keys: list[str]) -> str:
     return ", ".join(keys) or "–"
 
@@ -88,7 +110,8 @@ def compare_alloys(
             ``NAME`` or ``NAME:VERSION``); empty: every stored one.
 
     Raises:
-        InvalidInput: a bad system, or none. NotFound: no such training set, or a system
+        InvalidInput: a bad system, or none; a cluster expansion fitted on another
+            training set. NotFound: no such training set, or a system
             without DFT formation energies (run ``alloys formation --energy dft``) or
             without any other source's.
     """
@@ -106,6 +129,7 @@ def compare_alloys(
         if energy_sources:
             chosen = {DFT, *(resolve(session, s).label for s in energy_sources if s != DFT)}
             stored = stored[stored.energy_source.isin(chosen)]
+        _check_expansions_fitted_on(session, stored, row.id, training_set)
         for label in labels:
             sources = set(stored.energy_source[stored.system == label])
             if DFT not in sources:

@@ -13,8 +13,9 @@ lowest-energy-per-atom AX2 and BX2 layers *of the same source*:
 * a cluster expansion (``atlas2d alloys fit-ce``): its prediction of E_F
   (``services.cluster_expansion``), against DFT's end members.
 
-``services.alloy_formation`` stores the rows in ``formation_energies`` (one per material and source, replaced on
-every run, rows of materials that lost their energy dropped) in one transaction.
+``services.alloy_formation`` stores the rows in ``formation_energies`` (one per material,
+system and source, replaced on every run, rows of materials that lost their energy
+dropped) in one transaction.
 """
 
 from __future__ import annotations

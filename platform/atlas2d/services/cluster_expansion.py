@@ -14,6 +14,7 @@ materials and the environment.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -247,18 +248,18 @@ def fit_cluster_expansion(
         (artifacts_dir / relative_dir).mkdir(parents=True)
         path = artifacts_dir / relative_dir / ARTIFACT_NAME
         numerics.write(fitted.expansion, path)
-        from atlas2d.mlff.artifacts import sha256_of_file
-
+        # One read: the bytes hashed are the bytes stored.
+        content = path.read_bytes()
+        sha256 = hashlib.sha256(content).hexdigest()
         metrics = {
             "cross_validation": fitted.metrics,
             "training_materials": kept,
             "unmapped_materials": unmapped,
         }
-        sha256 = sha256_of_file(path)
         with sessions.begin() as session:
             # The database's copy, in the transaction that makes the version ready (as
             # for force fields): any machine that reaches the database can load it.
-            blob_queries.store_blob(session, sha256, path.read_bytes())
+            blob_queries.store_blob(session, sha256, content)
             registry_queries.finish_version(
                 session,
                 model_version_id,

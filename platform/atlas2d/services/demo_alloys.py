@@ -23,10 +23,11 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from atlas2d.analysis.alloys import parse_system
-from atlas2d.errors import NotFound
+from atlas2d.errors import InvalidInput, NotFound
 from atlas2d.io.files import content_sha256
 from atlas2d.mlff.relax import RelaxSettings
 from atlas2d.queries.materials import MaterialFilter
+from atlas2d.queries.model_versions import ModelVersionRef
 from atlas2d.queries.sources import source_id_by_sha256
 from atlas2d.services import models as registry
 from atlas2d.services.activities import CommandRun, recording
@@ -114,12 +115,18 @@ def _ensure_expansion(
 
     with sessions.begin() as session:
         try:
-            label: str | None = registry.resolve(session, name).label
+            found: ModelVersionRef | None = registry.resolve(session, name)
         except NotFound:  # not fitted yet
-            label = None
-    if label is not None:
-        say(f"      {label} is ready: reused")
-        return label
+            found = None
+    if found is not None:
+        if found.training_set != training_set:
+            raise InvalidInput(
+                f"Cluster expansion {found.label} was fitted on training set "
+                f"{found.training_set!r}, not the demo's {training_set!r}; run the demo on "
+                "a fresh database (another ATLAS2D_HOME)."
+            )
+        say(f"      {found.label} is ready: reused")
+        return found.label
     request = FitRequest(system, training_set, name)
     with _as_command(
         sessions,

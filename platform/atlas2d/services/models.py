@@ -142,8 +142,16 @@ def _fetch_into_cache(sessions: sessionmaker[Session], model: ModelVersionRef, p
     with sessions.begin() as session:
         n_bytes = blobs.blob_size(session, sha256)
         if n_bytes is None:
+            # An absolute registered path that is missing falls back to the cache path
+            # (``artifact_file``); the registered one is the path the user knows.
+            registered = Path(str(model.artifact_path))
+            where = (
+                f"{registered} (nor its cached copy {path})"
+                if registered.is_absolute() and registered != path
+                else str(path)
+            )
             raise NotFound(
-                f"Model {model.label} cannot be loaded: its file {path} does not exist on "
+                f"Model {model.label} cannot be loaded: its file {where} does not exist on "
                 "this machine and the database holds no copy of it. Copy the file there from "
                 "the machine that trained it (a load there stores it in the database), or "
                 "train the model again."
