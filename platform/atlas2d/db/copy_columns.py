@@ -185,10 +185,12 @@ class CopiedBatch:
         item = np.dtype(dtype).itemsize
         offsets = self.offsets[field] if rows is None else self.offsets[field][rows]
         lengths = self.lengths[field] if rows is None else self.lengths[field][rows]
+        if (self._read(offsets + 4, ">i4") != 0).any():  # the header's has-NULLs flag
+            raise ValueError(f"{self.names[field]} holds an array with NULL elements")
         if (starts + counts * (4 + item) != offsets + lengths).any():
             raise ValueError(f"{self.names[field]} holds elements of another size than {dtype}")
         if (self._series(starts, counts, 4 + item, ">i4") != item).any():
-            raise ValueError(f"{self.names[field]} holds an array with NULL elements")
+            raise ValueError(f"{self.names[field]} holds elements of another size than {dtype}")
         values = self._series(starts + 4, counts, 4 + item, dtype)
         return values.astype(np.dtype(dtype).newbyteorder("="))
 
