@@ -4,7 +4,6 @@ export is byte-identical, on frames with the edge cases stored data can hold."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,56 +12,16 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from atlas2d.db.types import Vec3Array
 from atlas2d.errors import InvalidInput
 from atlas2d.io.records import ParsedFile
 from atlas2d.queries import training_sets
 from atlas2d.queries.training_sets import SelectionParameters, TrainingFrame
+from atlas2d.services import trainsets
 from atlas2d.services.ingest import ingest_parsed
 from atlas2d.services.trainsets import create_training_set, export_training_set
-from atlas2d.vocabulary import SPLITS, Split
+from atlas2d.vocabulary import SPLITS
+from tests.support.row_reader import reference_export_frames, reference_frames
 from tests.support.synthetic import synthetic_trajectories
-
-REFERENCE_SQL = """
-SELECT t.frame_id, t.split, f.step, f.cell, f.positions, f.forces, f.stress, f.energy,
-       r.id AS relaxation_id, r.species, r.pbc, m.key AS material_key, m.dimensionality
-FROM training_set_frames t
-JOIN frames f ON f.id = t.frame_id
-JOIN relaxations r ON r.id = f.relaxation_id
-JOIN materials m ON m.id = r.material_id
-WHERE t.training_set_id = :id AND t.split = :split
-ORDER BY t.frame_id
-"""
-
-
-def reference_frames(
-    session: Session, training_set_id: int, split: Split
-) -> Iterator[TrainingFrame]:
-    """The reader ``split_frames`` replaced: SQLAlchemy rows from a server-side cursor,
-    psycopg's lists made arrays."""
-    rows = session.execute(
-        text(REFERENCE_SQL)
-        .columns(positions=Vec3Array, forces=Vec3Array)
-        .execution_options(stream_results=True, yield_per=2000),
-        {"id": training_set_id, "split": split},
-    )
-    for row in rows:
-        yield TrainingFrame(
-            frame_id=row.frame_id,
-            relaxation_id=row.relaxation_id,
-            step=row.step,
-            split=row.split,
-            material_key=row.material_key,
-            dimensionality=row.dimensionality,
-            species=np.asarray(row.species, dtype=np.int64),
-            cell=np.asarray(row.cell, dtype=np.float64),
-            positions=row.positions,
-            energy=float(row.energy),
-            forces=row.forces,
-            stress=None if row.stress is None else np.asarray(row.stress, dtype=np.float64),
-            pbc=(row.pbc[0], row.pbc[1], row.pbc[2]),
-        )
-
 
 HUGE = np.finfo(np.float64).max
 TINY = 5e-324  # the smallest subnormal
@@ -186,7 +145,7 @@ def test_mace_export_is_byte_identical_to_the_row_reader(
 ) -> None:
     monkeypatch.setattr(training_sets, "SPLIT_FRAMES_BATCH", 5)
     new = export_training_set(sessions, "edge", "mace", tmp_path / "new")
-    monkeypatch.setattr(training_sets, "split_frames", reference_frames)
+    monkeypatch.setattr(trainsets, "_export_frames", reference_export_frames)
     old = export_training_set(sessions, "edge", "mace", tmp_path / "old")
     assert {split: count for split, (_, count) in new.items()} == {
         split: count for split, (_, count) in old.items()

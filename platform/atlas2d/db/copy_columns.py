@@ -17,6 +17,7 @@ bound) per dimension, then each element as int32 length and value.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -86,7 +87,7 @@ class CopiedBatch:
         if (self.lengths[field] == NULL_LENGTH).any():
             raise ValueError(f"{self.names[field]} is NULL ({what})")
 
-    def scalars(self, field: int, dtype: str) -> list[object]:
+    def scalars(self, field: int, dtype: str) -> list[Any]:
         """A fixed-size field as Python values (int, float, bool), None where NULL.
 
         ``dtype``: its network-order numpy type (``>i8``, ``>i4``, ``>i2``, ``>f8``,
@@ -98,7 +99,7 @@ class CopiedBatch:
             raise ValueError(f"{self.names[field]} is not {dtype} in every row")
         if not nulls.any():
             return self._read(self.offsets[field], dtype).tolist()  # type: ignore[no-any-return]
-        values: list[object] = [None] * self.n_rows
+        values: list[Any] = [None] * self.n_rows
         present = np.flatnonzero(~nulls)
         for row, value in zip(
             present.tolist(), self._read(self.offsets[field][present], dtype).tolist(), strict=True

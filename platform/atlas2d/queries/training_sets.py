@@ -23,7 +23,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from sqlalchemy import select, text
@@ -820,27 +820,108 @@ SPLIT_FRAMES_BATCH = 4096
 """Rows decoded together: about 3 MB for frames of 3–20 atoms."""
 
 
-def split_frames(session: Session, training_set_id: int, split: Split) -> Iterator[TrainingFrame]:
-    """A training set's frames of one split, by frame id, streamed in batches of
-    ``SPLIT_FRAMES_BATCH`` rows.
+@dataclass(frozen=True)
+class FrameBatch:
+    """Consecutive frames of a split, by frame id, column-wise (units and signs as in
+    ``TrainingFrame``; B frames, Σn atoms).
+
+    Attributes:
+        frame_ids, relaxation_ids, steps: (B,) ints. energies: (B,) eV.
+        dimensionalities: (B,) the materials' (None where unknown). material_keys: (B,).
+        pbc: (B,) the relaxations' periodic flags (a, b, c).
+        cells: (B, 3, 3) Å, rows. stresses: (B, 3, 3) eV/Å³ as stored, zeros where
+            ``has_stress`` is False. has_stress: (B,).
+        species: (Σn,) atomic numbers (int64). positions: (Σn, 3) Å. forces: (Σn, 3) eV/Å.
+        bounds: (B + 1,) frame i's atoms are rows ``bounds[i]:bounds[i + 1]``.
+    """
+
+    split: Split
+    frame_ids: list[int]
+    relaxation_ids: list[int]
+    steps: list[int]
+    energies: list[float]
+    dimensionalities: list[int | None]
+    material_keys: list[str]
+    pbc: list[tuple[bool, bool, bool]]
+    cells: np.ndarray
+    stresses: np.ndarray
+    has_stress: list[bool]
+    species: np.ndarray
+    positions: np.ndarray
+    forces: np.ndarray
+    bounds: list[int]
+
+    def frames(self) -> Iterator[TrainingFrame]:
+        """The batch frame by frame; a frame's arrays are views of the batch's."""
+        bounds = self.bounds
+        columns = zip(
+            self.frame_ids,
+            self.relaxation_ids,
+            self.steps,
+            self.material_keys,
+            self.dimensionalities,
+            self.energies,
+            self.has_stress,
+            self.pbc,
+            bounds,
+            bounds[1:],
+            strict=False,  # the bounds have one item more than there are frames
+        )
+        for i, (frame_id, relaxation_id, step, key, dim, energy, stressed, pbc, a, b) in enumerate(
+            columns
+        ):
+            yield TrainingFrame(
+                frame_id=frame_id,
+                relaxation_id=relaxation_id,
+                step=step,
+                split=self.split,
+                material_key=key,
+                dimensionality=dim,
+                species=self.species[a:b],
+                cell=self.cells[i],
+                positions=self.positions[a:b],
+                energy=energy,
+                forces=self.forces[a:b],
+                stress=self.stresses[i] if stressed else None,
+                pbc=pbc,
+            )
+
+
+def split_frame_batches(
+    session: Session, training_set_id: int, split: Split
+) -> Iterator[FrameBatch]:
+    """A training set's frames of one split, by frame id, in batches of
+    ``SPLIT_FRAMES_BATCH`` frames (streamed: one batch in memory at a time).
 
     A binary COPY decoded with numpy a batch at a time (``db.copy_columns``): the
-    rows psycopg decoded into lists (cell, stress, species) and then into arrays cost
-    as much as writing the MACE file. A frame's arrays are views of its batch's arrays.
+    rows psycopg decoded into lists (cell, stress, species), then into arrays, cost as
+    much as writing the MACE file.
+
+    Raises:
+        InvalidInput: a stored frame is not laid out as the schema stores it (a cell
+            or stress that is not 3×3, species with NULLs, as many species as
+            positions): edited outside atlas2d.
     """
     parameters = {"id": int(training_set_id), "split": split}
     with (
         driver_connection(session).cursor() as cursor,
         cursor.copy(SPLIT_FRAMES_COPY, parameters) as copy,
     ):
-        batch: list[memoryview] = []
+        rows: list[memoryview] = []
         for row in copied_rows(copy):
-            batch.append(row)
-            if len(batch) == SPLIT_FRAMES_BATCH:
-                yield from _split_frame_batch(batch, split)
-                batch = []
-        if batch:
-            yield from _split_frame_batch(batch, split)
+            rows.append(row)
+            if len(rows) == SPLIT_FRAMES_BATCH:
+                yield _frame_batch(rows, split)
+                rows = []
+        if rows:
+            yield _frame_batch(rows, split)
+
+
+def split_frames(session: Session, training_set_id: int, split: Split) -> Iterator[TrainingFrame]:
+    """A training set's frames of one split, by frame id, streamed
+    (``split_frame_batches`` frame by frame)."""
+    for batch in split_frame_batches(session, training_set_id, split):
+        yield from batch.frames()
 
 
 SPLIT_FRAMES_FIELDS = (
@@ -862,68 +943,49 @@ SPLIT_FRAMES_FIELDS = (
 """The fields of ``SPLIT_FRAMES_COPY``, in order."""
 
 
-def _split_frame_batch(rows: list[memoryview], split: Split) -> Iterator[TrainingFrame]:
-    """The frames of a batch of ``SPLIT_FRAMES_COPY`` rows.
-
-    Raises:
-        InvalidInput: a stored frame is not laid out as the schema stores it (a cell
-            or stress that is not 3×3, species with NULLs): edited outside atlas2d.
-    """
+def _frame_batch(rows: list[memoryview], split: Split) -> FrameBatch:
+    """The frames of ``SPLIT_FRAMES_COPY`` rows (``split_frame_batches`` raises)."""
     try:
-        yield from _decoded_frames(CopiedBatch(rows, SPLIT_FRAMES_FIELDS), split)
+        batch = CopiedBatch(rows, SPLIT_FRAMES_FIELDS)
+        cells, _ = batch.matrices(9, (3, 3))
+        stresses, no_stress = batch.matrices(10, (3, 3))
+        species, species_bounds = batch.vectors(11, ">i2")
+        positions, bounds = batch.vec3_bytes(12)
+        forces, force_bounds = batch.vec3_bytes(13)
+        for name, other in (("species", species_bounds), ("forces", force_bounds)):
+            if (other != bounds).any():
+                first = int(np.flatnonzero(np.diff(other) != np.diff(bounds))[0])
+                frame_id = batch.scalars(0, ">i8")[first]
+                raise ValueError(f"frame {frame_id} has another number of {name} than positions")
+        return FrameBatch(
+            split=split,
+            frame_ids=batch.scalars(0, ">i8"),
+            steps=batch.scalars(1, ">i4"),
+            energies=batch.scalars(2, ">f8"),
+            relaxation_ids=batch.scalars(3, ">i4"),
+            dimensionalities=batch.scalars(4, ">i2"),
+            pbc=list(
+                zip(
+                    batch.scalars(5, "?"),
+                    batch.scalars(6, "?"),
+                    batch.scalars(7, "?"),
+                    strict=True,
+                )
+            ),
+            material_keys=cast("list[str]", batch.texts(8)),  # materials.key is NOT NULL
+            cells=cells,
+            stresses=stresses,
+            has_stress=(~no_stress).tolist(),
+            species=species.astype(np.int64),
+            positions=positions,
+            forces=forces,
+            bounds=bounds.tolist(),
+        )
     except ValueError as err:
         raise InvalidInput(
             f"A stored frame of the {split} split cannot be exported: {err}. Run "
             "`atlas2d trainset verify` on the set; fix or delete the frame with SQL."
         ) from err
-
-
-def _decoded_frames(batch: CopiedBatch, split: Split) -> Iterator[TrainingFrame]:
-    """The frames of a located batch (``_split_frame_batch``)."""
-    cells, _ = batch.matrices(9, (3, 3))
-    stresses, no_stress = batch.matrices(10, (3, 3))
-    species, species_bounds = batch.vectors(11, ">i2")
-    species = species.astype(np.int64)
-    positions, atom_bounds = batch.vec3_bytes(12)
-    forces, force_bounds = batch.vec3_bytes(13)
-    if (force_bounds != atom_bounds).any():
-        raise ValueError("a frame has forces for another number of sites than positions")
-    z_bounds, n_bounds = species_bounds.tolist(), atom_bounds.tolist()
-    columns = zip(
-        range(batch.n_rows),
-        batch.scalars(0, ">i8"),
-        batch.scalars(1, ">i4"),
-        batch.scalars(2, ">f8"),
-        batch.scalars(3, ">i4"),
-        batch.scalars(4, ">i2"),
-        batch.scalars(5, "?"),
-        batch.scalars(6, "?"),
-        batch.scalars(7, "?"),
-        batch.texts(8),
-        no_stress.tolist(),
-        z_bounds,
-        z_bounds[1:],
-        n_bounds,
-        n_bounds[1:],
-        strict=False,  # the bounds have one item more than there are rows
-    )
-    for i, frame_id, step, energy, relaxation_id, dimensionality, a, b, c, key, *rest in columns:
-        null, z, z_end, n, n_end = rest
-        yield TrainingFrame(
-            frame_id=frame_id,
-            relaxation_id=relaxation_id,
-            step=step,
-            split=split,
-            material_key=key,
-            dimensionality=dimensionality,
-            species=species[z:z_end],
-            cell=cells[i],
-            positions=positions[n:n_end],
-            energy=energy,
-            forces=forces[n:n_end],
-            stress=None if null else stresses[i],
-            pbc=(a, b, c),
-        )
 
 
 def training_set_elements(session: Session, training_set_id: int) -> tuple[str, ...]:
