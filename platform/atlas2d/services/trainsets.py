@@ -439,28 +439,47 @@ def _changed_frames(session: Session, training_set_id: int, limit: int = 20) -> 
 def _export_frames(
     session: Session, training_set_id: int, name: str, split: Split
 ) -> Iterator[ExportFrame]:
-    """Stream a split's frames from the database, a layer's stress in-plane only."""
-    for frame in queries.split_frames(session, training_set_id, split):
-        stress = frame.stress
-        if stress is not None and frame.dimensionality == 2:
-            stress = zero_out_of_plane(stress)
-        yield ExportFrame(
-            species=frame.species,
-            cell=frame.cell,
-            positions=frame.positions,
-            energy=frame.energy,
-            forces=frame.forces,
-            stress=stress,
-            info={
-                "material_key": frame.material_key,
-                "relaxation_id": frame.relaxation_id,
-                "frame_id": frame.frame_id,
-                "step": frame.step,
-                "split": frame.split,
-                "training_set": name,
-            },
-            pbc=frame.pbc,
+    """Stream a split's frames from the database, a layer's stress in-plane only.
+
+    Built from the batches, not through ``TrainingFrame``: a second object per frame
+    and zeroing one stress at a time were a sixth of the export's time.
+    """
+    for batch in queries.split_frame_batches(session, training_set_id, split):
+        layers = np.array([d == 2 for d in batch.dimensionalities])[:, np.newaxis, np.newaxis]
+        stresses = np.where(layers, zero_out_of_plane(batch.stresses), batch.stresses)
+        bounds = batch.bounds
+        columns = zip(
+            batch.frame_ids,
+            batch.relaxation_ids,
+            batch.steps,
+            batch.material_keys,
+            batch.energies,
+            batch.has_stress,
+            batch.pbc,
+            bounds,
+            bounds[1:],
+            strict=False,  # the bounds have one item more than there are frames
         )
+        for i, (frame_id, relaxation_id, step, key, energy, stressed, pbc, a, b) in enumerate(
+            columns
+        ):
+            yield ExportFrame(
+                species=batch.species[a:b],
+                cell=batch.cells[i],
+                positions=batch.positions[a:b],
+                energy=energy,
+                forces=batch.forces[a:b],
+                stress=stresses[i] if stressed else None,
+                info={
+                    "material_key": key,
+                    "relaxation_id": relaxation_id,
+                    "frame_id": frame_id,
+                    "step": step,
+                    "split": split,
+                    "training_set": name,
+                },
+                pbc=pbc,
+            )
 
 
 def export_training_set(
