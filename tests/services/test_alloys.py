@@ -62,10 +62,16 @@ def test_rerunning_replaces_rows(alloys: AlloyDatabase) -> None:
     assert again.equals(first)
     with alloys.engine.connect() as connection:
         stored = connection.execute(
-            text("SELECT count(*) FROM formation_energies WHERE system = 'Mo-W-S'")
+            text(
+                "SELECT count(*) FROM formation_energies"
+                " WHERE system = 'Mo-W-S' AND energy_source = 'dft'"
+            )
         ).scalar_one()
         viewed = connection.execute(
-            text("SELECT count(*) FROM alloy_formation_energies WHERE system = 'Mo-W-S'")
+            text(
+                "SELECT count(*) FROM alloy_formation_energies"
+                " WHERE system = 'Mo-W-S' AND energy_source = 'dft'"
+            )
         ).scalar_one()
     assert stored == viewed == len(first)
 

@@ -137,11 +137,15 @@ def test_compare_refuses_an_expansion_fitted_on_another_training_set(
     compute_formation_energies(sessions, "Mo-W-S", "dft")
     compute_formation_energies(sessions, "Mo-W-S", fitted.ref, alloy_database.artifacts_dir)
     with pytest.raises(InvalidInput) as raised:
-        compare_alloys(sessions, ["Mo-W-S"], other)
+        compare_alloys(sessions, ["Mo-W-S"], other, energy_sources=[fitted.ref])
     message = str(raised.value)
     assert "\n" not in message
     assert message.startswith(
         f"Cluster expansion {fitted.ref} was fitted on training set {TRAINING_SET!r}, not {other!r}"
     )
+    # Not named, it is left out of a comparison on another set, and said so.
+    assert fitted.ref in compare_alloys(sessions, ["Mo-W-S"], other).left_out
     # On its own training set it compares.
-    assert not compare_alloys(sessions, ["Mo-W-S"], TRAINING_SET).errors.empty
+    own = compare_alloys(sessions, ["Mo-W-S"], TRAINING_SET)
+    assert fitted.ref not in own.left_out
+    assert fitted.ref in set(own.errors.energy_source)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from atlas2d.cli.context import writes
-from atlas2d.cli.output import OutputFormat, console, print_frame
+from atlas2d.cli.output import OutputFormat, console, error_console, print_frame
 from atlas2d.vocabulary import (
     DEFAULT_ALLOY_MAX_SITES,
     DEFAULT_CE_CUTOFFS_A,
@@ -143,5 +143,11 @@ def compare(
     print_frame(result.errors, format, title=f"Formation energies against DFT ({trainset} splits)")
     if format is OutputFormat.table:
         print_frame(result.ground_states, format, title="Ground states (lower hull of E_F vs x)")
+    for label, fitted_on in result.left_out.items():
+        error_console.print(
+            f"left out {label}: fitted on training set {fitted_on!r}, not {trainset!r}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if result.report is not None:
         console.print(f"report: {result.report}", highlight=False)

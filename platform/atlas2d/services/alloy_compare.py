@@ -11,7 +11,7 @@ has in the training set; alloys outside the set are not counted.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,8 @@ class AlloyComparison:
     ground_states: pd.DataFrame
     paired: pd.DataFrame
     report: Path | None = None
+    left_out: dict[str, str] = field(default_factory=dict)
+    """Cluster expansions left out: {label: the training set they were fitted on}."""
 
 
 def _paired(stored: pd.DataFrame, splits: Mapping[int, str]) -> pd.DataFrame:
@@ -62,25 +64,34 @@ def _paired(stored: pd.DataFrame, splits: Mapping[int, str]) -> pd.DataFrame:
     return paired
 
 
-def _check_expansions_fitted_on(
-    session: Session, stored: pd.DataFrame, training_set_id: int, training_set: str
-) -> None:
-    """Refuse a cluster expansion fitted on another training set: that set's train
-    split may hold this one's test materials, so its errors there would mean nothing.
+def _expansions_fitted_elsewhere(
+    session: Session, stored: pd.DataFrame, training_set_id: int
+) -> dict[str, str]:
+    """{cluster expansion label: the training set it was fitted on} for each stored
+    expansion fitted on another set than ``training_set_id``: that set's train split may
+    hold this one's test materials, so its errors here would mean nothing."""
+    elsewhere = {}
+    for model_version_id in sorted(set(stored.model_version_id.dropna().astype(int))):
+        model = version_by_id(session, model_version_id)
+        if model.architecture == CLUSTER_EXPANSION and model.training_set_id != training_set_id:
+            elsewhere[model.label] = str(model.training_set)
+    return elsewhere
+
+
+def _refuse_expansions_fitted_elsewhere(elsewhere: dict[str, str], training_set: str) -> None:
+    """A requested (``--energy``) expansion fitted on another set is an error.
 
     Raises:
         InvalidInput: naming the expansion and both training sets.
     """
-    for model_version_id in sorted(set(stored.model_version_id.dropna().astype(int))):
-        model = version_by_id(session, model_version_id)
-        if model.architecture == CLUSTER_EXPANSION and model.training_set_id != training_set_id:
-            raise InvalidInput(
-                f"Cluster expansion {model.label} was fitted on training set "
-                f"{model.training_set!r}, not {training_set!r}: its errors on "
-                f"{training_set!r}'s splits would count materials it was fitted on. Compare "
-                f"with --trainset {model.training_set}, or fit one on {training_set!r} "
-                "(`atlas2d alloys fit-ce`) and leave this one out with --energy."
-            )
+    if elsewhere:
+        label, fitted_on = next(iter(elsewhere.items()))
+        raise InvalidInput(
+            f"Cluster expansion {label} was fitted on training set {fitted_on!r}, not "
+            f"{training_set!r}: its errors on {training_set!r}'s splits would count "
+            f"materials it was fitted on. Compare with --trainset {fitted_on}, or fit one on "
+            f"{training_set!r} (`atlas2d alloys fit-ce`)."
+        )
 
 
 def _listed(keys: list[str]) -> str:
@@ -110,8 +121,9 @@ def compare_alloys(
             ``NAME`` or ``NAME:VERSION``); empty: every stored one.
 
     Raises:
-        InvalidInput: a bad system, or none; a cluster expansion fitted on another
-            training set. NotFound: no such training set, or a system
+        InvalidInput: a bad system, or none; a cluster expansion named in
+            ``energy_sources`` that was fitted on another training set (unnamed ones are
+            left out: ``AlloyComparison.left_out``). NotFound: no such training set, or a system
             without DFT formation energies (run ``alloys formation --energy dft``) or
             without any other source's.
     """
@@ -129,7 +141,11 @@ def compare_alloys(
         if energy_sources:
             chosen = {DFT, *(resolve(session, s).label for s in energy_sources if s != DFT)}
             stored = stored[stored.energy_source.isin(chosen)]
-        _check_expansions_fitted_on(session, stored, row.id, training_set)
+        elsewhere = _expansions_fitted_elsewhere(session, stored, row.id)
+        if energy_sources:
+            _refuse_expansions_fitted_elsewhere(elsewhere, training_set)
+        # Not asked for by name: left out, and said so.
+        stored = stored[~stored.energy_source.isin(list(elsewhere))]
         for label in labels:
             sources = set(stored.energy_source[stored.system == label])
             if DFT not in sources:
@@ -151,7 +167,9 @@ def compare_alloys(
         dft = stored[(stored.energy_source == DFT) & (stored.x > 0) & (stored.x < 1)]
         ground_rows = numerics.ground_state_rows(dft, paired)
         _store_evaluations(session, row.id, labels, errors, ground_rows, paired)
-    comparison = AlloyComparison(errors, _ground_state_table(ground_rows), paired)
+    comparison = AlloyComparison(
+        errors, _ground_state_table(ground_rows), paired, left_out=elsewhere
+    )
     if report_dir is not None:
         comparison.report = write_report(comparison, training_set, report_dir)
     return comparison
