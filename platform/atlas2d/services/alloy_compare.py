@@ -154,10 +154,14 @@ def compare_alloys(
                     f"--system {label} --energy dft` first."
                 )
             if sources == {DFT}:
+                left_out = "".join(
+                    f" ({name} left out: fitted on training set {fitted_on!r})"
+                    for name, fitted_on in elsewhere.items()
+                )
                 raise NotFound(
-                    f"{label} has formation energies from DFT only: run `atlas2d alloys "
-                    f"formation --system {label} --energy MODEL` for a model or a cluster "
-                    "expansion first."
+                    f"{label} has formation energies from DFT only{left_out}: run `atlas2d "
+                    f"alloys formation --system {label} --energy MODEL` for a model or a "
+                    "cluster expansion first."
                 )
         paired = _paired(stored, splits)
         paired = paired[paired.split.notna()]
