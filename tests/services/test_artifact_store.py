@@ -18,21 +18,15 @@ from atlas2d.errors import ArtifactChanged, NotFound
 from atlas2d.queries import artifact_blobs
 from atlas2d.services import models as registry
 from atlas2d.services.models import artifact_file, load_force_field, resolve
+from tests.conftest import rolled_back_sessions
 from tests.support.synthetic import synthetic_trajectories
 
 
 @pytest.fixture
 def rolled_back(trained_registry) -> Iterator[sessionmaker[Session]]:  # type: ignore[no-untyped-def]
     """Sessions on the trained registry's database whose changes are rolled back."""
-    connection = trained_registry.engine.connect()
-    outer = connection.begin()
-    try:
-        yield sessionmaker(
-            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-        )
-    finally:
-        outer.rollback()
-        connection.close()
+    with rolled_back_sessions(trained_registry.engine) as sessions:
+        yield sessions
 
 
 def _execute(sessions: sessionmaker[Session], sql: str, **params: object) -> list[tuple]:  # type: ignore[type-arg]

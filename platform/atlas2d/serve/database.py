@@ -31,9 +31,8 @@ def read_session(request: Request) -> Iterator[Session]:
     """FastAPI dependency: a session inside a READ ONLY transaction whose statements
     stop after the app's statement timeout; nothing is ever committed."""
     database: ReadOnlyDatabase = request.app.state.database
-    with database.sessions() as session, session.begin():
+    # The transaction begins with its first statement and is rolled back when the
+    # session closes.
+    with database.sessions() as session:
         begin_read_only(session, database.statement_timeout_ms)
-        try:
-            yield session
-        finally:
-            session.rollback()
+        yield session

@@ -320,7 +320,8 @@ class _ToSql(Transformer[Token, _Condition | None]):
             if not isinstance(value, str):
                 raise BadRequest(f"'{prop.name}' holds strings: give quoted values, not {value}")
             if prop.item == "element":
-                # Not an element (ASE maps the placeholder "X" to 0): in no list.
+                # A symbol of no element (ASE gives its dummy symbol "X" the number
+                # 0, as for an unknown one): it is in no list.
                 return atomic_numbers.get(value) or None
             return value
         if isinstance(value, str) or (isinstance(value, float) and not value.is_integer()):
