@@ -27,9 +27,10 @@ from atlas2d.io.exporters import (
     load_matgl_dataset,
     write_extxyz,
     write_mace_extxyz,
+    write_mace_extxyz_batches,
     write_matgl_dataset,
 )
-from atlas2d.io.records import ExportFrame
+from atlas2d.io.records import ExportBatch, ExportFrame
 from atlas2d.mlff.forcefield import zero_out_of_plane
 
 LAYER_PBC = (True, True, False)
@@ -220,6 +221,92 @@ def test_mace_text_reads_back_through_ase(tmp_path: Path) -> None:
             )
         assert atoms.info["config_type"] == "Default"
         _assert_info_kept(atoms.info, frame.info)
+
+
+def _batch(frames: list[ExportFrame]) -> ExportBatch:
+    """The frames column-wise (they share their info keys)."""
+    sizes = [len(frame.species) for frame in frames]
+    return ExportBatch(
+        species=np.concatenate([frame.species for frame in frames]).astype(np.int64),
+        bounds=np.concatenate(([0], np.cumsum(sizes))),
+        cells=np.array([frame.cell for frame in frames], dtype=np.float64),
+        positions=np.concatenate([frame.positions for frame in frames]),
+        forces=np.concatenate([frame.forces for frame in frames]),
+        energies=np.array([frame.energy for frame in frames]),
+        stresses=np.array([np.zeros((3, 3)) if f.stress is None else f.stress for f in frames]),
+        has_stress=np.array([frame.stress is not None for frame in frames]),
+        info={key: [frame.info[key] for frame in frames] for key in frames[0].info},
+        pbc=[frame.pbc for frame in frames],
+    )
+
+
+def _plain_edge_frames() -> list[ExportFrame]:
+    """``_edge_frames`` with identifiers the batch template takes (text and integers):
+    keys ASE quotes, a ``%`` to escape, a zero cell, negative zeros, no stress."""
+    frames = _edge_frames()
+    keys = ["0042", "MoS2 2H", "50%Mo", "Mo-1"]
+    for index, (frame, key) in enumerate(zip(frames, keys, strict=True)):
+        frame.info = {"material_key": key, "frame_id": 2**40 + index, "split": "train"}
+    frames[3].cell = np.zeros((3, 3))
+    frames[1].energy = -0.0
+    return frames
+
+
+def test_mace_batches_write_what_the_frame_writer_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from atlas2d.io import exporters
+
+    frames = _plain_edge_frames()
+    expected = tmp_path / "frames.extxyz"
+    write_mace_extxyz(frames, expected)
+    # The template, not the frame-by-frame way: refuse the latter.
+    with monkeypatch.context() as patched:
+        patched.setattr(exporters, "_mace_frame_text", None)
+        path = tmp_path / "batches.extxyz"
+        assert write_mace_extxyz_batches([_batch(frames[:1]), _batch(frames[1:])], path) == 4
+    text = path.read_text()
+    assert text == expected.read_text()
+    for needed in ('material_key="MoS2 2H"', "material_key=50%Mo", "REF_energy=-0.0"):
+        assert needed in text
+    assert text.splitlines()[-2].startswith("Properties=")  # the 1-atom frame's zero cell
+
+
+def _none_in_a_column(frames: list[ExportFrame]) -> None:
+    frames[2].info["split"] = None
+
+
+def _config_types(frames: list[ExportFrame]) -> None:
+    for frame in frames:
+        frame.info["config_type"] = "strained"
+
+
+def _forces_whose_sum_overflows(frames: list[ExportFrame]) -> None:
+    frames[2].forces = np.full((3, 3), 1e308)
+
+
+@pytest.mark.parametrize("change", [_none_in_a_column, _config_types, _forces_whose_sum_overflows])
+def test_mace_batches_the_template_cannot_take_go_frame_by_frame(
+    tmp_path: Path, change: Callable[[list[ExportFrame]], None]
+) -> None:
+    frames = _plain_edge_frames()
+    change(frames)
+    expected = tmp_path / "frames.extxyz"
+    write_mace_extxyz(frames, expected)
+    path = tmp_path / "batches.extxyz"
+    assert write_mace_extxyz_batches([_batch(frames[:2]), _batch(frames[2:])], path) == 4
+    assert path.read_text() == expected.read_text()
+
+
+def test_mace_batches_refuse_a_bad_frame_by_its_place_in_the_file(tmp_path: Path) -> None:
+    frames = _plain_edge_frames()
+    frames[2].forces = frames[2].forces.copy()
+    frames[2].forces[1, 1] = np.inf
+    path = tmp_path / "batches.extxyz"
+    refused = pytest.raises(InvalidInput, match=r"Frame 2 \(material_key=50%Mo.*non-finite forces")
+    with refused:
+        write_mace_extxyz_batches([_batch(frames[:2]), _batch(frames[2:])], path)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.fixture

@@ -74,7 +74,7 @@ import numpy as np
 
 from atlas2d.analysis.units import GPA_PER_EV_PER_A3
 from atlas2d.errors import InvalidInput, NotFound
-from atlas2d.io.records import ExportFrame
+from atlas2d.io.records import ExportBatch, ExportFrame
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -193,31 +193,190 @@ def write_mace_extxyz(frames: Iterable[ExportFrame], path: str | os.PathLike[str
     block: list[str] = []
     with _atomic_text_file(Path(path)) as handle:
         for index, frame in enumerate(frames):
-            arrays = _checked_arrays(frame, index)
-            items = _mace_info_items(frame, index)
-            items.append(f"{MACE_ENERGY_KEY}={float(frame.energy)}")
-            if arrays.stress is not None:
-                # Voigt in ASE order (xx, yy, zz, yz, xz, xy): a plain 6-vector every
-                # extxyz reader parses; mace.tools.torch_tools.voigt_to_matrix expands it.
-                # ASE's full_3x3_to_voigt_6_stress, on Python floats (same arithmetic).
-                (xx, xy, xz), (yx, yy, yz), (zx, zy, zz) = arrays.stress.tolist()
-                voigt = (xx, yy, zz, (yz + zy) / 2, (xz + zx) / 2, (xy + yx) / 2)
-                items.append(f'{MACE_STRESS_KEY}="{" ".join(map(str, voigt))}"')
-            items.append('pbc="T T T"')
-            block.append(f"{len(arrays.species)}\n")
-            if arrays.cell.any():  # ASE leaves out a zero cell
-                # ASE writes the cell's transpose in Fortran order: the rows, in order.
-                lattice = " ".join(map(str, arrays.cell.reshape(9).tolist()))
-                block.append(f'Lattice="{lattice}" ')
-            block.append(f"Properties={_MACE_PROPERTIES} {' '.join(items)}\n")
-            columns = np.concatenate((arrays.positions, arrays.forces), axis=1).ravel().tolist()
-            block.append(_mace_rows(arrays.species.tobytes()) % tuple(columns))
+            block.append(_mace_frame_text(frame, index))
             n_written += 1
-            if len(block) >= _BLOCK_PIECES:
+            if len(block) >= _BLOCK_FRAMES:
                 handle.write("".join(block))
                 block.clear()
         handle.write("".join(block))
     return n_written
+
+
+def write_mace_extxyz_batches(batches: Iterable[ExportBatch], path: str | os.PathLike[str]) -> int:
+    """``write_mace_extxyz`` for frames given column-wise, a batch at a time: the same
+    text, byte for byte (``tests/io/test_exporters.py`` compares the two).
+
+    A batch's text is one ``%`` template filled with one list of its float values, so
+    the per-frame Python work is the template's pieces; formatting frame by frame was
+    two thirds of the export of a large training set. A batch the template cannot take
+    (an info value that is no plain text or integer, a key to escape, a non-finite
+    label) goes frame by frame, which formats it the general way or refuses it.
+
+    Returns:
+        The number of frames written.
+
+    Raises:
+        InvalidInput: as ``write_mace_extxyz``.
+    """
+    n_written = 0
+    with _atomic_text_file(Path(path)) as handle:
+        for batch in batches:
+            text = _mace_batch_text(batch)
+            if text is None:
+                text = "".join(
+                    _mace_frame_text(batch.frame(i), n_written + i) for i in range(len(batch))
+                )
+            handle.write(text)
+            n_written += len(batch)
+    return n_written
+
+
+def _mace_frame_text(frame: ExportFrame, index: int) -> str:
+    """One frame of a MACE extxyz file: count line, comment line and atom lines."""
+    arrays = _checked_arrays(frame, index)
+    items = _mace_info_items(frame, index)
+    items.append(f"{MACE_ENERGY_KEY}={float(frame.energy)}")
+    if arrays.stress is not None:
+        # Voigt in ASE order (xx, yy, zz, yz, xz, xy): a plain 6-vector every
+        # extxyz reader parses; mace.tools.torch_tools.voigt_to_matrix expands it.
+        # ASE's full_3x3_to_voigt_6_stress, on Python floats (same arithmetic).
+        (xx, xy, xz), (yx, yy, yz), (zx, zy, zz) = arrays.stress.tolist()
+        voigt = (xx, yy, zz, (yz + zy) / 2, (xz + zx) / 2, (xy + yx) / 2)
+        items.append(f'{MACE_STRESS_KEY}="{" ".join(map(str, voigt))}"')
+    items.append('pbc="T T T"')
+    lattice = ""
+    if arrays.cell.any():  # ASE leaves out a zero cell
+        # ASE writes the cell's transpose in Fortran order: the rows, in order.
+        lattice = 'Lattice="' + " ".join(map(str, arrays.cell.reshape(9).tolist())) + '" '
+    columns = np.concatenate((arrays.positions, arrays.forces), axis=1).ravel().tolist()
+    return (
+        f"{len(arrays.species)}\n{lattice}Properties={_MACE_PROPERTIES} {' '.join(items)}\n"
+        + _mace_rows(arrays.species.tobytes()) % tuple(columns)
+    )
+
+
+def _mace_batch_text(batch: ExportBatch) -> str | None:
+    """The batch's frames as ``_mace_frame_text`` writes them, or None when the batch
+    needs the frame-by-frame way (see ``write_mace_extxyz_batches``).
+
+    The template holds each frame's count, identifiers and symbols as text and a
+    placeholder per float: ``%r`` (``repr``, what ``str`` gives, as ASE writes the
+    comment line) for the cell, energy and stress, ``%16.8f`` for positions and forces.
+    """
+    n_frames = len(batch)
+    if n_frames == 0:
+        return ""
+    n_atoms = int(batch.bounds[-1])
+    shapes = (batch.species.shape, batch.cells.shape, batch.positions.shape, batch.forces.shape)
+    if shapes != (
+        (n_atoms,),
+        (n_frames, 3, 3),
+        (n_atoms, 3),
+        (n_atoms, 3),
+    ) or batch.stresses.shape != (n_frames, 3, 3):
+        return None  # frame by frame: the error names the frame
+    info = _batch_info_texts(batch.info, n_frames)
+    if info is None:
+        return None
+    cells = batch.cells.reshape(n_frames, 9)
+    stressed = np.asarray(batch.has_stress, dtype=bool)
+    stresses = batch.stresses[stressed]
+    # One sum per array: only a NaN or inf (or an overflow) makes one non-finite.
+    with np.errstate(over="ignore", invalid="ignore"):
+        totals = [
+            values.sum()
+            for values in (cells, batch.positions, batch.forces, batch.energies, stresses)
+        ]
+    if not all(math.isfinite(total) for total in totals):
+        return None
+    # ASE's full_3x3_to_voigt_6_stress in float64, the same arithmetic as on Python floats.
+    s = batch.stresses.reshape(n_frames, 9)
+    voigt = np.stack(
+        (
+            s[:, 0],
+            s[:, 4],
+            s[:, 8],
+            (s[:, 5] + s[:, 7]) / 2,
+            (s[:, 2] + s[:, 6]) / 2,
+            (s[:, 1] + s[:, 3]) / 2,
+        ),
+        axis=1,
+    )
+    with_cell = np.any(cells, axis=1)  # ASE leaves out a zero cell
+    header = np.concatenate((cells, batch.energies.reshape(n_frames, 1), voigt), axis=1)
+    taken = np.ones((n_frames, 16), dtype=bool)
+    taken[:, :9] = with_cell[:, np.newaxis]
+    taken[:, 10:] = stressed[:, np.newaxis]
+    rows = np.concatenate((batch.positions, batch.forces), axis=1)
+    values = _interleaved(header[taken], taken.sum(axis=1), rows.ravel(), 6 * np.diff(batch.bounds))
+
+    species = np.asarray(batch.species, dtype=np.int64)
+    bounds = batch.bounds.tolist()
+    pieces = []
+    for a, b, cell, stress, identifiers in zip(
+        bounds, bounds[1:], with_cell.tolist(), stressed.tolist(), info, strict=False
+    ):
+        pieces.append(f"{b - a}\n")
+        pieces.append(_MACE_COMMENT_START[cell])
+        pieces.append(identifiers)
+        pieces.append(_MACE_LABELS_TEMPLATE[stress])
+        pieces.append(_mace_rows(species[a:b].tobytes()))
+    return "".join(pieces) % tuple(values.tolist())
+
+
+def _interleaved(
+    header: np.ndarray, header_sizes: np.ndarray, rows: np.ndarray, row_sizes: np.ndarray
+) -> np.ndarray:
+    """Frame by frame, its header values then its row values: (Σ sizes,) floats.
+
+    Args:
+        header, rows: (Σ header_sizes,) and (Σ row_sizes,) values, frame after frame.
+        header_sizes, row_sizes: (B,) each frame's number of values in each.
+    """
+    sizes = header_sizes + row_sizes
+    starts = np.cumsum(sizes) - sizes
+    out = np.empty(int(sizes.sum()), dtype=np.float64)
+    out[_positions(starts, header_sizes)] = header
+    out[_positions(starts + header_sizes, row_sizes)] = rows
+    return out
+
+
+def _positions(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """The indices ``starts[i] … starts[i] + sizes[i] - 1`` of every i, in order."""
+    ends = np.cumsum(sizes)
+    return np.arange(int(ends[-1])) + np.repeat(starts - (ends - sizes), sizes)
+
+
+def _batch_info_texts(info: dict[str, list[Any]], n_frames: int) -> list[str] | None:
+    """Each frame's identifiers and ``config_type`` as ``_mace_info_items`` writes them,
+    joined, ``%`` doubled for the template; None when a column needs the general way
+    (a value that is no text or integer, a key to escape or refuse, a config_type)."""
+    if "config_type" in info:
+        return None
+    columns = []
+    for key, values in info.items():
+        if len(values) != n_frames or _plain_key(key) is None:
+            return None
+        kinds = set(map(type, values))
+        if kinds == {str}:
+            texts = [_template_text_item(key, value) for value in values]
+            if None in texts:
+                return None
+        elif kinds == {int}:
+            texts = [f"{key}={value}" for value in values]
+        else:
+            return None
+        columns.append(texts)
+    config_type = _template_text_item("config_type", MACE_DEFAULT_CONFIG_TYPE)
+    columns.append([config_type] * n_frames)
+    return [" ".join(items) for items in zip(*columns, strict=True)]  # type: ignore[arg-type]
+
+
+@lru_cache(maxsize=1 << 16)
+def _template_text_item(key: str, value: str) -> str | None:
+    """``_plain_text_item`` with ``%`` doubled, for a ``%`` template."""
+    item = _plain_text_item(key, value)
+    return None if item is None else item.replace("%", "%%")
 
 
 def _mace_info_items(frame: ExportFrame, index: int) -> list[str]:
@@ -289,8 +448,18 @@ def _mace_rows(species: bytes) -> str:
 
 
 _MACE_PROPERTIES = f"species:S:1:pos:R:3:{MACE_FORCES_KEY}:R:3"
-_BLOCK_PIECES = 4000
-"""Text pieces (4 per frame) gathered before one write."""
+_BLOCK_FRAMES = 1000
+"""Frames gathered before one write."""
+_MACE_COMMENT_START = {
+    True: f'Lattice="{" ".join(["%r"] * 9)}" Properties={_MACE_PROPERTIES} ',
+    False: f"Properties={_MACE_PROPERTIES} ",  # ASE leaves out a zero cell
+}
+"""A frame's comment line up to its identifiers, with and without a cell (``%`` template)."""
+_MACE_LABELS_TEMPLATE = {
+    True: f' {MACE_ENERGY_KEY}=%r {MACE_STRESS_KEY}="{" ".join(["%r"] * 6)}" pbc="T T T"\n',
+    False: f' {MACE_ENERGY_KEY}=%r pbc="T T T"\n',
+}
+"""A frame's comment line after its identifiers, with and without stress."""
 
 
 def write_matgl_dataset(frames: Iterable[ExportFrame], out_dir: str | os.PathLike[str]) -> int:

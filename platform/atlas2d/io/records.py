@@ -141,3 +141,49 @@ class ExportFrame:
     stress: np.ndarray | None
     info: dict[str, Any] = field(default_factory=dict)
     pbc: tuple[bool, bool, bool] = (True, True, True)
+
+
+@dataclass(frozen=True)
+class ExportBatch:
+    """Consecutive training frames on their way out, column-wise (B frames, Σn atoms;
+    units and signs as in ``ExportFrame``).
+
+    Attributes:
+        species: (Σn,) atomic numbers (int64).
+        bounds: (B + 1,) frame i's atoms are rows ``bounds[i]:bounds[i + 1]``.
+        cells: (B, 3, 3) lattice vectors as rows, Å.
+        positions: (Σn, 3) Å. forces: (Σn, 3) eV/Å. energies: (B,) eV.
+        stresses: (B, 3, 3) eV/Å³, ASE sign; only the frames where ``has_stress`` is
+            True have one (the other rows are ignored).
+        has_stress: (B,) bools.
+        info: one column of B values per identifier key, as ``ExportFrame.info``.
+        pbc: (B,) periodic flags (a, b, c).
+    """
+
+    species: np.ndarray
+    bounds: np.ndarray
+    cells: np.ndarray
+    positions: np.ndarray
+    forces: np.ndarray
+    energies: np.ndarray
+    stresses: np.ndarray
+    has_stress: np.ndarray
+    info: dict[str, list[Any]]
+    pbc: list[tuple[bool, bool, bool]]
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    def frame(self, i: int) -> ExportFrame:
+        """Frame ``i`` of the batch; its arrays are views of the batch's."""
+        a, b = int(self.bounds[i]), int(self.bounds[i + 1])
+        return ExportFrame(
+            species=self.species[a:b],
+            cell=self.cells[i],
+            positions=self.positions[a:b],
+            energy=float(self.energies[i]),
+            forces=self.forces[a:b],
+            stress=self.stresses[i] if self.has_stress[i] else None,
+            info={key: column[i] for key, column in self.info.items()},
+            pbc=self.pbc[i],
+        )

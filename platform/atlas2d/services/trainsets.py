@@ -22,7 +22,7 @@ from atlas2d.analysis.splits import assign_splits
 from atlas2d.analysis.structure import ISOLATED_CUTOFF_A, has_isolated_atom
 from atlas2d.db.digests import digest_of_fields
 from atlas2d.errors import AlreadyExists, InvalidInput, NotFound
-from atlas2d.io.records import ExportFrame
+from atlas2d.io.records import ExportBatch, ExportFrame
 from atlas2d.mlff.forcefield import zero_out_of_plane
 from atlas2d.queries import training_sets as queries
 from atlas2d.queries.retractions import RetractedContent, retracted_content
@@ -436,50 +436,46 @@ def _changed_frames(session: Session, training_set_id: int, limit: int = 20) -> 
 # --- export ---------------------------------------------------------------------------
 
 
+def _export_batches(
+    session: Session, training_set_id: int, name: str, split: Split
+) -> Iterator[ExportBatch]:
+    """Stream a split's frames from the database a batch at a time, a layer's stress
+    in-plane only, each frame's identifiers in ``info``.
+
+    Column-wise, not frame by frame: a second object per frame and zeroing one stress
+    at a time were a sixth of the export's time.
+    """
+    for batch in queries.split_frame_batches(session, training_set_id, split):
+        size = len(batch.frame_ids)
+        layers = np.array([d == 2 for d in batch.dimensionalities])[:, np.newaxis, np.newaxis]
+        yield ExportBatch(
+            species=batch.species,
+            bounds=np.asarray(batch.bounds),
+            cells=batch.cells,
+            positions=batch.positions,
+            forces=batch.forces,
+            energies=np.asarray(batch.energies, dtype=np.float64),
+            stresses=np.where(layers, zero_out_of_plane(batch.stresses), batch.stresses),
+            has_stress=np.asarray(batch.has_stress, dtype=bool),
+            info={
+                "material_key": batch.material_keys,
+                "relaxation_id": batch.relaxation_ids,
+                "frame_id": batch.frame_ids,
+                "step": batch.steps,
+                "split": [split] * size,
+                "training_set": [name] * size,
+            },
+            pbc=batch.pbc,
+        )
+
+
 def _export_frames(
     session: Session, training_set_id: int, name: str, split: Split
 ) -> Iterator[ExportFrame]:
-    """Stream a split's frames from the database, a layer's stress in-plane only.
-
-    Built from the batches, not through ``TrainingFrame``: a second object per frame
-    and zeroing one stress at a time were a sixth of the export's time.
-    """
-    for batch in queries.split_frame_batches(session, training_set_id, split):
-        layers = np.array([d == 2 for d in batch.dimensionalities])[:, np.newaxis, np.newaxis]
-        stresses = np.where(layers, zero_out_of_plane(batch.stresses), batch.stresses)
-        bounds = batch.bounds
-        columns = zip(
-            batch.frame_ids,
-            batch.relaxation_ids,
-            batch.steps,
-            batch.material_keys,
-            batch.energies,
-            batch.has_stress,
-            batch.pbc,
-            bounds,
-            bounds[1:],
-            strict=False,  # the bounds have one item more than there are frames
-        )
-        for i, (frame_id, relaxation_id, step, key, energy, stressed, pbc, a, b) in enumerate(
-            columns
-        ):
-            yield ExportFrame(
-                species=batch.species[a:b],
-                cell=batch.cells[i],
-                positions=batch.positions[a:b],
-                energy=energy,
-                forces=batch.forces[a:b],
-                stress=stresses[i] if stressed else None,
-                info={
-                    "material_key": key,
-                    "relaxation_id": relaxation_id,
-                    "frame_id": frame_id,
-                    "step": step,
-                    "split": split,
-                    "training_set": name,
-                },
-                pbc=pbc,
-            )
+    """``_export_batches`` frame by frame."""
+    for batch in _export_batches(session, training_set_id, name, split):
+        for i in range(len(batch)):
+            yield batch.frame(i)
 
 
 def export_training_set(
@@ -506,13 +502,17 @@ def export_training_set(
         for split in SPLITS:
             if row.split_counts[split]["frames"] == 0:
                 continue
-            frames = _export_frames(session, row.id, name, split)
             if fmt == "matgl":
                 path = out_dir / split
+                frames = _export_frames(session, row.id, name, split)
                 count = exporters.write_matgl_dataset(frames, path)
+            elif fmt == "mace":
+                path = out_dir / f"{split}.xyz"
+                batches = _export_batches(session, row.id, name, split)
+                count = exporters.write_mace_extxyz_batches(batches, path)
             else:
                 path = out_dir / f"{split}.xyz"
-                writer = exporters.write_mace_extxyz if fmt == "mace" else exporters.write_extxyz
-                count = writer(frames, path)
+                frames = _export_frames(session, row.id, name, split)
+                count = exporters.write_extxyz(frames, path)
             written[split] = (path, count)
     return written
