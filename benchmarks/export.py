@@ -1,17 +1,18 @@
-"""`trainset export --format mace` throughput, in one process: the binary COPY reader
-and the export's frames built from its batches (`queries.training_sets.split_frame_batches`,
-`services.trainsets._export_frames`) against the row reader and per-frame building
-they replaced (`tests/support/row_reader.py`), alternating, same database, same run; the files of the
+"""`trainset export --format mace` throughput: the export as it is (`export_training_set`:
+batches formatted through one template, read ahead by a thread, several processes on a
+large set) against the frame-by-frame writer it replaced (`write_mace_extxyz` over the
+set's frames, in one process), alternating, same database, same run; the files of the
 two are checked byte-identical.
 
-    python benchmarks/export.py [--relaxations 2000] [--steps 25] [--repeats 3]
+    python benchmarks/export.py [--relaxations 2000] [--steps 25] [--repeats 3] [--processes N]
 
 Rule `all`, split 80:10:10 over seeded synthetic layers of 3–20 atoms: relaxations ×
-steps frames. Wall time and CPU time of this process (the server's share is not in it).
-Last line: one JSON object with frames, before_frames_per_s, after_frames_per_s (best
-wall of the repeats), before_cpu_frames_per_s, after_cpu_frames_per_s (best CPU),
-read_frames_per_s (the new reader alone, best wall), ratio (after ÷ before, wall) and
-the lists of every repeat.
+steps frames. Three ways, wall time, best of the repeats: `before` (frame by frame),
+`one_process` (the export with `processes=1`) and `after` (the export with its default
+processes, one per CPU, or `--processes`).
+Last line: one JSON object with frames, processes, before_frames_per_s,
+one_process_frames_per_s, after_frames_per_s, ratio (after ÷ before) and the lists of
+every repeat's seconds.
 """
 
 from __future__ import annotations
@@ -19,43 +20,48 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from unittest import mock
 
 # This folder (for _common) and the repository root (for tests.support).
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
-from tests.support.row_reader import reference_export_frames
-
 from _common import fresh_database, ingest_synthetic, machine, workdir
 from atlas2d.db.session import make_sessions
+from atlas2d.io.exporters import write_mace_extxyz
 from atlas2d.queries import training_sets
 from atlas2d.queries.training_sets import SelectionParameters
-from atlas2d.services import trainsets
-from atlas2d.services.trainsets import create_training_set, export_training_set
+from atlas2d.services import trainset_export
+from atlas2d.services.trainsets import create_training_set
+from atlas2d.vocabulary import SPLITS
 
 
-def _export(sessions, out: Path) -> tuple[int, float, float, str]:  # type: ignore[no-untyped-def]
-    """(frames, wall s, CPU s, sha256 of the three files) of one MACE export."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    written = export_training_set(sessions, "bench", "mace", out)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    digest = hashlib.sha256()
-    for split in sorted(written):
-        digest.update(written[split][0].read_bytes())
-    return sum(n for _, n in written.values()), wall, cpu, digest.hexdigest()
-
-
-def _read(sessions) -> tuple[int, float]:  # type: ignore[no-untyped-def]
-    """(frames, wall s) of reading the train split with the new reader alone."""
+def _frame_by_frame(sessions, out: Path) -> list[Path]:  # type: ignore[no-untyped-def]
+    """The MACE files written frame by frame, as before this change."""
+    out.mkdir(parents=True)
+    paths = []
     with sessions.begin() as session:
         set_id = training_sets.training_set_row(session, "bench").id  # type: ignore[union-attr]
-        wall = time.perf_counter()
-        n = sum(1 for _ in training_sets.split_frames(session, set_id, "train"))
-        return n, time.perf_counter() - wall
+        for split in SPLITS:
+            path = out / f"{split}.xyz"
+            write_mace_extxyz(trainset_export._export_frames(session, set_id, "bench", split), path)
+            paths.append(path)
+    return paths
+
+
+def _timed(write: Callable[[Path], list[Path]], out: Path) -> tuple[float, str]:
+    """(wall s, sha256 of the three files) of one export."""
+    wall = time.perf_counter()
+    paths = write(out)
+    wall = time.perf_counter() - wall
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.read_bytes())
+    return wall, digest.hexdigest()
 
 
 def main() -> None:
@@ -63,6 +69,7 @@ def main() -> None:
     parser.add_argument("--relaxations", type=int, default=2000)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     print(f"machine: {machine()}")
 
@@ -73,41 +80,45 @@ def main() -> None:
     create_training_set(sessions, "bench", SelectionParameters(rule="all", split=(80, 10, 10)))
     print(f"{frames:,} frames ingested; set 'bench': rule all, 80:10:10")
 
-    runs: dict[str, list[tuple[float, float]]] = {"before": [], "after": [], "read": []}
+    def export(processes: int) -> Callable[[Path], list[Path]]:
+        def write(out: Path) -> list[Path]:
+            written = trainset_export.export_training_set(sessions, "bench", "mace", out, processes)
+            return [path for path, _ in written.values()]
+
+        return write
+
+    ways = {
+        "before": lambda out: _frame_by_frame(sessions, out),
+        "one_process": export(1),
+        "after": export(args.processes),
+    }
+    runs: dict[str, list[float]] = {name: [] for name in ways}
     digests = set()
     with tempfile.TemporaryDirectory(dir=scratch) as out:
         for repeat in range(args.repeats):
-            with mock.patch.object(trainsets, "_export_frames", reference_export_frames):
-                n, wall, cpu, digest = _export(sessions, Path(out) / f"before{repeat}")
-            runs["before"].append((wall, cpu))
-            digests.add(digest)
-            n, wall, cpu, digest = _export(sessions, Path(out) / f"after{repeat}")
-            runs["after"].append((wall, cpu))
-            digests.add(digest)
-            read_n, read_wall = _read(sessions)
-            runs["read"].append((read_wall, read_wall))
+            for name, write in ways.items():
+                wall, digest = _timed(write, Path(out) / f"{name}{repeat}")
+                runs[name].append(wall)
+                digests.add(digest)
             print(
-                f"repeat {repeat + 1}: before {n / runs['before'][-1][0]:,.0f} frames/s"
-                f" ({n / runs['before'][-1][1]:,.0f} CPU), after {n / wall:,.0f} frames/s"
-                f" ({n / cpu:,.0f} CPU); the reader alone {read_n / read_wall:,.0f} frames/s"
+                f"repeat {repeat + 1}: "
+                + ", ".join(f"{name} {frames / runs[name][-1]:,.0f} frames/s" for name in ways)
             )
     if len(digests) != 1:
-        raise SystemExit("the two readers' MACE files differ")
-    print("the MACE files of both readers are byte-identical")
+        raise SystemExit("the MACE files differ")
+    print("the MACE files of the three ways are byte-identical")
 
-    def best(name: str, index: int, count: int) -> int:
-        return round(count / min(run[index] for run in runs[name]))
+    def best(name: str) -> int:
+        return round(frames / min(runs[name]))
 
     result = {
-        "frames": n,
-        "before_frames_per_s": best("before", 0, n),
-        "after_frames_per_s": best("after", 0, n),
-        "before_cpu_frames_per_s": best("before", 1, n),
-        "after_cpu_frames_per_s": best("after", 1, n),
-        "read_frames_per_s": best("read", 0, read_n),
-        "ratio": round(best("after", 0, n) / best("before", 0, n), 2),
-        "before_s": [round(wall, 2) for wall, _ in runs["before"]],
-        "after_s": [round(wall, 2) for wall, _ in runs["after"]],
+        "frames": frames,
+        "processes": args.processes,
+        "before_frames_per_s": best("before"),
+        "one_process_frames_per_s": best("one_process"),
+        "after_frames_per_s": best("after"),
+        "ratio": round(best("after") / best("before"), 2),
+        **{f"{name}_s": [round(wall, 2) for wall in runs[name]] for name in ways},
     }
     print(json.dumps(result))
 

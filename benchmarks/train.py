@@ -37,7 +37,8 @@ from atlas2d.mlff.training import M3GNetSize, MACESize, TrainOptions
 from atlas2d.queries.training_sets import SelectionParameters
 from atlas2d.services.ingest import ingest_parsed
 from atlas2d.services.training import TrainRequest, train_model
-from atlas2d.services.trainsets import create_training_set, export_training_set
+from atlas2d.services.trainset_export import export_training_set
+from atlas2d.services.trainsets import create_training_set
 from atlas2d.threads import configured_threads, thread_environment
 
 

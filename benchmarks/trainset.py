@@ -31,11 +31,8 @@ from atlas2d.analysis.splits import assign_splits
 from atlas2d.analysis.units import KBAR_PER_EV_PER_A3
 from atlas2d.db.session import make_sessions
 from atlas2d.queries.training_sets import SelectionParameters
-from atlas2d.services.trainsets import (
-    create_training_set,
-    export_training_set,
-    preview_training_set,
-)
+from atlas2d.services.trainset_export import export_training_set
+from atlas2d.services.trainsets import create_training_set, preview_training_set
 
 
 def pandas_selection(engine, params: SelectionParameters) -> int:  # type: ignore[no-untyped-def]

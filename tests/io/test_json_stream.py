@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 
 import pytest
 
 from atlas2d.errors import InvalidInput
-from atlas2d.io.json_stream import object_members, read_ahead
+from atlas2d.io.json_stream import object_members
 
 # Keys and values whose strings hold every byte the cutter looks at: quotes escaped
 # after odd and even runs of backslashes, brackets, braces and commas.
@@ -57,23 +56,3 @@ def test_what_the_cutting_can_tell_is_refused(content: bytes, problem: str) -> N
         list(object_members(io.BytesIO(content), "f.json", chunk_bytes=4))
     assert str(error.value).startswith("f.json")
     assert "\n" not in str(error.value)
-
-
-def _items_then_error():  # type: ignore[no-untyped-def]
-    yield from range(50)
-    raise InvalidInput("f.json: broken after 50 items")
-
-
-def test_read_ahead_keeps_order_and_raises_where_the_error_was() -> None:
-    seen = []
-    with pytest.raises(InvalidInput, match="broken after 50"):
-        for item in read_ahead(_items_then_error(), depth=4):
-            seen.append(item)
-    assert seen == list(range(50))
-
-
-def test_stopping_early_stops_the_read_ahead_thread() -> None:
-    ahead = read_ahead(iter(range(10**9)), depth=2)
-    assert [next(ahead) for _ in range(3)] == [0, 1, 2]
-    ahead.close()
-    assert not [t for t in threading.enumerate() if t.name == "atlas2d-read-ahead"]

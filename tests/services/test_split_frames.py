@@ -18,7 +18,8 @@ from atlas2d.io.records import ParsedFile
 from atlas2d.queries import training_sets
 from atlas2d.queries.training_sets import SelectionParameters, TrainingFrame
 from atlas2d.services.ingest import ingest_parsed
-from atlas2d.services.trainsets import create_training_set, export_training_set
+from atlas2d.services.trainset_export import export_training_set
+from atlas2d.services.trainsets import create_training_set
 from atlas2d.vocabulary import SPLITS
 from tests.support.row_reader import reference_export_frames, reference_frames
 from tests.support.synthetic import synthetic_trajectories

@@ -17,7 +17,8 @@ from atlas2d.io.exporters import load_matgl_dataset
 from atlas2d.io.readers import ReadOptions
 from atlas2d.queries.training_sets import SelectionParameters
 from atlas2d.services.ingest import ingest_file
-from atlas2d.services.trainsets import create_training_set, export_training_set
+from atlas2d.services.trainset_export import export_training_set
+from atlas2d.services.trainsets import create_training_set
 from tests.conftest import VASP_DATA
 from tests.io.test_vasp import _raw_stresses_kbar
 from tests.support.synthetic import alexandria_document, synthetic_trajectories
@@ -142,6 +143,30 @@ def test_trainset_commands(cli, tmp_path: Path) -> None:  # type: ignore[no-unty
         "trainset", "export", "t1", "--format", "extxyz", "--out", str(tmp_path / "out")
     )
     assert code == 0 and "train:" in out
+    code, out, _ = cli(
+        "trainset",
+        "export",
+        "t1",
+        "--format",
+        "mace",
+        "--out",
+        str(tmp_path / "m"),
+        "--processes",
+        "2",
+    )
+    assert code == 0 and "train:" in out  # a small set: written by this process alone
+    code, _, err = cli(
+        "trainset",
+        "export",
+        "t1",
+        "--format",
+        "mace",
+        "--out",
+        str(tmp_path / "m"),
+        "--processes",
+        "-1",
+    )
+    assert code == 1 and "--processes -1: give 0 (one per CPU) or more." in err
     code, _, err = cli("trainset", "create", "bad", "--split", "90:20:5")
     assert code == 1 and "summing to 100" in err
     code, out, _ = cli(

@@ -1,7 +1,7 @@
 """The reader ``queries.training_sets.split_frames`` replaced (SQLAlchemy rows from a
 server-side cursor, psycopg's lists made arrays): the reference its binary COPY reader
 is checked against, and with the export's frame building as it was
-(``reference_export_frames``) the baseline of ``benchmarks/export.py``."""
+(``reference_export_frames``) the reference of the MACE export's bytes."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def reference_frames(
 def reference_export_frames(
     session: Session, training_set_id: int, name: str, split: Split
 ) -> Iterator[ExportFrame]:
-    """``services.trainsets._export_frames`` as it was over ``reference_frames``: frame
+    """``services.trainset_export._export_frames`` as it was over ``reference_frames``: frame
     by frame, a layer's stress zeroed out of plane one at a time."""
     for frame in reference_frames(session, training_set_id, split):
         stress = frame.stress

@@ -271,11 +271,16 @@ def export(
     out: Path = typer.Option(
         ..., "--out", help="Folder to write one file or dataset per split into."
     ),
+    processes: int = typer.Option(
+        0,
+        "--processes",
+        help="Processes that write a large MACE export (0: one per CPU; 1: this one alone).",
+    ),
 ) -> None:
     """Export a training set, one file (or dataset folder) per split, streaming from the database."""
-    from atlas2d.cli.context import connect
+    from atlas2d.cli.context import connect, sigterm_interrupts
     from atlas2d.errors import InvalidInput
-    from atlas2d.services.trainsets import export_training_set
+    from atlas2d.services.trainset_export import export_training_set
 
     # Refuse before anything is read or created: `mkdir` would fail half-way otherwise.
     existing = next(p for p in (out, *out.parents) if p.exists())
@@ -284,6 +289,11 @@ def export(
         raise InvalidInput(
             f"--out {out} {where}; give a folder (it is created if missing). Nothing was exported."
         )
-    written = export_training_set(connect().sessions, name, format, out)
+    if processes < 0:
+        raise InvalidInput(f"--processes {processes}: give 0 (one per CPU) or more.")
+    # SIGTERM (a job scheduler's stop) as Ctrl-C: the worker processes, their statements
+    # and every partial file go, and the exit code says it was interrupted.
+    with sigterm_interrupts():
+        written = export_training_set(connect().sessions, name, format, out, processes or None)
     for split, (path, count) in written.items():
         console.print(f"{split}: {counted(count, 'frame')} → {path}")

@@ -27,7 +27,7 @@ import msgspec
 import numpy as np
 
 from atlas2d.analysis.units import StressUnit, stress_to_ev_a3
-from atlas2d.io.json_stream import Readable, object_members, read_ahead
+from atlas2d.io.json_stream import Readable, object_members
 from atlas2d.io.records import EnergyEntryRecord, MaterialRecord, Trajectory
 from atlas2d.io.validate import (
     atomic_number,
@@ -36,6 +36,7 @@ from atlas2d.io.validate import (
     shown,
     stress_at_every_step,
 )
+from atlas2d.read_ahead import read_ahead
 
 # Numbers are typed as float: msgspec then refuses strings ("1.5"), booleans and
 # integers beyond float range where a number is expected, naming the place.

@@ -68,7 +68,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import numpy as np
 
@@ -202,7 +202,9 @@ def write_mace_extxyz(frames: Iterable[ExportFrame], path: str | os.PathLike[str
     return n_written
 
 
-def write_mace_extxyz_batches(batches: Iterable[ExportBatch], path: str | os.PathLike[str]) -> int:
+def write_mace_extxyz_batches(
+    batches: Iterable[ExportBatch], path: str | os.PathLike[str], first_index: int = 0
+) -> int:
     """``write_mace_extxyz`` for frames given column-wise, a batch at a time: the same
     text, byte for byte (``tests/io/test_exporters.py`` compares the two).
 
@@ -211,6 +213,12 @@ def write_mace_extxyz_batches(batches: Iterable[ExportBatch], path: str | os.Pat
     two thirds of the export of a large training set. A batch the template cannot take
     (an info value that is no plain text or integer, a key to escape, a non-finite
     label) goes frame by frame, which formats it the general way or refuses it.
+
+    Args:
+        batches: the frames, column-wise.
+        path: the .extxyz file to create (replaced if it exists).
+        first_index: the first frame's place in the whole file (errors name frames by
+            it), when this writes one part of a file.
 
     Returns:
         The number of frames written.
@@ -223,8 +231,9 @@ def write_mace_extxyz_batches(batches: Iterable[ExportBatch], path: str | os.Pat
         for batch in batches:
             text = _mace_batch_text(batch)
             if text is None:
+                first = first_index + n_written
                 text = "".join(
-                    _mace_frame_text(batch.frame(i), n_written + i) for i in range(len(batch))
+                    _mace_frame_text(batch.frame(i), first + i) for i in range(len(batch))
                 )
             handle.write(text)
             n_written += len(batch)
@@ -308,20 +317,28 @@ def _mace_batch_text(batch: ExportBatch) -> str | None:
     taken[:, :9] = with_cell[:, np.newaxis]
     taken[:, 10:] = stressed[:, np.newaxis]
     rows = np.concatenate((batch.positions, batch.forces), axis=1)
-    values = _interleaved(header[taken], taken.sum(axis=1), rows.ravel(), 6 * np.diff(batch.bounds))
+    header_sizes = taken.sum(axis=1)
+    row_sizes = 6 * np.diff(batch.bounds)
+    values = _interleaved(header[taken], header_sizes, rows.ravel(), row_sizes)
+    value_bounds = np.concatenate(([0], np.cumsum(header_sizes + row_sizes))).tolist()
 
     species = np.asarray(batch.species, dtype=np.int64)
     bounds = batch.bounds.tolist()
-    pieces = []
-    for a, b, cell, stress, identifiers in zip(
-        bounds, bounds[1:], with_cell.tolist(), stressed.tolist(), info, strict=False
-    ):
-        pieces.append(f"{b - a}\n")
-        pieces.append(_MACE_COMMENT_START[cell])
-        pieces.append(identifiers)
-        pieces.append(_MACE_LABELS_TEMPLATE[stress])
-        pieces.append(_mace_rows(species[a:b].tobytes()))
-    return "".join(pieces) % tuple(values.tolist())
+    templates = [
+        f"{b - a}\n{_MACE_COMMENT_START[cell]}{identifiers}{_MACE_LABELS_TEMPLATE[stress]}"
+        + _mace_rows(species[a:b].tobytes())
+        for a, b, cell, stress, identifiers in zip(
+            bounds, bounds[1:], with_cell.tolist(), stressed.tolist(), info, strict=False
+        )
+    ]
+    # A few hundred frames per % call: each holds the GIL for a few ms only, so a
+    # read-ahead thread can take the server's next rows in between (``read_ahead``).
+    texts = []
+    for first in range(0, n_frames, _FRAMES_PER_FORMAT):
+        last = min(first + _FRAMES_PER_FORMAT, n_frames)
+        chunk = values[value_bounds[first] : value_bounds[last]]
+        texts.append("".join(templates[first:last]) % tuple(chunk.tolist()))
+    return "".join(texts)
 
 
 def _interleaved(
@@ -359,9 +376,10 @@ def _batch_info_texts(info: dict[str, list[Any]], n_frames: int) -> list[str] | 
             return None
         kinds = set(map(type, values))
         if kinds == {str}:
-            texts = [_template_text_item(key, value) for value in values]
-            if None in texts:
+            text_of = {value: _template_text_item(key, value) for value in set(values)}
+            if None in text_of.values():
                 return None
+            texts = [text_of[value] for value in values]
         elif kinds == {int}:
             texts = [f"{key}={value}" for value in values]
         else:
@@ -434,6 +452,14 @@ def _plain_text_item(key: str, value: str) -> str | None:
 
     if _plain_key(key) is None:
         return None
+    if (
+        _IDENTIFIER.fullmatch(key)
+        and _IDENTIFIER.fullmatch(value)
+        and _ase_reads_back_unchanged(value)
+    ):
+        # One token on both sides: ASE's escape() leaves both as they are. A fifth of
+        # an export's time went to the general way below, once per material key.
+        return f"{key}={value}"
     return key_val_dict_to_str({key: _extxyz_value(value)})
 
 
@@ -450,6 +476,8 @@ def _mace_rows(species: bytes) -> str:
 _MACE_PROPERTIES = f"species:S:1:pos:R:3:{MACE_FORCES_KEY}:R:3"
 _BLOCK_FRAMES = 1000
 """Frames gathered before one write."""
+_FRAMES_PER_FORMAT = 256
+"""Frames formatted by one ``%`` call of ``_mace_batch_text`` (about 5 ms)."""
 _MACE_COMMENT_START = {
     True: f'Lattice="{" ".join(["%r"] * 9)}" Properties={_MACE_PROPERTIES} ',
     False: f"Properties={_MACE_PROPERTIES} ",  # ASE leaves out a zero cell
@@ -606,10 +634,18 @@ def load_matgl_dataset(
 
 @contextmanager
 def _atomic_text_file(path: Path) -> Iterator[TextIO]:
-    """Open a hidden sibling of ``path`` for writing and move it into place on success."""
+    """Open a hidden sibling of ``path`` for writing text and move it into place on success."""
+    with atomic_file(path, "w") as handle:
+        yield handle
+
+
+@contextmanager
+def atomic_file(path: Path, mode: Literal["w", "wb"]) -> Iterator[Any]:
+    """Open a hidden sibling of ``path`` for writing (text as UTF-8 with ``"w"``) and move
+    it into place on success; on failure nothing is left."""
     partial = path.with_name(f".{path.name}.part")
     try:
-        with partial.open("w", encoding="utf-8") as handle:
+        with partial.open(mode, encoding="utf-8" if mode == "w" else None) as handle:
             yield handle
         partial.replace(path)
     finally:
@@ -741,7 +777,7 @@ def _ase_reads_back_unchanged(text: str) -> bool:
 
     # An empty value swallows the next key in ASE's parser, and line breaks would end
     # the comment line: neither can be checked in isolation, so they always go as JSON.
-    if not text or text.startswith(_JSON_PREFIX) or any(not c.isprintable() for c in text):
+    if not text or text.startswith(_JSON_PREFIX) or not text.isprintable():
         return False
     if _IDENTIFIER.fullmatch(text) and text not in _EXTXYZ_BOOLEANS:
         # One token, no quotes or separators: ASE keeps it unless it reads as a number

@@ -15,16 +15,12 @@ is not an object, ends inside it, or has data after it) is refused here.
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Generator, Iterator
-from typing import Protocol, TypeVar
+from collections.abc import Iterator
+from typing import Protocol
 
 import numpy as np
 
 from atlas2d.io.validate import bad_record
-
-T = TypeVar("T")
 
 
 class Readable(Protocol):
@@ -178,54 +174,3 @@ def object_members(stream: Readable, path: str, chunk_bytes: int = CHUNK_BYTES) 
             pending += chunk[start:]
     if not ended:
         raise _not_json(path, "it ends inside the top-level object")
-
-
-_END = object()
-
-
-def read_ahead(items: Iterator[T], depth: int = 8) -> Generator[T, None, None]:
-    """``items``, produced by a background thread up to ``depth`` ahead.
-
-    Decompression (zlib, bz2, lzma) and the cutting's numpy passes release the GIL, so
-    on a machine with two cores they run while the caller decodes and writes what came
-    before: a bz2 file no longer costs its decompression on top of its parsing. Memory
-    grows by at most ``depth`` items. An exception in the thread is raised here, in
-    order; stopping early stops the thread.
-    """
-    ahead: queue.Queue[object] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        ahead.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            outcome: object = _END
-        except BaseException as err:  # handed to the consumer, raised there
-            outcome = err
-        while not stop.is_set():
-            try:
-                ahead.put(outcome, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    thread = threading.Thread(target=produce, name="atlas2d-read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = ahead.get()
-            if item is _END:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item  # type: ignore[misc]
-    finally:
-        stop.set()
-        thread.join()

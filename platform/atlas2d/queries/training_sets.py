@@ -811,10 +811,15 @@ JOIN frames f ON f.id = t.frame_id
 JOIN relaxations r ON r.id = f.relaxation_id
 JOIN materials m ON m.id = r.material_id
 WHERE t.training_set_id = %(id)s AND t.split = %(split)s
+  AND t.frame_id BETWEEN %(first)s AND %(last)s
 ORDER BY t.frame_id
 ) TO STDOUT (FORMAT BINARY)"""
-"""A split's frames as binary COPY rows; ``_split_frame_batch`` reads the fields in
-this order. psycopg merges the parameters into the statement (COPY takes none)."""
+"""A split's frames (those with ids from ``first`` to ``last``) as binary COPY rows;
+``_frame_batch`` reads the fields in this order. psycopg merges the parameters into
+the statement (COPY takes none)."""
+
+ALL_FRAME_IDS = (-(2**63), 2**63 - 1)
+"""Every frame id (``frames.id`` is a bigint): a whole split."""
 
 SPLIT_FRAMES_BATCH = 4096
 """Rows decoded together: about 3 MB for frames of 3–20 atoms."""
@@ -888,10 +893,14 @@ class FrameBatch:
 
 
 def split_frame_batches(
-    session: Session, training_set_id: int, split: Split
+    session: Session,
+    training_set_id: int,
+    split: Split,
+    frame_ids: tuple[int, int] = ALL_FRAME_IDS,
 ) -> Iterator[FrameBatch]:
     """A training set's frames of one split, by frame id, in batches of
-    ``SPLIT_FRAMES_BATCH`` frames (streamed: one batch in memory at a time).
+    ``SPLIT_FRAMES_BATCH`` frames (streamed: one batch in memory at a time); only
+    those with ids from ``frame_ids[0]`` to ``frame_ids[1]`` (inclusive) when given.
 
     A binary COPY decoded with numpy a batch at a time (``db.copy_columns``): the
     rows psycopg decoded into lists (cell, stress, species), then into arrays, cost as
@@ -902,7 +911,8 @@ def split_frame_batches(
             or stress that is not 3×3, species with NULLs, as many species as
             positions): edited outside atlas2d.
     """
-    parameters = {"id": int(training_set_id), "split": split}
+    first, last = frame_ids
+    parameters = {"id": int(training_set_id), "split": split, "first": first, "last": last}
     with (
         driver_connection(session).cursor() as cursor,
         cursor.copy(SPLIT_FRAMES_COPY, parameters) as copy,
@@ -915,6 +925,18 @@ def split_frame_batches(
                 rows = []
         if rows:
             yield _frame_batch(rows, split)
+
+
+def split_frame_ids(session: Session, training_set_id: int, split: Split) -> np.ndarray:
+    """(F,) int64: the ids of a split's frames, ascending."""
+    ids = session.execute(
+        text(
+            "SELECT array_agg(frame_id ORDER BY frame_id) FROM training_set_frames"
+            " WHERE training_set_id = :id AND split = :split"
+        ),
+        {"id": training_set_id, "split": split},
+    ).scalar_one()
+    return np.array(ids or [], dtype=np.int64)
 
 
 def split_frames(session: Session, training_set_id: int, split: Split) -> Iterator[TrainingFrame]:

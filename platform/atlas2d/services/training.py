@@ -33,7 +33,7 @@ from atlas2d.queries.training_sets import TrainingSetRow
 from atlas2d.services import models as registry
 from atlas2d.services.models import ModelVersionDetails
 from atlas2d.services.predictions import predict_frames, split_errors
-from atlas2d.services.trainsets import export_training_set
+from atlas2d.services.trainset_export import export_training_set
 from atlas2d.vocabulary import ARCHITECTURES, DEVICES, ExportFormat, Split, counted, or_list
 
 EVALUATED_SPLITS: tuple[Split, ...] = ("val", "test")

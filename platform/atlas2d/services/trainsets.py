@@ -7,10 +7,8 @@ paths). The selection runs in SQL (``queries.training_sets``).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,18 +20,14 @@ from atlas2d.analysis.splits import assign_splits
 from atlas2d.analysis.structure import ISOLATED_CUTOFF_A, has_isolated_atom
 from atlas2d.db.digests import digest_of_fields
 from atlas2d.errors import AlreadyExists, InvalidInput, NotFound
-from atlas2d.io.records import ExportBatch, ExportFrame
-from atlas2d.mlff.forcefield import zero_out_of_plane
 from atlas2d.queries import training_sets as queries
 from atlas2d.queries.retractions import RetractedContent, retracted_content
 from atlas2d.queries.training_sets import LeftOut, SelectionParameters, TrainingSetRow
 from atlas2d.vocabulary import (
-    EXPORT_FORMATS,
     GROUP_BYS,
     OUTLIER_SCOPES,
     RULES,
     SPLITS,
-    ExportFormat,
     Rule,
     Split,
     or_list,
@@ -356,7 +350,8 @@ def preview_training_set(
     )
 
 
-def _get(session: Session, name: str) -> TrainingSetRow:
+def stored_training_set(session: Session, name: str) -> TrainingSetRow:
+    """The stored training set named ``name``. Raises NotFound."""
     row = queries.training_set_row(session, name)
     if row is None:
         raise NotFound(f"No training set is named {name!r}; `atlas2d trainset list` shows them.")
@@ -366,7 +361,7 @@ def _get(session: Session, name: str) -> TrainingSetRow:
 def show_training_set(sessions: sessionmaker[Session], name: str) -> TrainingSetSummary:
     """One stored training set. Raises NotFound."""
     with sessions.begin() as session:
-        return TrainingSetSummary.from_row(_get(session, name))
+        return TrainingSetSummary.from_row(stored_training_set(session, name))
 
 
 def list_training_sets(sessions: sessionmaker[Session]) -> pd.DataFrame:
@@ -408,7 +403,7 @@ def verify_training_set(sessions: sessionmaker[Session], name: str) -> VerifyRep
     retracted sources it holds frames of are reported (``VerifyReport.retracted``),
     without failing it."""
     with sessions.begin() as session:
-        row = _get(session, name)
+        row = stored_training_set(session, name)
         params = SelectionParameters.from_json(row.parameters)
         left_out = _left_out_sources(row.filter_counts)
         selection = _select(session, params, row.relaxation_watermark, left_out)
@@ -431,88 +426,3 @@ def _changed_frames(session: Session, training_set_id: int, limit: int = 20) -> 
         if digest_of_fields(fields) != stored
     ]
     return {"count": len(changed), "first": sorted(changed)[:limit]}
-
-
-# --- export ---------------------------------------------------------------------------
-
-
-def _export_batches(
-    session: Session, training_set_id: int, name: str, split: Split
-) -> Iterator[ExportBatch]:
-    """Stream a split's frames from the database a batch at a time, a layer's stress
-    in-plane only, each frame's identifiers in ``info``.
-
-    Column-wise, not frame by frame: a second object per frame and zeroing one stress
-    at a time were a sixth of the export's time.
-    """
-    for batch in queries.split_frame_batches(session, training_set_id, split):
-        size = len(batch.frame_ids)
-        layers = np.array([d == 2 for d in batch.dimensionalities])[:, np.newaxis, np.newaxis]
-        yield ExportBatch(
-            species=batch.species,
-            bounds=np.asarray(batch.bounds),
-            cells=batch.cells,
-            positions=batch.positions,
-            forces=batch.forces,
-            energies=np.asarray(batch.energies, dtype=np.float64),
-            stresses=np.where(layers, zero_out_of_plane(batch.stresses), batch.stresses),
-            has_stress=np.asarray(batch.has_stress, dtype=bool),
-            info={
-                "material_key": batch.material_keys,
-                "relaxation_id": batch.relaxation_ids,
-                "frame_id": batch.frame_ids,
-                "step": batch.steps,
-                "split": [split] * size,
-                "training_set": [name] * size,
-            },
-            pbc=batch.pbc,
-        )
-
-
-def _export_frames(
-    session: Session, training_set_id: int, name: str, split: Split
-) -> Iterator[ExportFrame]:
-    """``_export_batches`` frame by frame."""
-    for batch in _export_batches(session, training_set_id, name, split):
-        for i in range(len(batch)):
-            yield batch.frame(i)
-
-
-def export_training_set(
-    sessions: sessionmaker[Session], name: str, fmt: ExportFormat, out_dir: Path
-) -> dict[Split, tuple[Path, int]]:
-    """Write one file (extxyz, mace) or dataset folder (matgl) per split.
-
-    Returns:
-        split → (path written, frames written); empty splits are skipped.
-
-    Raises:
-        NotFound: no such training set. InvalidInput: unknown format.
-    """
-    from atlas2d.io import exporters
-
-    if fmt not in EXPORT_FORMATS:
-        raise InvalidInput(
-            f"Unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}."
-        )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: dict[Split, tuple[Path, int]] = {}
-    with sessions.begin() as session:
-        row = _get(session, name)
-        for split in SPLITS:
-            if row.split_counts[split]["frames"] == 0:
-                continue
-            if fmt == "matgl":
-                path = out_dir / split
-                frames = _export_frames(session, row.id, name, split)
-                count = exporters.write_matgl_dataset(frames, path)
-            elif fmt == "mace":
-                path = out_dir / f"{split}.xyz"
-                batches = _export_batches(session, row.id, name, split)
-                count = exporters.write_mace_extxyz_batches(batches, path)
-            else:
-                path = out_dir / f"{split}.xyz"
-                frames = _export_frames(session, row.id, name, split)
-                count = exporters.write_extxyz(frames, path)
-            written[split] = (path, count)
-    return written

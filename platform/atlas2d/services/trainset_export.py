@@ -1,0 +1,294 @@
+"""``trainset export``: a training set's splits as files a trainer reads.
+
+extxyz and matgl go frame by frame in this process. MACE goes a batch of frames at a
+time (``io.exporters.write_mace_extxyz_batches``) and, for a large set, by several
+processes: formatting text is the export's cost (about 20 µs a frame of CPU), so each
+process writes the frames of a range of ids into a part file, with its own connection,
+and this process joins the parts in order. The file is the same, byte for byte.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from itertools import pairwise
+from multiprocessing.pool import Pool
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from atlas2d.db.session import driver_connection, make_engine, make_sessions
+from atlas2d.errors import InvalidInput
+from atlas2d.io import exporters
+from atlas2d.io.records import ExportBatch, ExportFrame
+from atlas2d.mlff.forcefield import zero_out_of_plane
+from atlas2d.queries import training_sets as queries
+from atlas2d.read_ahead import read_ahead
+from atlas2d.services.trainsets import stored_training_set
+from atlas2d.vocabulary import EXPORT_FORMATS, SPLITS, ExportFormat, Split
+
+PARALLEL_MIN_FRAMES = 50_000
+"""A set with fewer frames is written by this process alone: starting the processes
+(about a second) would cost more than they save."""
+FRAMES_PER_PART = 20_000
+"""About how many frames one part file holds (a second of a process's work): several
+parts per process, so that processes that finish early take the next."""
+
+
+def export_training_set(
+    sessions: sessionmaker[Session],
+    name: str,
+    fmt: ExportFormat,
+    out_dir: Path,
+    processes: int | None = None,
+) -> dict[Split, tuple[Path, int]]:
+    """Write one file (extxyz, mace) or dataset folder (matgl) per split.
+
+    Args:
+        processes: processes that write a MACE export of ``PARALLEL_MIN_FRAMES`` or more
+            (default: one per CPU; 1: this process alone), each with its own connection
+            of ``sessions``' engine. Other formats are written by this process.
+
+    Returns:
+        split → (path written, frames written); empty splits are skipped.
+
+    Raises:
+        NotFound: no such training set. InvalidInput: unknown format, ``processes``
+            below 1, or a stored frame that cannot be written (nothing is left behind).
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise InvalidInput(
+            f"Unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}."
+        )
+    if processes is not None and processes < 1:
+        raise InvalidInput(f"--processes {processes}: give 1 or more.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[Split, tuple[Path, int]] = {}
+    with sessions.begin() as session:
+        row = stored_training_set(session, name)
+        splits = [split for split in SPLITS if row.split_counts[split]["frames"] > 0]
+        total = sum(row.split_counts[split]["frames"] for split in splits)
+        workers = processes or os.cpu_count() or 1
+        # Sessions on one connection (a transaction held open) are read here alone:
+        # other connections would not see what that transaction holds.
+        bind = sessions.kw.get("bind")
+        if (
+            fmt == "mace"
+            and workers > 1
+            and total >= PARALLEL_MIN_FRAMES
+            and isinstance(bind, Engine)
+        ):
+            url = bind.url.render_as_string(hide_password=False)
+            return _write_mace_in_parts(session, url, row.id, name, splits, out_dir, workers)
+        for split in splits:
+            if fmt == "matgl":
+                path = out_dir / split
+                frames = _export_frames(session, row.id, name, split)
+                count = exporters.write_matgl_dataset(frames, path)
+            elif fmt == "mace":
+                path = out_dir / f"{split}.xyz"
+                count = exporters.write_mace_extxyz_batches(
+                    _batches_read_ahead(session, row.id, name, split), path
+                )
+            else:
+                path = out_dir / f"{split}.xyz"
+                frames = _export_frames(session, row.id, name, split)
+                count = exporters.write_extxyz(frames, path)
+            written[split] = (path, count)
+    return written
+
+
+def _export_batches(
+    session: Session,
+    training_set_id: int,
+    name: str,
+    split: Split,
+    frame_ids: tuple[int, int] = queries.ALL_FRAME_IDS,
+) -> Iterator[ExportBatch]:
+    """Stream a split's frames (those with ids in ``frame_ids``, inclusive) from the
+    database a batch at a time, a layer's stress in-plane only, each frame's
+    identifiers in ``info``.
+
+    Column-wise, not frame by frame: a second object per frame and zeroing one stress
+    at a time were a sixth of the export's time.
+    """
+    for batch in queries.split_frame_batches(session, training_set_id, split, frame_ids):
+        size = len(batch.frame_ids)
+        layers = np.array([d == 2 for d in batch.dimensionalities])[:, np.newaxis, np.newaxis]
+        yield ExportBatch(
+            species=batch.species,
+            bounds=np.asarray(batch.bounds),
+            cells=batch.cells,
+            positions=batch.positions,
+            forces=batch.forces,
+            energies=np.asarray(batch.energies, dtype=np.float64),
+            stresses=np.where(layers, zero_out_of_plane(batch.stresses), batch.stresses),
+            has_stress=np.asarray(batch.has_stress, dtype=bool),
+            info={
+                "material_key": batch.material_keys,
+                "relaxation_id": batch.relaxation_ids,
+                "frame_id": batch.frame_ids,
+                "step": batch.steps,
+                "split": [split] * size,
+                "training_set": [name] * size,
+            },
+            pbc=batch.pbc,
+        )
+
+
+def _batches_read_ahead(
+    session: Session,
+    training_set_id: int,
+    name: str,
+    split: Split,
+    frame_ids: tuple[int, int] = queries.ALL_FRAME_IDS,
+) -> Iterator[ExportBatch]:
+    """``_export_batches`` read by a background thread: the server computes the next
+    rows while the caller formats the last (Ctrl-C cancels the statement)."""
+    return read_ahead(
+        _export_batches(session, training_set_id, name, split, frame_ids),
+        depth=2,
+        on_stop=driver_connection(session).cancel_safe,
+    )
+
+
+def _export_frames(
+    session: Session, training_set_id: int, name: str, split: Split
+) -> Iterator[ExportFrame]:
+    """``_export_batches`` frame by frame."""
+    for batch in _export_batches(session, training_set_id, name, split):
+        for i in range(len(batch)):
+            yield batch.frame(i)
+
+
+# --- MACE by several processes ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Part:
+    """Frames ``first_index`` … of a split's file, ids ``first_id`` … ``last_id``."""
+
+    training_set_id: int
+    name: str
+    split: Split
+    first_id: int
+    last_id: int
+    first_index: int
+    frames: int
+    path: Path
+
+
+def _write_mace_in_parts(
+    session: Session,
+    url: str,
+    training_set_id: int,
+    name: str,
+    splits: list[Split],
+    out_dir: Path,
+    processes: int,
+) -> dict[Split, tuple[Path, int]]:
+    """Each split's MACE file joined from part files that ``processes`` processes write.
+
+    The processes start first (they connect while this one reads the frame ids). On an
+    error or Ctrl-C they are stopped at once (their statements end with their
+    connections); the part files, in a hidden folder of ``out_dir``, always go.
+    """
+    with ExitStack() as cleanup:
+        scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+        cleanup.callback(shutil.rmtree, scratch, ignore_errors=True)
+        pool = _start_pool(url, processes)
+        cleanup.callback(pool.join)
+        cleanup.callback(pool.terminate)  # runs first: nothing writes once the folder goes
+        parts = {
+            split: _parts(
+                training_set_id,
+                name,
+                split,
+                queries.split_frame_ids(session, training_set_id, split),
+                scratch,
+            )
+            for split in splits
+        }
+        counts = pool.imap(_write_part, [part for split in splits for part in parts[split]])
+        written: dict[Split, tuple[Path, int]] = {}
+        for split in splits:
+            path = out_dir / f"{split}.xyz"
+            with exporters.atomic_file(path, "wb") as handle:
+                for part in parts[split]:
+                    count = next(counts)
+                    if count != part.frames:
+                        raise InvalidInput(
+                            f"The {split} split's frames with ids {part.first_id} to "
+                            f"{part.last_id} changed during the export ({part.frames} in the "
+                            f"set, {count} read); run `atlas2d trainset verify {name}`."
+                        )
+                    with part.path.open("rb") as source:
+                        shutil.copyfileobj(source, handle, 1 << 22)
+                    part.path.unlink()
+            written[split] = (path, sum(part.frames for part in parts[split]))
+        pool.close()
+        return written
+
+
+def _parts(
+    training_set_id: int, name: str, split: Split, ids: np.ndarray, folder: Path
+) -> list[_Part]:
+    """The split's frames (``ids``, ascending) cut into parts of about
+    ``FRAMES_PER_PART`` consecutive ids, their files in ``folder``."""
+    n_parts = max(1, round(len(ids) / FRAMES_PER_PART))
+    cuts = np.linspace(0, len(ids), n_parts + 1).round().astype(int).tolist()
+    return [
+        _Part(
+            training_set_id=training_set_id,
+            name=name,
+            split=split,
+            first_id=int(ids[first]),
+            last_id=int(ids[last - 1]),
+            first_index=first,
+            frames=last - first,
+            path=folder / f"{split}-{k:04d}.xyz",
+        )
+        for k, (first, last) in enumerate(pairwise(cuts))
+        if last > first
+    ]
+
+
+def _start_pool(url: str, processes: int) -> Pool:
+    """``processes`` worker processes, each with its own engine on ``url``.
+
+    Forked where the platform can (the workers then start in milliseconds with what this
+    process imported); the parent's connections are inherited but never used.
+    """
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    return context.Pool(processes, initializer=_start_worker, initargs=(url,))
+
+
+_worker_sessions: sessionmaker[Session] | None = None
+
+
+def _start_worker(url: str) -> None:
+    """A worker's setup: Ctrl-C is the parent's to handle (it stops the workers), and
+    SIGTERM ends a worker at once; one engine of its own."""
+    global _worker_sessions
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _worker_sessions = make_sessions(make_engine(url))
+
+
+def _write_part(part: _Part) -> int:
+    """Write one part file in a worker; returns its frames."""
+    assert _worker_sessions is not None, "_start_worker sets up every worker"
+    with _worker_sessions.begin() as session:
+        batches = _batches_read_ahead(
+            session, part.training_set_id, part.name, part.split, (part.first_id, part.last_id)
+        )
+        return exporters.write_mace_extxyz_batches(batches, part.path, part.first_index)

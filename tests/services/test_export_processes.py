@@ -1,0 +1,175 @@
+"""A MACE export written by several processes (``services.trainset_export``): the same
+bytes as one process writes, one clear error when a stored frame cannot be written or
+the set's frames change under it, and nothing left behind (no part file, no process,
+no statement) when it fails or is interrupted."""
+
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from atlas2d.db.session import make_engine, make_sessions
+from atlas2d.errors import InvalidInput
+from atlas2d.io.records import ParsedFile
+from atlas2d.queries import training_sets
+from atlas2d.queries.training_sets import SelectionParameters
+from atlas2d.services import trainset_export
+from atlas2d.services.ingest import ingest_parsed
+from atlas2d.services.trainset_export import export_training_set
+from atlas2d.services.trainsets import create_training_set
+from tests.conftest import _drop_database, _migrated_database
+from tests.support.synthetic import synthetic_trajectories
+
+SPLIT_FILES = ["test.xyz", "train.xyz", "val.xyz"]
+
+
+@pytest.fixture(scope="module")
+def committed(database_server: Engine) -> Iterator[sessionmaker[Session]]:
+    """A database of its own whose rows are committed (other processes must see them):
+    a set "par" of 30 relaxations, rule all, 60:20:20."""
+    url = _migrated_database(database_server, "atlas2d_export")
+    engine = make_engine(url)
+    sessions = make_sessions(engine)
+    trajectories = synthetic_trajectories(30, (3, 8), (4, 9), seed=11, key_prefix="par")
+    ingest_parsed(sessions, ParsedFile("par", "records", "", "test", trajectories=trajectories))
+    create_training_set(
+        sessions, "par", SelectionParameters(rule="all", split=(60.0, 20.0, 20.0), seed=2)
+    )
+    yield sessions
+    engine.dispose()
+    _drop_database(database_server, url)
+
+
+@pytest.fixture
+def in_parts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Any set goes to the processes, 7 frames a part; returns the pools started."""
+    monkeypatch.setattr(trainset_export, "PARALLEL_MIN_FRAMES", 1)
+    monkeypatch.setattr(trainset_export, "FRAMES_PER_PART", 7)
+    started: list[int] = []
+    start_pool = trainset_export._start_pool
+
+    def counted(url: str, processes: int) -> Any:
+        started.append(processes)
+        return start_pool(url, processes)
+
+    monkeypatch.setattr(trainset_export, "_start_pool", counted)
+    return started
+
+
+def _statements(sessions: sessionmaker[Session]) -> int:
+    """Other connections of this database running the export's COPY."""
+    with sessions.begin() as session:
+        return int(
+            session.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND pid <> pg_backend_pid() AND query LIKE 'COPY (%'"
+                    " AND state = 'active'"
+                )
+            ).scalar_one()
+        )
+
+
+def _nothing_left(out: Path, sessions: sessionmaker[Session]) -> None:
+    assert multiprocessing.active_children() == []
+    assert sorted(p.name for p in out.iterdir()) == []  # no split file, part or folder
+    deadline = time.monotonic() + 10
+    while _statements(sessions) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _statements(sessions) == 0
+
+
+def test_processes_write_the_bytes_one_process_writes(
+    committed: sessionmaker[Session], in_parts: list[int], tmp_path: Path
+) -> None:
+    alone = export_training_set(committed, "par", "mace", tmp_path / "alone", processes=1)
+    assert in_parts == []
+    parts = export_training_set(committed, "par", "mace", tmp_path / "parts", processes=2)
+    assert in_parts == [2]
+    assert {split: n for split, (_, n) in parts.items()} == {
+        split: n for split, (_, n) in alone.items()
+    }
+    assert sum(n for _, n in parts.values()) > 3 * 7  # several parts in every split
+    for split, (path, _) in parts.items():
+        assert path.read_bytes() == alone[split][0].read_bytes(), split
+    assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == SPLIT_FILES
+    assert multiprocessing.active_children() == []
+
+
+def test_a_frame_that_cannot_be_written_is_the_same_error_and_leaves_nothing(
+    committed: sessionmaker[Session], in_parts: list[int], tmp_path: Path
+) -> None:
+    with committed.begin() as session:
+        frame_id, cell = session.execute(
+            text(
+                "SELECT f.id, f.cell FROM frames f JOIN training_set_frames t ON t.frame_id = f.id"
+                " WHERE t.split = 'train' ORDER BY f.id DESC LIMIT 1"
+            )
+        ).one()
+        # The last part's frame: a 1-D cell passes the table's check but is no 3×3 matrix.
+        session.execute(
+            text("UPDATE frames SET cell = :cell WHERE id = :id"),
+            {"cell": np.ravel(cell).tolist(), "id": frame_id},
+        )
+    try:
+        errors = []
+        for processes in (1, 2):
+            out = tmp_path / f"p{processes}"
+            with pytest.raises(InvalidInput, match="not 3×3") as error:
+                export_training_set(committed, "par", "mace", out, processes=processes)
+            errors.append(str(error.value))
+            assert not (out / "train.xyz").exists()
+        assert errors[0] == errors[1]
+        assert in_parts == [2]
+        for leftover in (tmp_path / "p2").iterdir():  # the splits before train, if any
+            assert leftover.name in SPLIT_FILES and leftover.name != "train.xyz"
+        assert multiprocessing.active_children() == []
+    finally:
+        with committed.begin() as session:
+            session.execute(
+                text("UPDATE frames SET cell = :cell WHERE id = :id"),
+                {"cell": cell, "id": frame_id},
+            )
+
+
+def test_frames_gone_during_the_export_are_refused(
+    committed: sessionmaker[Session],
+    in_parts: list[int],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    split_frame_ids = training_sets.split_frame_ids
+
+    def one_more(session: Session, training_set_id: int, split: str) -> np.ndarray:
+        ids = split_frame_ids(session, training_set_id, split)  # type: ignore[arg-type]
+        return np.append(ids, ids[-1] + 10**9)  # listed, then deleted: never read
+
+    monkeypatch.setattr(training_sets, "split_frame_ids", one_more)
+    with pytest.raises(InvalidInput, match=r"changed during the export .* trainset verify par"):
+        export_training_set(committed, "par", "mace", tmp_path / "out", processes=2)
+    _nothing_left(tmp_path / "out", committed)
+
+
+def test_ctrl_c_stops_the_processes_and_their_statements(
+    committed: sessionmaker[Session],
+    in_parts: list[int],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C reaches this process while it joins the first part; the others are running.
+    monkeypatch.setattr(shutil, "copyfileobj", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_training_set(committed, "par", "mace", tmp_path / "out", processes=2)
+    _nothing_left(tmp_path / "out", committed)
