@@ -6,7 +6,6 @@ no statement) when it fails or is interrupted."""
 from __future__ import annotations
 
 import multiprocessing
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,9 +148,12 @@ def test_frames_gone_during_the_export_are_refused(
 ) -> None:
     split_frame_ids = training_sets.split_frame_ids
 
-    def one_more(session: Session, training_set_id: int, split: str) -> np.ndarray:
-        ids = split_frame_ids(session, training_set_id, split)  # type: ignore[arg-type]
-        return np.append(ids, ids[-1] + 10**9)  # listed, then deleted: never read
+    def one_more(
+        session: Session, training_set_id: int, split: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ids, relaxations = split_frame_ids(session, training_set_id, split)  # type: ignore[arg-type]
+        # A frame listed, then deleted before it was read.
+        return np.append(ids, ids[-1] + 10**9), np.append(relaxations, relaxations[-1])
 
     monkeypatch.setattr(training_sets, "split_frame_ids", one_more)
     with pytest.raises(InvalidInput, match=r"changed during the export .* trainset verify par"):
@@ -169,7 +171,7 @@ def test_ctrl_c_stops_the_processes_and_their_statements(
         raise KeyboardInterrupt
 
     # Ctrl-C reaches this process while it joins the first part; the others are running.
-    monkeypatch.setattr(shutil, "copyfileobj", interrupted)
+    monkeypatch.setattr(trainset_export, "_append", interrupted)
     with pytest.raises(KeyboardInterrupt):
         export_training_set(committed, "par", "mace", tmp_path / "out", processes=2)
     _nothing_left(tmp_path / "out", committed)

@@ -806,20 +806,40 @@ class TrainingFrame:
 SPLIT_FRAMES_COPY = """COPY (
 SELECT t.frame_id, f.step, f.energy, r.id, m.dimensionality, r.pbc[1], r.pbc[2], r.pbc[3],
        m.key, f.cell, f.stress, r.species, f.positions, f.forces
-FROM training_set_frames t
+FROM (
+    SELECT frame_id FROM training_set_frames
+    WHERE training_set_id = %(id)s AND split = %(split)s
+      AND relaxation_id BETWEEN %(first_relaxation)s AND %(last_relaxation)s
+      AND frame_id BETWEEN %(first_frame)s AND %(last_frame)s
+    ORDER BY frame_id
+) t
 JOIN frames f ON f.id = t.frame_id
 JOIN relaxations r ON r.id = f.relaxation_id
 JOIN materials m ON m.id = r.material_id
-WHERE t.training_set_id = %(id)s AND t.split = %(split)s
-  AND t.frame_id BETWEEN %(first)s AND %(last)s
 ORDER BY t.frame_id
 ) TO STDOUT (FORMAT BINARY)"""
-"""A split's frames (those with ids from ``first`` to ``last``) as binary COPY rows;
-``_frame_batch`` reads the fields in this order. psycopg merges the parameters into
-the statement (COPY takes none)."""
+"""A split's frames (those of a ``FrameRange``) as binary COPY rows; ``_frame_batch``
+reads the fields in this order. psycopg merges the parameters into the statement
+(COPY takes none). The ids are sorted before the joins, which keep their order: the
+rows stream out as they are joined, and no sort of wide rows spills to disk (the
+planner sorted them last when it expected few)."""
 
-ALL_FRAME_IDS = (-(2**63), 2**63 - 1)
-"""Every frame id (``frames.id`` is a bigint): a whole split."""
+
+@dataclass(frozen=True)
+class FrameRange:
+    """Frames with ids ``first_frame`` to ``last_frame`` of relaxations with ids
+    ``first_relaxation`` to ``last_relaxation`` (inclusive; the default: every one).
+
+    The relaxation ids let the server read only the set's rows of those relaxations (an
+    index range) instead of every row of the split: a part of an export cost as much
+    as the whole split without them.
+    """
+
+    first_frame: int = -(2**63)  # frames.id is a bigint, relaxations.id an integer
+    last_frame: int = 2**63 - 1
+    first_relaxation: int = -(2**31)
+    last_relaxation: int = 2**31 - 1
+
 
 SPLIT_FRAMES_BATCH = 4096
 """Rows decoded together: about 3 MB for frames of 3–20 atoms."""
@@ -896,11 +916,11 @@ def split_frame_batches(
     session: Session,
     training_set_id: int,
     split: Split,
-    frame_ids: tuple[int, int] = ALL_FRAME_IDS,
+    frames: FrameRange = FrameRange(),
 ) -> Iterator[FrameBatch]:
-    """A training set's frames of one split, by frame id, in batches of
-    ``SPLIT_FRAMES_BATCH`` frames (streamed: one batch in memory at a time); only
-    those with ids from ``frame_ids[0]`` to ``frame_ids[1]`` (inclusive) when given.
+    """A training set's frames of one split (only those in ``frames`` when given), by
+    frame id, in batches of ``SPLIT_FRAMES_BATCH`` frames (streamed: one batch in
+    memory at a time).
 
     A binary COPY decoded with numpy a batch at a time (``db.copy_columns``): the
     rows psycopg decoded into lists (cell, stress, species), then into arrays, cost as
@@ -911,8 +931,7 @@ def split_frame_batches(
             or stress that is not 3×3, species with NULLs, as many species as
             positions): edited outside atlas2d.
     """
-    first, last = frame_ids
-    parameters = {"id": int(training_set_id), "split": split, "first": first, "last": last}
+    parameters = {"id": int(training_set_id), "split": split, **asdict(frames)}
     with (
         driver_connection(session).cursor() as cursor,
         cursor.copy(SPLIT_FRAMES_COPY, parameters) as copy,
@@ -927,16 +946,19 @@ def split_frame_batches(
             yield _frame_batch(rows, split)
 
 
-def split_frame_ids(session: Session, training_set_id: int, split: Split) -> np.ndarray:
-    """(F,) int64: the ids of a split's frames, ascending."""
-    ids = session.execute(
+def split_frame_ids(
+    session: Session, training_set_id: int, split: Split
+) -> tuple[np.ndarray, np.ndarray]:
+    """(F,) int64 each: the ids of a split's frames, ascending, and of their relaxations."""
+    frame_ids, relaxation_ids = session.execute(
         text(
-            "SELECT array_agg(frame_id ORDER BY frame_id) FROM training_set_frames"
+            "SELECT array_agg(frame_id ORDER BY frame_id),"
+            " array_agg(relaxation_id ORDER BY frame_id) FROM training_set_frames"
             " WHERE training_set_id = :id AND split = :split"
         ),
         {"id": training_set_id, "split": split},
-    ).scalar_one()
-    return np.array(ids or [], dtype=np.int64)
+    ).one()
+    return np.array(frame_ids or [], dtype=np.int64), np.array(relaxation_ids or [], dtype=np.int64)
 
 
 def split_frames(session: Session, training_set_id: int, split: Split) -> Iterator[TrainingFrame]:
