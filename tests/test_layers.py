@@ -30,6 +30,7 @@ LAYERS = {
     "config": 0,
     "vocabulary": 0,
     "threads": 0,
+    "read_ahead": 0,
     "provenance": 0,
     "db": 1,
     "analysis": 2,

@@ -274,7 +274,7 @@ def export(
     processes: int = typer.Option(
         0,
         "--processes",
-        help="Processes that write a large MACE export (0: one per CPU; 1: this one alone).",
+        help="Processes that write a large MACE export (0: one per CPU, at most 8; 1: this one).",
     ),
 ) -> None:
     """Export a training set, one file (or dataset folder) per split, streaming from the database."""

@@ -208,9 +208,9 @@ def write_mace_extxyz_batches(
     """``write_mace_extxyz`` for frames given column-wise, a batch at a time: the same
     text, byte for byte (``tests/io/test_exporters.py`` compares the two).
 
-    A batch's text is one ``%`` template filled with one list of its float values, so
-    the per-frame Python work is the template's pieces; formatting frame by frame was
-    two thirds of the export of a large training set. A batch the template cannot take
+    A batch's text comes from ``%`` templates, a few hundred frames each, filled from
+    one array of its float values, so the per-frame Python work is the template's
+    pieces; formatting frame by frame was two thirds of the export of a large set. A batch the template cannot take
     (an info value that is no plain text or integer, a key to escape, a non-finite
     label) goes frame by frame, which formats it the general way or refuses it.
 

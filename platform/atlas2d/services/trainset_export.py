@@ -40,6 +40,9 @@ from atlas2d.vocabulary import EXPORT_FORMATS, SPLITS, ExportFormat, Split
 PARALLEL_MIN_FRAMES = 50_000
 """A set with fewer frames is written by this process alone: starting the processes
 (about a second) would cost more than they save."""
+DEFAULT_MAX_PROCESSES = 8
+"""The default is one process per CPU, at most this many (each holds a connection, and
+the server's own work grows with them)."""
 FRAMES_PER_PART = 10_000
 """About how many frames one part file holds (half a second of a process's work):
 many parts per process, so that the processes finish together."""
@@ -56,8 +59,9 @@ def export_training_set(
 
     Args:
         processes: processes that write a MACE export of ``PARALLEL_MIN_FRAMES`` or more
-            (default: one per CPU; 1: this process alone), each with its own connection
-            of ``sessions``' engine. Other formats are written by this process.
+            (default: one per CPU this process may use, at most ``DEFAULT_MAX_PROCESSES``;
+            1: this process alone), each with its own connection of ``sessions``'
+            engine. Other formats are written by this process.
 
     Returns:
         split → (path written, frames written); empty splits are skipped.
@@ -78,7 +82,7 @@ def export_training_set(
         row = stored_training_set(session, name)
         splits = [split for split in SPLITS if row.split_counts[split]["frames"] > 0]
         total = sum(row.split_counts[split]["frames"] for split in splits)
-        workers = processes or os.cpu_count() or 1
+        workers = processes or min(_usable_cpus(), DEFAULT_MAX_PROCESSES)
         # Sessions on one connection (a transaction held open) are read here alone:
         # other connections would not see what that transaction holds.
         bind = sessions.kw.get("bind")
@@ -106,6 +110,13 @@ def export_training_set(
                 count = exporters.write_extxyz(frames, path)
             written[split] = (path, count)
     return written
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity; a container's limit may be less)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _export_batches(
