@@ -143,29 +143,10 @@ def test_trainset_commands(cli, tmp_path: Path) -> None:  # type: ignore[no-unty
         "trainset", "export", "t1", "--format", "extxyz", "--out", str(tmp_path / "out")
     )
     assert code == 0 and "train:" in out
-    code, out, _ = cli(
-        "trainset",
-        "export",
-        "t1",
-        "--format",
-        "mace",
-        "--out",
-        str(tmp_path / "m"),
-        "--processes",
-        "2",
-    )
+    mace = ("trainset", "export", "t1", "--format", "mace", "--out", str(tmp_path / "m"))
+    code, out, _ = cli(*mace, "--processes", "2")
     assert code == 0 and "train:" in out  # a small set: written by this process alone
-    code, _, err = cli(
-        "trainset",
-        "export",
-        "t1",
-        "--format",
-        "mace",
-        "--out",
-        str(tmp_path / "m"),
-        "--processes",
-        "-1",
-    )
+    code, _, err = cli(*mace, "--processes", "-1")
     assert code == 1 and "--processes -1: give 0 (one per CPU) or more." in err
     code, _, err = cli("trainset", "create", "bad", "--split", "90:20:5")
     assert code == 1 and "summing to 100" in err

@@ -101,9 +101,8 @@ def export_training_set(
                 count = exporters.write_matgl_dataset(frames, path)
             elif fmt == "mace":
                 path = out_dir / f"{split}.xyz"
-                count = exporters.write_mace_extxyz_batches(
-                    _batches_read_ahead(session, row.id, name, split), path
-                )
+                batches = _read_ahead(session, _export_batches(session, row.id, name, split))
+                count = exporters.write_mace_extxyz_batches(batches, path)
             else:
                 path = out_dir / f"{split}.xyz"
                 frames = _export_frames(session, row.id, name, split)
@@ -156,20 +155,10 @@ def _export_batches(
         )
 
 
-def _batches_read_ahead(
-    session: Session,
-    training_set_id: int,
-    name: str,
-    split: Split,
-    frames: FrameRange = FrameRange(),
-) -> Iterator[ExportBatch]:
-    """``_export_batches`` read by a background thread: the server computes the next
-    rows while the caller formats the last (Ctrl-C cancels the statement)."""
-    return read_ahead(
-        _export_batches(session, training_set_id, name, split, frames),
-        depth=2,
-        on_stop=driver_connection(session).cancel_safe,
-    )
+def _read_ahead(session: Session, batches: Iterator[ExportBatch]) -> Iterator[ExportBatch]:
+    """``batches`` (of ``session``) read by a background thread: the server computes the
+    next rows while the caller formats the last; stopping early cancels the statement."""
+    return read_ahead(batches, depth=2, on_stop=driver_connection(session).cancel_safe)
 
 
 def _export_frames(
@@ -325,7 +314,7 @@ def _write_part(part: _Part) -> int:
     """Write one part file in a worker; returns its frames."""
     assert _worker_sessions is not None, "_start_worker sets up every worker"
     with _worker_sessions.begin() as session:
-        batches = _batches_read_ahead(
-            session, part.training_set_id, part.name, part.split, part.frames
+        batches = _export_batches(session, part.training_set_id, part.name, part.split, part.frames)
+        return exporters.write_mace_extxyz_batches(
+            _read_ahead(session, batches), part.path, part.first_index
         )
-        return exporters.write_mace_extxyz_batches(batches, part.path, part.first_index)
