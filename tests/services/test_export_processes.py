@@ -6,6 +6,9 @@ no statement) when it fails or is interrupted."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +29,7 @@ from atlas2d.services.ingest import ingest_parsed
 from atlas2d.services.trainset_export import export_training_set
 from atlas2d.services.trainsets import create_training_set
 from tests.conftest import _drop_database, _migrated_database
+from tests.support.entry_point import atlas2d_script, user_environment
 from tests.support.synthetic import synthetic_trajectories
 
 SPLIT_FILES = ["test.xyz", "train.xyz", "val.xyz"]
@@ -175,3 +179,68 @@ def test_ctrl_c_stops_the_processes_and_their_statements(
     with pytest.raises(KeyboardInterrupt):
         export_training_set(committed, "par", "mace", tmp_path / "out", processes=2)
     _nothing_left(tmp_path / "out", committed)
+
+
+# --- the installed command ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def large_set_url(database_server: Engine) -> Iterator[str]:
+    """A committed database whose set "big" (55,000 frames) the command writes by
+    several processes (it is above ``PARALLEL_MIN_FRAMES``)."""
+    url = _migrated_database(database_server, "atlas2d_export_big")
+    engine = make_engine(url)
+    sessions = make_sessions(engine)
+    trajectories = synthetic_trajectories(2200, 25, (3, 20), seed=5, key_prefix="big")
+    ingest_parsed(sessions, ParsedFile("big", "records", "", "test", trajectories=trajectories))
+    create_training_set(sessions, "big", SelectionParameters(rule="all", split=(80.0, 10.0, 10.0)))
+    engine.dispose()
+    assert 2200 * 25 >= trainset_export.PARALLEL_MIN_FRAMES
+    yield url
+    _drop_database(database_server, url)
+
+
+def _processes_writing(out: Path) -> list[int]:
+    """Processes whose command line names ``out``."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(out).encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:  # gone meanwhile
+            continue
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_the_command_its_processes_and_leaves_no_file(
+    large_set_url: str, tmp_path: Path, signum: signal.Signals
+) -> None:
+    out = tmp_path / "out"
+    command = [atlas2d_script(), "trainset", "export", "big", "--format", "mace", "--out", str(out)]
+    run = subprocess.Popen(
+        [*command, "--processes", "2"],
+        env=user_environment(ATLAS2D_DATABASE_URL=large_set_url, COLUMNS="200"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    # Signal once a worker has written its first part: the processes are at work.
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".export-*/train-*.xyz")) and run.poll() is None:
+        assert time.monotonic() < deadline, "no part file appeared"
+        time.sleep(0.02)
+    if signum == signal.SIGINT:
+        os.killpg(run.pid, signum)  # Ctrl-C: the terminal signals the whole group
+    else:
+        os.kill(run.pid, signum)  # a job scheduler signals the command
+    output, _ = run.communicate(timeout=120)
+    assert run.returncode == 130, output
+    assert output.strip().splitlines() == [
+        "interrupted: stopped before the end; what it had committed stays, the statement "
+        "running was cancelled on the server."
+    ]
+    assert list(out.iterdir()) == []
+    assert _processes_writing(out) == []
