@@ -43,6 +43,10 @@ class PermissionDenied(Atlas2dError):
     """The database role lacks a privilege the command needs."""
 
 
+class WorkerDied(Atlas2dError):
+    """A worker process of a command ended without its result (killed, out of memory)."""
+
+
 class CannotListen(Atlas2dError):
     """``atlas2d serve`` cannot listen on the host and port given (in use, not this
     machine's address, or a privileged port)."""

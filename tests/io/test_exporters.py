@@ -246,7 +246,12 @@ def _plain_edge_frames() -> list[ExportFrame]:
     frames = _edge_frames()
     keys = ["0042", "MoS2 2H", "50%Mo", "Mo-1"]
     for index, (frame, key) in enumerate(zip(frames, keys, strict=True)):
-        frame.info = {"material_key": key, "frame_id": 2**40 + index, "split": "train"}
+        frame.info = {
+            "material_key": key,
+            "frame_id": 2**40 + index,
+            "split": "train",
+            "n%d": index,  # a % in a key is text in the template, not a placeholder
+        }
     frames[3].cell = np.zeros((3, 3))
     frames[1].energy = -0.0
     return frames
@@ -267,7 +272,7 @@ def test_mace_batches_write_what_the_frame_writer_writes(
         assert write_mace_extxyz_batches([_batch(frames[:1]), _batch(frames[1:])], path) == 4
     text = path.read_text()
     assert text == expected.read_text()
-    for needed in ('material_key="MoS2 2H"', "material_key=50%Mo", "REF_energy=-0.0"):
+    for needed in ('material_key="MoS2 2H"', "material_key=50%Mo", "REF_energy=-0.0", "n%d=3"):
         assert needed in text
     assert text.splitlines()[-2].startswith("Properties=")  # the 1-atom frame's zero cell
 

@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from atlas2d.db.session import make_engine, make_sessions
-from atlas2d.errors import InvalidInput
+from atlas2d.errors import InvalidInput, WorkerDied
+from atlas2d.io import exporters
 from atlas2d.io.records import ParsedFile
 from atlas2d.queries import training_sets
 from atlas2d.queries.training_sets import SelectionParameters
@@ -179,6 +181,80 @@ def test_ctrl_c_stops_the_processes_and_their_statements(
     with pytest.raises(KeyboardInterrupt):
         export_training_set(committed, "par", "mace", tmp_path / "out", processes=2)
     _nothing_left(tmp_path / "out", committed)
+
+
+def _in_a_thread(export: Any, timeout_s: float = 90) -> BaseException | None:
+    """Run ``export()`` in a thread; the exception it raised (None if none). A hang
+    fails the test instead of the whole run."""
+    raised: list[BaseException | None] = [None]
+
+    def run() -> None:
+        try:
+            export()
+        except BaseException as err:
+            raised[0] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    assert not thread.is_alive(), "the export hangs"
+    return raised[0]
+
+
+_BATCH_TEXT = exporters._mace_batch_text
+
+
+def _second_batch_refused(batch: Any) -> str | None:
+    """The batch writer, refusing its second batch (in each process)."""
+    _second_batch_refused.calls += 1  # type: ignore[attr-defined]
+    if _second_batch_refused.calls == 2:  # type: ignore[attr-defined]
+        raise InvalidInput("the writer refused a batch")
+    return _BATCH_TEXT(batch)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_writer_that_fails_part_way_ends_the_read_and_the_export(
+    committed: sessionmaker[Session],
+    in_parts: list[int],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    processes: int,
+) -> None:
+    # Many small batches: the read-ahead thread waits with a full queue when it fails.
+    monkeypatch.setattr(training_sets, "SPLIT_FRAMES_BATCH", 2)
+    monkeypatch.setattr(_second_batch_refused, "calls", 0, raising=False)
+    monkeypatch.setattr(exporters, "_mace_batch_text", _second_batch_refused)
+    out = tmp_path / "out"
+    raised = _in_a_thread(
+        lambda: export_training_set(committed, "par", "mace", out, processes=processes)
+    )
+    assert isinstance(raised, InvalidInput) and "refused a batch" in str(raised)
+    _nothing_left(out, committed)
+    assert not [t for t in threading.enumerate() if t.name == "atlas2d-read-ahead"]
+
+
+def _killed_after_the_first_part(part: Any) -> int:
+    """A worker killed (as by the kernel's OOM killer) once the first part is done."""
+    if part.first_index > 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _WRITE_PART(part)
+
+
+_WRITE_PART = trainset_export._write_part
+
+
+def test_a_worker_killed_is_one_clear_error_not_a_hang(
+    committed: sessionmaker[Session],
+    in_parts: list[int],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(trainset_export, "_write_part", _killed_after_the_first_part)
+    out = tmp_path / "out"
+    raised = _in_a_thread(lambda: export_training_set(committed, "par", "mace", out, processes=2))
+    assert isinstance(raised, WorkerDied), raised
+    assert "ended before its part was written" in str(raised) and "--processes 1" in str(raised)
+    _nothing_left(out, committed)
 
 
 # --- the installed command ------------------------------------------------------------

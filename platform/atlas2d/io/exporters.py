@@ -381,7 +381,8 @@ def _batch_info_texts(info: dict[str, list[Any]], n_frames: int) -> list[str] | 
                 return None
             texts = [text_of[value] for value in values]
         elif kinds == {int}:
-            texts = [f"{key}={value}" for value in values]
+            template_key = key.replace("%", "%%")
+            texts = [f"{template_key}={value}" for value in values]
         else:
             return None
         columns.append(texts)

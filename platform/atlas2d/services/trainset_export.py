@@ -13,12 +13,14 @@ import multiprocessing
 import os
 import shutil
 import signal
+import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import ExitStack
+from collections.abc import Generator, Iterator
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from itertools import pairwise
-from multiprocessing.pool import Pool
+from multiprocessing.pool import IMapIterator, Pool
+from multiprocessing.queues import SimpleQueue
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,7 +29,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from atlas2d.db.session import driver_connection, make_engine, make_sessions
-from atlas2d.errors import InvalidInput
+from atlas2d.errors import InvalidInput, WorkerDied
 from atlas2d.io import exporters
 from atlas2d.io.records import ExportBatch, ExportFrame
 from atlas2d.mlff.forcefield import zero_out_of_plane
@@ -95,18 +97,21 @@ def export_training_set(
             url = bind.url.render_as_string(hide_password=False)
             return _write_mace_in_parts(session, url, row.id, name, splits, out_dir, workers)
         for split in splits:
+            # Closed however the writer ends: a reader left open holds the connection
+            # (and its thread waits to hand over a batch), so the rollback would hang.
             if fmt == "matgl":
                 path = out_dir / split
-                frames = _export_frames(session, row.id, name, split)
-                count = exporters.write_matgl_dataset(frames, path)
+                with closing(_export_frames(session, row.id, name, split)) as frames:
+                    count = exporters.write_matgl_dataset(frames, path)
             elif fmt == "mace":
                 path = out_dir / f"{split}.xyz"
                 batches = _read_ahead(session, _export_batches(session, row.id, name, split))
-                count = exporters.write_mace_extxyz_batches(batches, path)
+                with closing(batches):
+                    count = exporters.write_mace_extxyz_batches(batches, path)
             else:
                 path = out_dir / f"{split}.xyz"
-                frames = _export_frames(session, row.id, name, split)
-                count = exporters.write_extxyz(frames, path)
+                with closing(_export_frames(session, row.id, name, split)) as frames:
+                    count = exporters.write_extxyz(frames, path)
             written[split] = (path, count)
     return written
 
@@ -155,7 +160,7 @@ def _export_batches(
         )
 
 
-def _read_ahead(session: Session, batches: Iterator[ExportBatch]) -> Iterator[ExportBatch]:
+def _read_ahead(session: Session, batches: Iterator[ExportBatch]) -> Generator[ExportBatch]:
     """``batches`` (of ``session``) read by a background thread: the server computes the
     next rows while the caller formats the last; stopping early cancels the statement."""
     return read_ahead(batches, depth=2, on_stop=driver_connection(session).cancel_safe)
@@ -163,7 +168,7 @@ def _read_ahead(session: Session, batches: Iterator[ExportBatch]) -> Iterator[Ex
 
 def _export_frames(
     session: Session, training_set_id: int, name: str, split: Split
-) -> Iterator[ExportFrame]:
+) -> Generator[ExportFrame]:
     """``_export_batches`` frame by frame."""
     for batch in _export_batches(session, training_set_id, name, split):
         for i in range(len(batch)):
@@ -204,9 +209,12 @@ def _write_mace_in_parts(
     with ExitStack() as cleanup:
         scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
         cleanup.callback(shutil.rmtree, scratch, ignore_errors=True)
-        pool = _start_pool(url, processes)
-        cleanup.callback(pool.join)
-        cleanup.callback(pool.terminate)  # runs first: nothing writes once the folder goes
+        # Ctrl-C is held back until the pool's stop is registered (a Ctrl-C in between
+        # would leave the workers running); the workers start with it held back too.
+        with _sigint_held():
+            pool, pids = _start_pool(url, processes)
+            cleanup.callback(pool.join)
+            cleanup.callback(pool.terminate)  # first: nothing writes once the folder goes
         parts = {
             split: _parts(
                 training_set_id,
@@ -223,7 +231,7 @@ def _write_mace_in_parts(
             path = out_dir / f"{split}.xyz"
             with exporters.atomic_file(path, "wb") as handle:
                 for part in parts[split]:
-                    count = next(counts)
+                    count = _next_result(counts, pids)
                     if count != part.count:
                         raise InvalidInput(
                             f"The {split} split's frames with ids {part.frames.first_frame} "
@@ -239,16 +247,20 @@ def _write_mace_in_parts(
 
 
 def _append(path: Path, handle: BinaryIO) -> None:
-    """Append the file at ``path`` to ``handle``: in the kernel where it can
-    (``sendfile``; copying through Python cost 1.3 s of CPU per 400 MB, sendfile 0.2)."""
+    """Append the file at ``path`` to ``handle``: in the kernel on Linux (``sendfile``;
+    copying through Python cost 1.3 s of CPU per 400 MB, sendfile 0.2), through Python
+    elsewhere (macOS's sendfile writes to sockets only) and for whatever it left."""
     handle.flush()
     with path.open("rb") as source:
-        if not hasattr(os, "sendfile"):
-            shutil.copyfileobj(source, handle, 1 << 22)
-            return
-        size, offset = os.fstat(source.fileno()).st_size, 0
-        while offset < size:
-            offset += os.sendfile(handle.fileno(), source.fileno(), offset, size - offset)
+        if sys.platform.startswith("linux"):
+            size, offset = os.fstat(source.fileno()).st_size, 0
+            while offset < size:
+                sent = os.sendfile(handle.fileno(), source.fileno(), offset, size - offset)
+                if sent == 0:
+                    break
+                offset += sent
+            source.seek(offset)
+        shutil.copyfileobj(source, handle, 1 << 22)
 
 
 def _parts(
@@ -287,27 +299,76 @@ def _parts(
     ]
 
 
-def _start_pool(url: str, processes: int) -> Pool:
-    """``processes`` worker processes, each with its own engine on ``url``.
+def _start_pool(url: str, processes: int) -> tuple[Pool, SimpleQueue[int]]:
+    """``processes`` worker processes, each with its own engine on ``url``, and the queue
+    on which each started worker puts its pid.
 
     Forked where the platform can (the workers then start in milliseconds with what this
     process imported); the parent's connections are inherited but never used.
     """
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
-    return context.Pool(processes, initializer=_start_worker, initargs=(url,))
+    pids: SimpleQueue[int] = context.SimpleQueue()
+    return context.Pool(processes, initializer=_start_worker, initargs=(url, pids)), pids
+
+
+@contextmanager
+def _sigint_held() -> Iterator[None]:
+    """SIGINT held back (delivered when the block ends) where the platform can."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _next_result(results: IMapIterator, pids: SimpleQueue[int]) -> int:
+    """The next part's frame count, as the workers hand them over.
+
+    Raises:
+        WorkerDied: a worker ended without its result (killed, out of memory): the pool
+            would replace it and wait for that result for ever.
+    """
+    started: set[int] = set()
+    while True:
+        try:
+            return int(results.next(timeout=0.5))
+        except multiprocessing.TimeoutError:
+            while not pids.empty():
+                started.add(pids.get())
+            for pid in started:
+                if not _alive(pid):
+                    raise WorkerDied(
+                        f"An export process (pid {pid}) ended before its part was written "
+                        "(killed, or out of memory?); nothing of the unfinished split was "
+                        "kept. Run the export again, with --processes 1 to use one process."
+                    ) from None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 _worker_sessions: sessionmaker[Session] | None = None
 
 
-def _start_worker(url: str) -> None:
+def _start_worker(url: str, pids: SimpleQueue[int]) -> None:
     """A worker's setup: Ctrl-C is the parent's to handle (it stops the workers), and
-    SIGTERM ends a worker at once; one engine of its own."""
+    SIGTERM ends a worker at once; one engine of its own; its pid to the parent."""
     global _worker_sessions
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):  # held back by the parent while it forked
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _worker_sessions = make_sessions(make_engine(url))
+    pids.put(os.getpid())
 
 
 def _write_part(part: _Part) -> int:
@@ -315,6 +376,5 @@ def _write_part(part: _Part) -> int:
     assert _worker_sessions is not None, "_start_worker sets up every worker"
     with _worker_sessions.begin() as session:
         batches = _export_batches(session, part.training_set_id, part.name, part.split, part.frames)
-        return exporters.write_mace_extxyz_batches(
-            _read_ahead(session, batches), part.path, part.first_index
-        )
+        with closing(_read_ahead(session, batches)) as ahead:  # see export_training_set
+            return exporters.write_mace_extxyz_batches(ahead, part.path, part.first_index)
