@@ -234,8 +234,15 @@ def test_a_writer_that_fails_part_way_ends_the_read_and_the_export(
 
 
 def _killed_after_the_first_part(part: Any) -> int:
-    """A worker killed (as by the kernel's OOM killer) once the first part is done."""
-    if part.first_index > 0:
+    """One worker killed (as by the kernel's OOM killer; its replacement lives) after
+    the parent has waited for the first part (slow) and joined it."""
+    if part.path.name == "train-0000.xyz":
+        time.sleep(1.5)
+    elif part.path.name == "train-0003.xyz":
+        joined = part.path.parent.parent / ".train.xyz.part"
+        deadline = time.monotonic() + 30
+        while not (joined.exists() and joined.stat().st_size) and time.monotonic() < deadline:
+            time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGKILL)
     return _WRITE_PART(part)
 

@@ -226,12 +226,13 @@ def _write_mace_in_parts(
             for split in splits
         }
         counts = pool.imap(_write_part, [part for split in splits for part in parts[split]])
+        started: set[int] = set()  # the workers' pids
         written: dict[Split, tuple[Path, int]] = {}
         for split in splits:
             path = out_dir / f"{split}.xyz"
             with exporters.atomic_file(path, "wb") as handle:
                 for part in parts[split]:
-                    count = _next_result(counts, pids)
+                    count = _next_result(counts, pids, started)
                     if count != part.count:
                         raise InvalidInput(
                             f"The {split} split's frames with ids {part.frames.first_frame} "
@@ -325,14 +326,17 @@ def _sigint_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def _next_result(results: IMapIterator, pids: SimpleQueue[int]) -> int:
+def _next_result(results: IMapIterator, pids: SimpleQueue[int], started: set[int]) -> int:
     """The next part's frame count, as the workers hand them over.
+
+    Args:
+        pids: where each worker puts its pid when it starts; drained into ``started``
+            (the caller's, kept from call to call).
 
     Raises:
         WorkerDied: a worker ended without its result (killed, out of memory): the pool
             would replace it and wait for that result for ever.
     """
-    started: set[int] = set()
     while True:
         try:
             return int(results.next(timeout=0.5))
