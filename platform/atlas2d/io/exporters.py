@@ -68,7 +68,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -148,7 +148,7 @@ def write_extxyz(frames: Iterable[ExportFrame], path: str | os.PathLike[str]) ->
     from ase.stress import full_3x3_to_voigt_6_stress
 
     n_written = 0
-    with _atomic_text_file(Path(path)) as handle:
+    with atomic_file(Path(path), "w") as handle:
         for index, frame in enumerate(frames):
             arrays = _checked_arrays(frame, index)
             atoms = _atoms(arrays, pbc=frame.pbc)
@@ -191,7 +191,7 @@ def write_mace_extxyz(frames: Iterable[ExportFrame], path: str | os.PathLike[str
     """
     n_written = 0
     block: list[str] = []
-    with _atomic_text_file(Path(path)) as handle:
+    with atomic_file(Path(path), "w") as handle:
         for index, frame in enumerate(frames):
             block.append(_mace_frame_text(frame, index))
             n_written += 1
@@ -227,7 +227,7 @@ def write_mace_extxyz_batches(
         InvalidInput: as ``write_mace_extxyz``.
     """
     n_written = 0
-    with _atomic_text_file(Path(path)) as handle:
+    with atomic_file(Path(path), "w") as handle:
         for batch in batches:
             text = _mace_batch_text(batch)
             if text is None:
@@ -269,7 +269,7 @@ def _mace_batch_text(batch: ExportBatch) -> str | None:
     needs the frame-by-frame way (see ``write_mace_extxyz_batches``).
 
     The template holds each frame's count, identifiers and symbols as text and a
-    placeholder per float: ``%r`` (``repr``, what ``str`` gives, as ASE writes the
+    ``%`` field per float: ``%r`` (``repr``, what ``str`` gives, as ASE writes the
     comment line) for the cell, energy and stress, ``%16.8f`` for positions and forces.
     """
     n_frames = len(batch)
@@ -391,9 +391,8 @@ def _batch_info_texts(info: dict[str, list[Any]], n_frames: int) -> list[str] | 
     return [" ".join(items) for items in zip(*columns, strict=True)]  # type: ignore[arg-type]
 
 
-@lru_cache(maxsize=1 << 16)
 def _template_text_item(key: str, value: str) -> str | None:
-    """``_plain_text_item`` with ``%`` doubled, for a ``%`` template."""
+    """``_plain_text_item`` (cached) with ``%`` doubled, for a ``%`` template."""
     item = _plain_text_item(key, value)
     return None if item is None else item.replace("%", "%%")
 
@@ -517,7 +516,7 @@ def write_matgl_dataset(frames: Iterable[ExportFrame], out_dir: str | os.PathLik
     n_written = 0
     has_stress: bool | None = None
     atomic_numbers_seen: set[int] = set()
-    with _atomic_text_file(directory / MATGL_FRAMES_FILE) as handle:
+    with atomic_file(directory / MATGL_FRAMES_FILE, "w") as handle:
         for index, frame in enumerate(frames):
             arrays = _checked_arrays(frame, index)
             frame_has_stress = arrays.stress is not None
@@ -567,7 +566,7 @@ def write_matgl_dataset(frames: Iterable[ExportFrame], out_dir: str | os.PathLik
         "units": {"energy": "eV", "forces": "eV/Å", "stress": "GPa"},
         "stress_sign": "matgl = ASE: sigma = (1/V) dE/d(strain), tensile positive",
     }
-    with _atomic_text_file(directory / MATGL_MANIFEST_FILE) as handle:
+    with atomic_file(directory / MATGL_MANIFEST_FILE, "w") as handle:
         json.dump(manifest, handle, indent=2, ensure_ascii=False)
         handle.write("\n")
     return n_written
@@ -631,13 +630,6 @@ def load_matgl_dataset(
         # The file already holds GPa with matgl's sign; "GPa" is matgl's factor 1.0.
         stress_unit="GPa",
     )
-
-
-@contextmanager
-def _atomic_text_file(path: Path) -> Iterator[TextIO]:
-    """Open a hidden sibling of ``path`` for writing text and move it into place on success."""
-    with atomic_file(path, "w") as handle:
-        yield handle
 
 
 @contextmanager
@@ -817,7 +809,7 @@ def write_structures_extxyz(
     import ase.io
 
     n_written = 0
-    with _atomic_text_file(Path(path)) as handle:
+    with atomic_file(Path(path), "w") as handle:
         for atoms, info in structures:
             copy = atoms.copy()
             copy.info.update(
